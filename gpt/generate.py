@@ -1,0 +1,332 @@
+"""The one sampler: KV-cached, batched, streaming generation with the usual controls, used by CLI, UI and API.
+
+Decoding keeps a KV cache per sequence. When a sequence fills the context, its last 3/4 block of tokens is
+prefilled again (a context shift, as llama.cpp does): absolute position embeddings rule out sliding one token at a
+time without recomputing, and this keeps decoding incremental for 1/4 of a block at a time.
+"""
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from gpt.model import GPT, KVCache
+from gpt.tokenizer import CharTokenizer
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Generation controls. temperature 0 is greedy; top_k 0 and top_p 1 are off; the same seed repeats a sample."""
+
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self):
+        def number(name, value, ok, rule):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or not ok(value)
+            ):
+                raise ValueError(f"{name} must be {rule}, got {value!r}")
+
+        number("max_new_tokens", self.max_new_tokens, lambda v: v >= 0 and v == int(v), "a whole number >= 0")
+        number("temperature", self.temperature, lambda v: v >= 0, "a number >= 0 (0 means greedy)")
+        number("top_k", self.top_k, lambda v: v >= 0 and v == int(v), "a whole number >= 0 (0 means off)")
+        number("top_p", self.top_p, lambda v: 0 < v <= 1, "in (0, 1] (1 means off)")
+        number("repetition_penalty", self.repetition_penalty, lambda v: v > 0, "a number > 0 (1 means off)")
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        if any(not isinstance(s, str) or not s for s in stop):
+            raise ValueError(f"stop must be non-empty strings, got {self.stop!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ValueError(f"seed must be a whole number or None, got {self.seed!r}")
+        object.__setattr__(self, "stop", stop)
+        object.__setattr__(self, "max_new_tokens", int(self.max_new_tokens))
+        object.__setattr__(self, "top_k", int(self.top_k))
+
+
+class Sampler:
+    """Picks the next token of every row from its logits, each row with its own settings and random generator."""
+
+    def __init__(self, params: list[SamplingParams], vocab_size: int, device):
+        self.params = params
+        t = [p.temperature for p in params]
+        self.greedy = torch.tensor([x == 0 for x in t], device=device)
+        self.temperature = torch.tensor([x or 1.0 for x in t], device=device)[:, None]
+        self.top_k = torch.tensor([p.top_k or vocab_size for p in params], device=device)[:, None]
+        self.top_p = torch.tensor([p.top_p for p in params], device=device)[:, None]
+        self.penalty = torch.tensor([p.repetition_penalty for p in params], device=device)[:, None]
+        self.use_penalty = any(p.repetition_penalty != 1 for p in params)
+        self.filtered = any(p.top_k or p.top_p < 1 for p in params)
+        self.all_greedy = all(x == 0 for x in t)
+        self.generators = [torch.Generator() for _ in params]
+        for g, p in zip(self.generators, params):
+            g.manual_seed(p.seed) if p.seed is not None else g.seed()
+
+    def __call__(self, logits: torch.Tensor, seen: torch.Tensor | None) -> torch.Tensor:
+        """logits (B, V) -> tokens (B,). `seen` (B, V) marks tokens already in each row, for the repetition penalty."""
+        logits = logits.float()
+        if self.use_penalty and seen is not None:  # CTRL's penalty: shrink the logits of tokens already present
+            penalised = torch.where(logits > 0, logits / self.penalty, logits * self.penalty)
+            logits = torch.where(seen, penalised, logits)
+        greedy = logits.argmax(dim=-1)
+        if self.all_greedy:
+            return greedy
+        logits = logits / self.temperature
+        if self.filtered:  # top-k, then top-p (nucleus), in sorted order; the most likely token always survives
+            logits, order = logits.sort(dim=-1, descending=True)
+            rank = torch.arange(logits.size(-1), device=logits.device)
+            logits = logits.masked_fill(rank >= self.top_k, float("-inf"))
+            probs = logits.softmax(dim=-1)
+            logits = logits.masked_fill(probs.cumsum(dim=-1) - probs >= self.top_p, float("-inf"))
+        probs = logits.softmax(dim=-1)
+        u = torch.stack([torch.rand((), generator=g) for g in self.generators]).to(probs.device)
+        choice = torch.searchsorted(probs.cumsum(dim=-1), u[:, None]).clamp(max=probs.size(-1) - 1)[:, 0]
+        if self.filtered:
+            choice = order.gather(1, choice[:, None])[:, 0]
+        return torch.where(self.greedy, greedy, choice)
+
+
+@dataclass
+class Token:
+    """One generated token; logprob and top alternatives come from the model's own (temperature 1) distribution."""
+
+    id: int
+    text: str
+    logprob: float | None = None
+    top: list[tuple[str, float]] = field(default_factory=list)
+
+
+class StopStrings:
+    """Holds back tokens that may be the start of a stop string; reports where one completes."""
+
+    def __init__(self, stops: tuple[str, ...]):
+        self.stops = stops
+        self.pending: list[Token] = []
+
+    def feed(self, token: Token) -> tuple[list[Token], bool]:
+        """Tokens now safe to emit, and whether a stop string was completed (its text is never emitted)."""
+        if not self.stops:
+            return [token], False
+        self.pending.append(token)
+        text = "".join(t.text for t in self.pending)
+        ends = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        if ends:
+            return self._release(min(ends)), True
+        hold = max((k for s in self.stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+        return self._release(len(text) - hold), False
+
+    def _release(self, chars: int) -> list[Token]:
+        out, used = [], 0
+        while self.pending and used + len(self.pending[0].text) <= chars:
+            used += len(self.pending[0].text)
+            out.append(self.pending.pop(0))
+        return out
+
+    def flush(self) -> list[Token]:
+        out, self.pending = self.pending, []
+        return out
+
+
+def context_shift_keep(block_size: int) -> int:
+    """Tokens kept when a full context is shifted: 3/4 of the block."""
+    return max(1, block_size * 3 // 4)
+
+
+@torch.no_grad()
+def decode_steps(
+    model: GPT, prompts: list[list[int]], sampler: Sampler, with_logprobs: bool = False
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Endless decoding of a batch: yields each step's new tokens (B,) and, if asked, the log-probabilities (B, V).
+
+    Every prompt must be non-empty; longer than the context, only its last block_size tokens are used.
+    The caller stops when it has what it needs (closing the generator ends the loop at once).
+    """
+    cfg = model.config
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    B = len(prompts)
+    cache = KVCache.empty(cfg, B, device, dtype)
+    history = [list(p[-cfg.block_size :]) for p in prompts]
+    seen = None
+    if sampler.use_penalty:
+        seen = torch.zeros(B, cfg.vocab_size, dtype=torch.bool, device=device)
+        for b, ids in enumerate(history):
+            seen[b, ids] = True
+
+    def refill(b: int, ids: list[int]) -> None:
+        row = cache.rows(b, b + 1)
+        row.pos.zero_()
+        if ids:
+            model(torch.tensor([ids], device=device), cache=row)
+
+    for b, ids in enumerate(history):
+        refill(b, ids[:-1])
+    lengths = [len(ids) - 1 for ids in history]
+    last = torch.tensor([ids[-1] for ids in history], device=device)
+    keep = context_shift_keep(cfg.block_size)
+    while True:
+        for b in range(B):
+            if lengths[b] == cfg.block_size:  # context full: shift it
+                refill(b, history[b][-keep:-1])
+                lengths[b] = keep - 1
+        logits = model(last[:, None], cache=cache)[0][:, -1]
+        tokens = sampler(logits, seen)
+        if seen is not None:
+            seen[torch.arange(B, device=device), tokens] = True
+        yield tokens, (logits.float().log_softmax(dim=-1) if with_logprobs else None)
+        last = tokens
+        for b, t in enumerate(tokens.tolist()):
+            history[b].append(t)
+            lengths[b] += 1
+
+
+class Row:
+    """One sequence's output: turns sampled tokens into emitted ones and decides when, and why, it is finished."""
+
+    def __init__(self, params: SamplingParams, boundary_id: int | None):
+        self.stops, self.boundary_id, self.max_new_tokens = StopStrings(params.stop), boundary_id, params.max_new_tokens
+        self.generated = 0
+        self.finish_reason: str | None = "length" if params.max_new_tokens == 0 else None
+
+    def push(self, token: Token) -> list[Token]:
+        self.generated += 1
+        if token.id == self.boundary_id:  # a document model ended its item
+            self.finish_reason = "stop"
+            return self.stops.flush()
+        ready, stopped = self.stops.feed(token)
+        if stopped:
+            self.finish_reason = "stop"
+        elif self.generated >= self.max_new_tokens:
+            self.finish_reason = "length"
+            ready += self.stops.flush()
+        return ready
+
+
+class Completion:
+    """A streaming completion: iterate for Tokens; afterwards finish_reason is "stop" or "length".
+
+    Closing it (or breaking out of the loop) ends the decode loop at once: nothing runs on in the background.
+    """
+
+    def __init__(self, lm: "LM", prompt: str, params: SamplingParams, top_logprobs: int = 0):
+        self.prompt_ids = lm.encode_prompt(prompt)
+        self.lm, self.params, self.top_logprobs = lm, params, top_logprobs
+        self.row = Row(params, lm.tokenizer.boundary_id)
+        self._iter = self._tokens()
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.row.generated
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.row.finish_reason
+
+    def __iter__(self) -> Iterator[Token]:
+        return self._iter
+
+    def close(self) -> None:
+        self._iter.close()
+
+    def _tokens(self) -> Iterator[Token]:
+        if self.row.finish_reason:
+            return
+        tok = self.lm.tokenizer
+        sampler = Sampler([self.params], tok.vocab_size, self.lm.device)
+        steps = decode_steps(self.lm.model, [self.prompt_ids], sampler, with_logprobs=self.top_logprobs > 0)
+        try:
+            for tokens, logprobs in steps:
+                t = int(tokens[0])
+                token = Token(t, tok.decode([t]))
+                if logprobs is not None:
+                    token.logprob = float(logprobs[0, t])
+                    values, ids = logprobs[0].topk(min(self.top_logprobs, tok.vocab_size))
+                    token.top = [(tok.decode([i]), v) for v, i in zip(values.tolist(), ids.tolist())]
+                yield from self.row.push(token)
+                if self.row.finish_reason:
+                    break
+        finally:
+            steps.close()
+
+
+class LM:
+    """A model with its tokenizer: what `gpt.load` returns."""
+
+    def __init__(self, model: GPT, tokenizer: CharTokenizer):
+        if model.config.vocab_size != tokenizer.vocab_size:
+            raise ValueError(
+                f"tokenizer.json has {tokenizer.vocab_size} tokens but config.json's vocab_size is "
+                f"{model.config.vocab_size}"
+            )
+        self.model, self.tokenizer = model.eval(), tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def block_size(self) -> int:
+        return self.model.config.block_size
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Token ids to condition on. Document models start a fresh item; an empty prompt starts after a newline."""
+        ids = self.tokenizer.encode(prompt)
+        if self.tokenizer.documents:
+            return [self.tokenizer.boundary_id] + ids
+        if not ids:
+            if "\n" not in self.tokenizer.stoi:
+                raise ValueError("the prompt is empty: give some text to continue")
+            return self.tokenizer.encode("\n")
+        return ids
+
+    def complete(self, prompt: str, top_logprobs: int = 0, **controls) -> Completion:
+        """A Completion to iterate token by token, with log-probabilities and the finish reason."""
+        return Completion(self, prompt, SamplingParams(**controls), top_logprobs)
+
+    def stream(self, prompt: str, **controls) -> Iterator[str]:
+        """Text pieces as they are generated; closing the iterator stops generation."""
+        completion = self.complete(prompt, **controls)
+        try:
+            for token in completion:
+                yield token.text
+        finally:
+            completion.close()
+
+    def generate(self, prompt: str, **controls) -> str:
+        return "".join(self.stream(prompt, **controls))
+
+    def generate_batch(self, prompts: list[str], **controls) -> list[str]:
+        """Several prompts decoded together, one forward step for all.
+
+        With a seed, prompt i uses seed + i, so result i equals generate(prompts[i], seed=seed + i) alone.
+        """
+        params = SamplingParams(**controls)
+        tok = self.tokenizer
+        ids = [self.encode_prompt(p) for p in prompts]
+        rows = [Row(params, tok.boundary_id) for _ in prompts]
+        texts: list[list[str]] = [[] for _ in prompts]
+        if params.max_new_tokens == 0 or not prompts:
+            return ["" for _ in prompts]
+        seeds = [None if params.seed is None else params.seed + i for i in range(len(prompts))]
+        sampler = Sampler([replace(params, seed=seed) for seed in seeds], tok.vocab_size, self.device)
+        steps = decode_steps(self.model, ids, sampler)
+        for tokens, _ in steps:
+            for row, text, t in zip(rows, texts, tokens.tolist()):
+                if not row.finish_reason:
+                    text += [r.text for r in row.push(Token(t, tok.decode([t])))]
+            if all(row.finish_reason for row in rows):
+                break
+        steps.close()
+        return ["".join(t) for t in texts]

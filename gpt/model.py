@@ -1,0 +1,254 @@
+"""The GPT model: a config dataclass, a decoder-only transformer and its KV cache, top to bottom in one file."""
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from safetensors import SafetensorError
+from safetensors.torch import load_model
+from torch.nn import functional as F
+
+
+class ModelFileError(ValueError):
+    """A model folder file is missing, unreadable or does not match the others."""
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 65
+    block_size: int = 256
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 384
+    dropout: float = 0.0
+    bias: bool = False  # biases in Linear and LayerNorm layers; False is a bit better and faster
+
+
+class KVCache:
+    """Keys and values of every layer for a batch of sequences, each at its own position.
+
+    Rows are independent: each has its own length (`pos`), so sequences of different lengths decode together.
+    `rows(start, stop)` is a view of some rows, so a single sequence can be (re)filled without touching the others.
+    """
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor):
+        self.k, self.v, self.pos = k, v, pos  # k, v: (n_layer, B, n_head, block_size, head_size); pos: (B,)
+
+    @classmethod
+    def empty(cls, config: GPTConfig, batch_size: int, device=None, dtype=torch.float32) -> "KVCache":
+        shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
+        k = torch.zeros(shape, device=device, dtype=dtype)
+        pos = torch.zeros(batch_size, dtype=torch.long, device=device)
+        return cls(k, torch.zeros_like(k), pos)
+
+    def rows(self, start: int, stop: int) -> "KVCache":
+        return KVCache(self.k[:, start:stop], self.v[:, start:stop], self.pos[start:stop])
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, "n_embd must be divisible by n_head"
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+
+    def forward(self, x, k_cache=None, v_cache=None, positions=None, mask=None, return_attention=False):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if k_cache is not None:  # write this step's keys/values at each row's positions, attend over the whole cache
+            rows = torch.arange(B, device=x.device)[:, None]
+            k_cache[rows, :, positions] = k.transpose(1, 2)
+            v_cache[rows, :, positions] = v.transpose(1, 2)
+            k, v = k_cache, v_cache
+        attention = None
+        if return_attention:  # the explicit form, so the weights can be shown
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))
+            allowed = mask if mask is not None else torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            attention = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+            y = attention @ v
+        elif mask is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:
+            p = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y)), attention
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, k_cache=None, v_cache=None, positions=None, mask=None, return_attention=False):
+        a, attention = self.attn(self.ln_1(x), k_cache, v_cache, positions, mask, return_attention)
+        x = x + a
+        return x + self.mlp(self.ln_2(x)), attention
+
+
+class GPT(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="pytorch",
+    license="mit",
+    pipeline_tag="text-generation",
+    tags=["gpt", "character-level", "text-generation"],
+):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # weight tying
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: residual projections scaled down by depth
+            if name.endswith("c_proj.weight"):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        """Parameters counted once (the tied head shares the token embedding); position embeddings included."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
+        """Logits (B, T, vocab) and, with targets, the mean cross-entropy (targets of -1 are ignored).
+
+        With a cache, idx continues each row from its cached position; the cache is filled and advanced.
+        """
+        B, T = idx.size()
+        mask = None
+        if cache is None:
+            if T > self.config.block_size:
+                raise ValueError(f"sequence of length {T} is longer than the context ({self.config.block_size})")
+            positions = torch.arange(T, device=idx.device).expand(B, T)
+        else:
+            positions = cache.pos[:, None] + torch.arange(T, device=idx.device)
+            keys = torch.arange(self.config.block_size, device=idx.device)
+            mask = (keys <= positions[..., None])[:, None]  # (B, 1, T, block_size): causal, per row
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(positions))
+        for i, block in enumerate(self.transformer.h):
+            kv = (cache.k[i], cache.v[i]) if cache is not None else (None, None)
+            x, _ = block(x, *kv, positions, mask)
+        if cache is not None:
+            cache.pos += T
+        logits = self.lm_head(self.transformer.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
+        return logits, loss
+
+    @torch.no_grad()
+    def attention_maps(self, idx: torch.Tensor) -> torch.Tensor:
+        """Attention weights of every layer and head for one sequence: (n_layer, n_head, T, T)."""
+        T = idx.size(1)
+        positions = torch.arange(T, device=idx.device)[None]
+        x = self.transformer.wte(idx) + self.transformer.wpe(positions)
+        maps = []
+        for block in self.transformer.h:
+            x, attention = block(x, return_attention=True)
+            maps.append(attention[0])
+        return torch.stack(maps)
+
+    def configure_optimizer(self, weight_decay: float, lr: float, betas: tuple[float, float], fused: bool):
+        """AdamW with decay on matrices only (not on biases, norms or embeddings' 1-D params)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> "GPT":
+        """Load a model folder or Hub repo strictly, with an error naming the file when one is bad."""
+        path = str(pretrained_model_name_or_path)
+        if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+            raise ModelFileError(
+                f"{path}: config.json is missing (a model folder needs config.json and model.safetensors)"
+            )
+        try:
+            return super().from_pretrained(path, **kwargs)
+        except json.JSONDecodeError as e:
+            raise ModelFileError(f"{path}: config.json is not valid JSON ({e})") from None
+        except TypeError as e:
+            raise ModelFileError(f"{path}: config.json does not describe a GPTConfig ({e})") from None
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        map_location: str = "cpu",
+        strict: bool = True,
+        config: GPTConfig | None = None,
+        **model_kwargs,
+    ) -> "GPT":
+        if config is None:
+            raise ModelFileError(f"{model_id}: config.json is missing")
+        if os.path.isdir(model_id):
+            model_file = os.path.join(model_id, "model.safetensors")
+            if not os.path.isfile(model_file):
+                raise ModelFileError(f"{model_id}: model.safetensors is missing")
+        else:
+            model_file = hf_hub_download(
+                model_id,
+                "model.safetensors",
+                revision=revision,
+                cache_dir=cache_dir,
+                force_download=force_download,
+                token=token,
+                local_files_only=local_files_only,
+            )
+        model = cls(config)
+        try:
+            load_model(model, model_file, strict=True, device=map_location)
+        except SafetensorError as e:
+            raise ModelFileError(f"{model_file}: model.safetensors is unreadable or truncated ({e})") from None
+        except RuntimeError as e:
+            reason = str(e).splitlines()[-1].strip() if str(e).strip() else "shapes differ"
+            raise ModelFileError(f"{model_file}: model.safetensors does not match config.json ({reason})") from None
+        return model.eval()

@@ -1,0 +1,389 @@
+"""Train a GPT on a text file: python -m gpt.train --data FILE --out DIR [--preset NAME] [flags].
+
+The best-validation model is saved atomically to --out as a model folder. Resume state (latest weights, optimizer,
+step, data-sampler and RNG state) goes to --out/checkpoint/ as safetensors + JSON, so --resume continues exactly
+where an interrupted run stopped. Ctrl-C saves that state at the end of the current step and exits.
+Multi-GPU / multi-node: torchrun --nproc-per-node N -m gpt.train ... (DistributedDataParallel; rank 0 writes).
+"""
+
+import argparse
+import json
+import math
+import os
+import shlex
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from gpt.data import DataError, load_dataset
+from gpt.hub import pick_device, save_folder, write_atomic
+from gpt.model import GPT, GPTConfig, ModelFileError
+from gpt.tokenizer import CharTokenizer, UnknownCharactersError
+
+DEFAULTS = dict(
+    n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False,
+    batch_size=32, max_steps=2000, lr=1e-3, min_lr=1e-4, warmup_steps=100, lr_decay_steps=None,
+    weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, eval_interval=250, eval_steps=20,
+    device="auto", dtype="auto", save_dtype="float32", compile=False, seed=1337, docs=False,
+)  # fmt: skip
+PRESETS = {
+    # nanoGPT's shakespeare_char recipe (10.65M parameters): a GPU run of a few minutes.
+    "shakespeare-char": dict(
+        n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, batch_size=64, max_steps=5000,
+        lr=1e-3, min_lr=1e-4, warmup_steps=100, eval_interval=250, eval_steps=200, save_dtype="bfloat16",
+    ),
+    # The laptop recipe: small, fast, tuned for a 2-core CPU.
+    "shakespeare-char-cpu": dict(
+        n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, batch_size=32, max_steps=1000,
+        lr=2e-3, min_lr=2e-4, warmup_steps=50, eval_interval=250, eval_steps=20,
+    ),
+    # makemore's task: one name per line, each scored from a fresh boundary.
+    "names": dict(
+        docs=True, n_layer=4, n_head=4, n_embd=64, block_size=16, dropout=0.1, batch_size=64, max_steps=5000,
+        lr=3e-3, min_lr=3e-4, warmup_steps=100, eval_interval=500, eval_steps=50,
+    ),
+}  # fmt: skip
+ARCHITECTURE = ["n_layer", "n_head", "n_embd", "block_size", "bias", "docs"]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m gpt.train",
+        description="Train a character-level GPT on a UTF-8 text file. A preset fills the defaults; explicit flags "
+        "override it. Defaults without a preset: " + ", ".join(f"{k}={v}" for k, v in DEFAULTS.items()),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    a = p.add_argument
+    a("--data", help="UTF-8 text file to train on (last 10%% validates; with --docs every 10th line validates)")
+    a("--out", required=True, help="model folder to write (and the checkpoint/ to resume from)")
+    a("--preset", choices=sorted(PRESETS), help="named recipe filling the defaults below")
+    a("--resume", action="store_true", help="continue the run saved in --out/checkpoint (same settings unless given)")
+    a("--docs", action="store_true", default=None, help="document mode: one item per line, boundary token")
+    a("--n-layer", type=int, help="transformer blocks")
+    a("--n-head", type=int, help="attention heads per block")
+    a("--n-embd", type=int, help="embedding width (divisible by --n-head)")
+    a("--block-size", type=int, help="context length in characters")
+    a("--dropout", type=float, help="dropout probability while training")
+    a("--bias", action="store_true", default=None, help="use biases in Linear and LayerNorm layers")
+    a("--batch-size", type=int, help="sequences per step (per process under torchrun)")
+    a("--max-steps", type=int, help="optimizer steps in total")
+    a("--lr", type=float, help="peak learning rate (AdamW)")
+    a("--min-lr", type=float, help="learning rate at the end of the cosine decay")
+    a("--warmup-steps", type=int, help="steps of linear warmup from 0 to --lr")
+    a("--lr-decay-steps", type=int, help="step where the cosine decay reaches --min-lr (default: --max-steps)")
+    a("--weight-decay", type=float, help="AdamW weight decay (matrices only)")
+    a("--beta1", type=float, help="AdamW beta1")
+    a("--beta2", type=float, help="AdamW beta2")
+    a("--grad-clip", type=float, help="clip the gradient norm to this (0: off)")
+    a("--eval-interval", type=int, help="estimate train/val loss (and maybe save) every N steps")
+    a("--eval-steps", type=int, help="batches per loss estimate")
+    a("--device", choices=["auto", "cpu", "cuda", "mps"], help="auto picks cuda, then mps, then cpu")
+    a("--dtype", choices=["auto", *DTYPES], help="autocast precision; auto is bfloat16 on CUDA, else float32")
+    a("--save-dtype", choices=list(DTYPES), help="precision of the saved weights (loading always gives float32)")
+    a("--compile", action="store_true", default=None, help="torch.compile the model (CUDA)")
+    a("--seed", type=int, help="random seed (same seed and settings give the same run)")
+    return p
+
+
+def resolve_settings(args: argparse.Namespace) -> dict:
+    """Defaults <- preset <- explicit flags; on --resume the saved run's settings stand in for the defaults."""
+    explicit = {k: v for k, v in vars(args).items() if v is not None and k not in ("out", "resume", "preset")}
+    if args.resume:
+        saved = read_checkpoint_meta(Path(args.out))["settings"]
+        for k in ARCHITECTURE:
+            if k in explicit and explicit[k] != saved[k]:
+                raise ValueError(
+                    f"--{k.replace('_', '-')} {explicit[k]} differs from the run being resumed ({saved[k]})"
+                )
+        return {**saved, **explicit}
+    settings = {**DEFAULTS, **PRESETS.get(args.preset, {}), **explicit, "preset": args.preset}
+    if not settings.get("data"):
+        raise ValueError("--data is required: give a UTF-8 text file to train on")
+    for k in ["n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_steps", "eval_interval", "eval_steps"]:
+        if settings[k] < 1:
+            raise ValueError(f"--{k.replace('_', '-')} must be at least 1")
+    if settings["n_embd"] % settings["n_head"]:
+        raise ValueError(f"--n-embd {settings['n_embd']} must be divisible by --n-head {settings['n_head']}")
+    if not 0 <= settings["dropout"] < 1:
+        raise ValueError("--dropout must be in [0, 1)")
+    return settings
+
+
+def learning_rate(step: int, s: dict) -> float:
+    """Linear warmup, then cosine decay to min_lr at lr_decay_steps, then flat."""
+    decay_steps = s["lr_decay_steps"] or s["max_steps"]
+    if step < s["warmup_steps"]:
+        return s["lr"] * (step + 1) / (s["warmup_steps"] + 1)
+    if step >= decay_steps:
+        return s["min_lr"]
+    ratio = (step - s["warmup_steps"]) / max(1, decay_steps - s["warmup_steps"])
+    return s["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (s["lr"] - s["min_lr"])
+
+
+# Resume state: tensors in state.safetensors, everything else in state.json.
+
+
+def read_checkpoint_meta(out: Path) -> dict:
+    path = out / "checkpoint" / "state.json"
+    if not path.is_file():
+        raise ValueError(f"{path} not found: nothing to resume in {out} (train without --resume first)")
+    return json.loads(path.read_text())
+
+
+def save_checkpoint(out: Path, model: GPT, optimizer, meta: dict, rng: dict[str, torch.Tensor]) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied: stored once
+    opt = optimizer.state_dict()
+    for i, state in opt["state"].items():
+        for name, value in state.items():
+            tensors[f"optimizer.{i}.{name}"] = value
+    tensors.update({f"rng.{k}": v for k, v in rng.items()})
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta = {**meta, "param_groups": opt["param_groups"]}
+    folder = out / "checkpoint"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / "state.safetensors", lambda p: save_file(tensors, str(p)))
+    write_atomic(folder / "state.json", lambda p: p.write_text(json.dumps(meta, indent=1)))
+
+
+def load_checkpoint(out: Path, model: GPT, optimizer) -> tuple[dict, dict[str, torch.Tensor]]:
+    meta = read_checkpoint_meta(out)
+    tensors = load_file(str(out / "checkpoint" / "state.safetensors"))
+    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    weights["lm_head.weight"] = weights["transformer.wte.weight"]
+    model.load_state_dict(weights, strict=True)
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, i, name = key.split(".", 2)
+            state.setdefault(int(i), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    rng = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
+    return meta, rng
+
+
+def gather_states(state: torch.Tensor, world: int, device) -> torch.Tensor:
+    """Every rank's copy of a byte state, stacked (rank 0 writes them all to the checkpoint)."""
+    if world == 1:
+        return state[None]
+    parts = [torch.empty_like(state, device=device) for _ in range(world)]
+    dist.all_gather(parts, state.to(device))
+    return torch.stack([p.cpu() for p in parts])
+
+
+@torch.no_grad()
+def estimate_loss(model, batches: dict, steps: int, batch_size: int, seed: int, ctx, device, world: int) -> dict:
+    """Mean loss over the same `steps` batches of each split every time (a fixed generator), averaged over ranks."""
+    model.eval()
+    out = {}
+    for split, data in batches.items():
+        g = torch.Generator().manual_seed(seed)
+        losses = torch.zeros(steps, device=device)
+        for i in range(steps):
+            x, y = data.sample(batch_size, g)
+            with ctx:
+                losses[i] = model(x.to(device), y.to(device))[1]
+        mean = losses.mean()
+        if world > 1:
+            dist.all_reduce(mean)
+            mean /= world
+        out[split] = mean.item()
+    model.train()
+    return out
+
+
+def plot_loss(curve: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    steps = [c["step"] for c in curve]
+    ax.plot(steps, [c["train_loss"] for c in curve], label="train")
+    ax.plot(steps, [c["val_loss"] for c in curve], label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/char)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    write_atomic(path, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+
+
+def train(s: dict, out: Path, resume: bool = False, command: str = "") -> dict:
+    """Run the training loop with resolved settings; returns the run summary written to metrics.json."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    rank = int(os.environ.get("RANK", 0))
+    if world > 1:
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        backend = "nccl" if torch.cuda.is_available() and s["device"] in ("auto", "cuda") else "gloo"
+        dist.init_process_group(backend)
+        device = torch.device(f"cuda:{local_rank}") if backend == "nccl" else pick_device(s["device"])
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    else:
+        device = pick_device(s["device"])
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but no CUDA GPU is available")
+    master = rank == 0
+    dtype_name = s["dtype"]
+    if dtype_name == "auto":
+        dtype_name = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    amp_dtype = DTYPES[dtype_name]
+    ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    torch.manual_seed(s["seed"] + rank)
+    data_rng = torch.Generator().manual_seed(s["seed"] + rank)
+    tokenizer = CharTokenizer.load(out / "tokenizer.json") if resume else None
+    tokenizer, train_data, val_data = load_dataset(s["data"], s["block_size"], s["docs"], tokenizer)
+    config = GPTConfig(
+        vocab_size=tokenizer.vocab_size, block_size=s["block_size"], n_layer=s["n_layer"], n_head=s["n_head"],
+        n_embd=s["n_embd"], dropout=s["dropout"], bias=s["bias"],
+    )  # fmt: skip
+    model = GPT(config).to(device)
+    optimizer = model.configure_optimizer(s["weight_decay"], s["lr"], (s["beta1"], s["beta2"]), device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    start, best_val, curve, tokens_seen, elapsed = 0, float("inf"), [], 0, 0.0
+    if resume:
+        meta, rng = load_checkpoint(out, model, optimizer)
+        start, best_val, curve = meta["step"], meta["best_val_loss"], meta["curve"]
+        tokens_seen, elapsed = meta["tokens_seen"], meta["wall_time_s"]
+        data_rng.set_state(rng["data"][rank])
+        torch.set_rng_state(rng["torch"][rank])
+        if device.type == "cuda" and "cuda" in rng:
+            torch.cuda.set_rng_state(rng["cuda"][rank])
+    raw_model = model
+    if s["compile"]:
+        model = torch.compile(model)
+    if world > 1:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    stop_requested = []
+    if world == 1 and master:
+        signal.signal(signal.SIGINT, lambda *_: stop_requested.append(True))
+
+    tokens_per_step = s["batch_size"] * s["block_size"] * world
+    splits = {"train": train_data, "val": val_data}
+    run = {
+        "name": out.name, "data": str(s["data"]), "command": command, "device": str(device).split(":")[0],
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "parameters": raw_model.num_params(), "world_size": world, "dtype": dtype_name, "settings": s,
+    }  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+
+    def checkpoint(step: int) -> None:
+        rng = {"data": gather_states(data_rng.get_state(), world, device)}
+        rng["torch"] = gather_states(torch.get_rng_state(), world, device)
+        if device.type == "cuda":
+            rng["cuda"] = gather_states(torch.cuda.get_rng_state(device), world, device)
+        if master:
+            meta = {"step": step, "best_val_loss": best_val, "curve": curve, "tokens_seen": tokens_seen}
+            meta.update({"wall_time_s": elapsed + time.time() - t0, "settings": s})
+            save_checkpoint(out, raw_model, optimizer, meta, rng)
+
+    def metrics() -> dict:
+        summary = {"best_val_loss": best_val, "tokens_seen": tokens_seen, "wall_time_s": elapsed + time.time() - t0}
+        best = min(curve, key=lambda c: c["val_loss"]) if curve else {}
+        summary["final_train_loss"] = best.get("train_loss")
+        summary["best_step"] = best.get("step")
+        return {"run": {**run, **summary}, "curve": curve}
+
+    t0 = time.time()
+    bar = tqdm(total=s["max_steps"], initial=start, disable=not master, unit="step", dynamic_ncols=True)
+    last_loss, interval_start, interval_tokens = float("nan"), time.time(), 0
+    step = start
+    while True:
+        if (step % s["eval_interval"] == 0 or step == s["max_steps"]) and not (resume and step == start):
+            losses = estimate_loss(model, splits, s["eval_steps"], s["batch_size"], s["seed"], ctx, device, world)
+            tok_s = interval_tokens / max(time.time() - interval_start, 1e-9)
+            entry = {"step": step, "train_loss": losses["train"], "val_loss": losses["val"]}
+            entry.update({"lr": learning_rate(max(step - 1, 0), s), "tokens_per_s": round(tok_s)})
+            curve.append(entry)
+            if master:
+                bar.write(f"step {step}: train {losses['train']:.4f}, val {losses['val']:.4f}")
+            if losses["val"] < best_val:
+                best_val = losses["val"]
+                if master:
+                    save_folder(raw_model, tokenizer, out, metrics(), DTYPES[s["save_dtype"]])
+            checkpoint(step)
+            interval_start, interval_tokens = time.time(), 0
+        if step >= s["max_steps"] or stop_requested:
+            break
+        lr = learning_rate(step, s)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, y = train_data.sample(s["batch_size"], data_rng)
+        with ctx:
+            _, loss = model(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+        scaler.scale(loss).backward()
+        if s["grad_clip"]:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), s["grad_clip"])
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens_seen += tokens_per_step
+        interval_tokens += tokens_per_step
+        if master and (step % 10 == 0 or step == s["max_steps"]):
+            last_loss = loss.item()
+            tok_s = interval_tokens / max(time.time() - interval_start, 1e-9)
+            bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{tok_s:,.0f}", lr=f"{lr:.2e}", refresh=False)
+        bar.update(1)
+    bar.close()
+    if stop_requested:
+        checkpoint(step)
+    summary = metrics()
+    if master:
+        write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(summary, indent=1)))
+        if curve:
+            plot_loss(curve, out / "loss.png")
+            summary["run"]["loss_png"] = True
+        rewrite_card(out, summary)
+    if world > 1:
+        dist.destroy_process_group()
+    summary.update(interrupted=bool(stop_requested), step=step)
+    return summary
+
+
+def rewrite_card(out: Path, summary: dict) -> None:
+    """The card and metrics of the saved (best) model, with the whole run's figures."""
+    from gpt.hub import model_card
+
+    model = GPT.from_pretrained(out)
+    card = model_card(model, CharTokenizer.load(out / "tokenizer.json"), summary)
+    write_atomic(out / "README.md", lambda p: card.save(p))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    command = "python -m gpt.train " + shlex.join(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = resolve_settings(args)
+        summary = train(settings, out, args.resume, command)
+    except (DataError, UnknownCharactersError, ModelFileError, ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    run = summary["run"]
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(
+            f"best val loss {run['best_val_loss']:.4f} | tokens seen {run['tokens_seen']:,} | "
+            f"wall time {run['wall_time_s']:.1f}s | model folder {out}"
+            + (f" | interrupted at step {summary['step']}: continue with --resume" if summary["interrupted"] else "")
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SPEAKERS = ["ROMEO", "JULIET", "NURSE", "FRIAR", "TYBALT"]
+WORDS = "the my thou art and to of love night what shall i not be is with death fair sweet".split()
+
+
+def make_play(n_speeches: int, seed: int = 0) -> str:
+    """A small made-up play in Tiny Shakespeare's shape: a speaker line ending in ':', then verse."""
+    rng = random.Random(seed)
+    parts = []
+    for _ in range(n_speeches):
+        verse = "\n".join(
+            " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8))).capitalize() + rng.choice(",.;!?")
+            for _ in range(rng.randint(1, 3))
+        )
+        parts.append(f"{rng.choice(SPEAKERS)}:\n{verse}\n")
+    return "\n".join(parts)
+
+
+def make_names(n: int, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    syllables = ["an", "na", "el", "la", "ma", "ri", "jo", "em", "ly", "ka", "ro", "se"]
+    return "\n".join("".join(rng.choice(syllables) for _ in range(rng.randint(1, 3))) for _ in range(n)) + "\n"
+
+
+@pytest.fixture(scope="session")
+def play_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "play.txt"
+    path.write_text(make_play(600))
+    return path
+
+
+@pytest.fixture(scope="session")
+def names_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "names.txt"
+    path.write_text(make_names(400))
+    return path
+
+
+TINY = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "16"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, play_file) -> Path:
+    """A small model trained on the made-up play, shared by the tests that only read it."""
+    from gpt.train import main
+
+    out = tmp_path_factory.mktemp("models") / "play"
+    main(["--data", str(play_file), "--out", str(out), *TINY, "--max-steps", "150", "--eval-interval", "50",
+          "--eval-steps", "4", "--lr", "3e-3"])  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="session")
+def names_model(tmp_path_factory, names_file) -> Path:
+    from gpt.train import main
+
+    out = tmp_path_factory.mktemp("models") / "names"
+    main(["--data", str(names_file), "--out", str(out), "--docs", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
+          "--block-size", "16", "--batch-size", "32", "--max-steps", "150", "--eval-interval", "50", "--lr", "3e-3",
+          "--eval-steps", "4"])  # fmt: skip
+    return out

@@ -1,0 +1,168 @@
+import math
+
+import pytest
+import torch
+
+import gpt
+from gpt.generate import LM, Sampler, SamplingParams, StopStrings, Token
+from gpt.model import GPT, GPTConfig
+from gpt.tokenizer import CharTokenizer
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_model):
+    return gpt.load(tiny_model, device="cpu")
+
+
+@pytest.mark.parametrize(
+    "controls, message",
+    [
+        (dict(max_new_tokens=-1), "max_new_tokens"),
+        (dict(max_new_tokens=2.5), "max_new_tokens"),
+        (dict(temperature=-0.1), "temperature"),
+        (dict(temperature=math.nan), "temperature"),
+        (dict(top_k=-1), "top_k"),
+        (dict(top_p=0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(repetition_penalty=0), "repetition_penalty"),
+        (dict(stop=[""]), "stop"),
+        (dict(seed="x"), "seed"),
+        (dict(temperature="hot"), "temperature"),
+    ],
+)
+def test_bad_controls_raise_value_error(lm, controls, message):
+    with pytest.raises(ValueError, match=message):
+        lm.generate("ROMEO:", **controls)
+
+
+def naive_greedy(model, ids, n):
+    """Reference without the KV cache: a full forward over the whole sequence at every step."""
+    ids = list(ids)
+    for _ in range(n):
+        logits, _ = model(torch.tensor([ids]))
+        ids.append(int(logits[0, -1].argmax()))
+    return ids
+
+
+def test_greedy_matches_full_forward_reference(lm):
+    prompt = "JULIET:\n"
+    text = lm.generate(prompt, max_new_tokens=20, temperature=0)
+    ids = naive_greedy(lm.model, lm.tokenizer.encode(prompt), 20)
+    assert text == lm.tokenizer.decode(ids[len(prompt) :])
+    assert text == lm.generate(prompt, max_new_tokens=20, temperature=0)
+
+
+def test_seed_repeats_and_varies(lm):
+    a = lm.generate("ROMEO:", max_new_tokens=40, temperature=1.0, seed=7)
+    assert a == lm.generate("ROMEO:", max_new_tokens=40, temperature=1.0, seed=7)
+    others = {lm.generate("ROMEO:", max_new_tokens=40, temperature=1.0, seed=s) for s in range(8, 12)}
+    assert len(others - {a}) >= 3
+
+
+def test_top_k_one_and_tiny_top_p_are_greedy(lm):
+    greedy = lm.generate("NURSE:", max_new_tokens=30, temperature=0)
+    assert lm.generate("NURSE:", max_new_tokens=30, temperature=1.5, top_k=1, seed=1) == greedy
+    assert lm.generate("NURSE:", max_new_tokens=30, temperature=1.5, top_p=1e-6, seed=1) == greedy
+
+
+def test_sampler_filters_and_penalty():
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0]])
+    top2 = Sampler([SamplingParams(temperature=1.0, top_k=2, seed=0)], 4, "cpu")
+    assert {int(top2(logits, None)) for _ in range(50)} == {0, 1}
+    seen = torch.tensor([[True, False, False, True]])
+    penalised = Sampler([SamplingParams(temperature=0, repetition_penalty=10.0)], 4, "cpu")
+    assert int(penalised(logits, seen)) == 1  # 2.0 / 10 falls below 1.0
+    assert int(penalised(logits, None)) == 0
+
+
+def test_max_new_tokens_and_finish_reason(lm):
+    c = lm.complete("ROMEO:", max_new_tokens=12, temperature=0.8, seed=0)
+    assert len("".join(t.text for t in c)) == 12
+    assert c.finish_reason == "length" and c.completion_tokens == 12 and c.prompt_tokens == 6
+    assert lm.generate("ROMEO:", max_new_tokens=0) == ""
+
+
+def test_stop_strings_end_before_the_stop(lm):
+    full = lm.generate("ROMEO:", max_new_tokens=200, temperature=0)
+    stop = full[30:33]
+    first = full.find(stop)
+    c = lm.complete("ROMEO:", max_new_tokens=200, temperature=0, stop=[stop, "zzzz"])
+    assert "".join(t.text for t in c) == full[:first]
+    assert c.finish_reason == "stop"
+
+
+def test_stop_strings_hold_back_partial_matches():
+    stops = StopStrings(("ab",))
+    out = [stops.feed(Token(i, ch)) for i, ch in enumerate("xaac")]
+    assert [[t.text for t in ready] for ready, _ in out] == [["x"], [], ["a"], ["a", "c"]]
+    assert stops.feed(Token(9, "a")) == ([], False) and stops.feed(Token(9, "b")) == ([], True)
+
+
+def test_stream_pieces_join_to_generate_and_close_stops_decoding(lm):
+    pieces = list(lm.stream("TYBALT:", max_new_tokens=25, temperature=0))
+    assert len(pieces) == 25 and "".join(pieces) == lm.generate("TYBALT:", max_new_tokens=25, temperature=0)
+    calls = []
+    hook = lm.model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        stream = lm.stream("TYBALT:", max_new_tokens=10_000, temperature=1.0, seed=0)
+        for _ in range(5):
+            next(stream)
+        stream.close()
+        after_close = len(calls)
+        assert after_close <= 7  # prefill + 5 steps (+1 in flight)
+        with pytest.raises(StopIteration):
+            next(stream)
+        assert len(calls) == after_close
+    finally:
+        hook.remove()
+
+
+def test_batch_equals_one_by_one(lm):
+    prompts = ["ROMEO:", "JULIET:\nThe night", "N"]
+    batch = lm.generate_batch(prompts, max_new_tokens=30, temperature=0)
+    assert batch == [lm.generate(p, max_new_tokens=30, temperature=0) for p in prompts]
+    sampled = lm.generate_batch(prompts, max_new_tokens=30, temperature=1.0, top_k=10, seed=5)
+    assert sampled == [
+        lm.generate(p, max_new_tokens=30, temperature=1.0, top_k=10, seed=5 + i) for i, p in enumerate(prompts)
+    ]
+
+
+def test_long_prompt_and_generation_past_the_context(lm):
+    block = lm.block_size
+    long_prompt = ("ROMEO:\nThe night is fair and sweet.\n" * 10)[: block * 3]
+    text = lm.generate(long_prompt, max_new_tokens=block * 3, temperature=0)
+    assert len(text) == block * 3
+    tail = lm.generate(long_prompt[-block:], max_new_tokens=block * 3, temperature=0)
+    assert text == tail  # only the last block_size prompt tokens count
+
+
+def test_top_logprobs_are_the_models_distribution(lm):
+    c = lm.complete("ROMEO:", max_new_tokens=5, temperature=0, top_logprobs=3)
+    tokens = list(c)
+    with torch.no_grad():
+        logits, _ = lm.model(torch.tensor([lm.encode_prompt("ROMEO:")]))
+    expected = logits[0, -1].log_softmax(-1)
+    assert tokens[0].logprob == pytest.approx(float(expected.max()), abs=1e-4)
+    assert len(tokens[0].top) == 3 and tokens[0].top[0][0] == tokens[0].text
+    assert all(a[1] >= b[1] for a, b in zip(tokens[0].top, tokens[0].top[1:]))
+
+
+def test_document_model_starts_fresh_items_and_ends_them(names_model):
+    lm = gpt.load(names_model, device="cpu")
+    names = lm.generate_batch([""] * 20, max_new_tokens=30, temperature=1.0, seed=0)
+    finished = [n for n in names if 0 < len(n) < 30]
+    assert len(finished) >= 15 and all(n.isalpha() and n.islower() for n in finished)
+    c = lm.complete("k", max_new_tokens=30, temperature=0)
+    assert list(c) and c.finish_reason == "stop"
+
+
+def test_empty_prompt_and_unknown_characters(lm):
+    assert len(lm.generate("", max_new_tokens=5, temperature=0)) == 5
+    with pytest.raises(ValueError, match="'#'"):
+        lm.generate("ROMEO# hi", max_new_tokens=5)
+
+
+def test_vocab_mismatch_is_refused():
+    m = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    with pytest.raises(ValueError, match="vocab_size"):
+        LM(m, CharTokenizer.from_text("abc"))

@@ -1,0 +1,111 @@
+import json
+
+import pytest
+import torch
+
+from gpt.model import GPT, GPTConfig, KVCache, ModelFileError
+
+CFG = GPTConfig(vocab_size=23, block_size=16, n_layer=2, n_head=2, n_embd=32)
+
+
+def model(seed=0, **kw):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(**{**CFG.__dict__, **kw})).eval()
+
+
+def test_forward_shapes_loss_and_tied_head():
+    m = model()
+    idx = torch.randint(0, 23, (3, 10))
+    logits, loss = m(idx, idx)
+    assert logits.shape == (3, 10, 23)
+    assert loss.shape == () and 2.5 < loss.item() < 3.8  # about ln(23) at initialisation
+    assert m.lm_head.weight is m.transformer.wte.weight
+    assert m.num_params() == sum(p.numel() for p in m.parameters())
+
+
+def test_ignored_targets_do_not_count():
+    m = model()
+    idx = torch.randint(0, 23, (2, 8))
+    targets = idx.clone()
+    targets[:, 4:] = -1
+    logits, loss = m(idx, targets)
+    expected = torch.nn.functional.cross_entropy(logits[:, :4].reshape(-1, 23), idx[:, :4].reshape(-1))
+    assert torch.allclose(loss, expected)
+
+
+def test_too_long_sequence_is_a_clear_error():
+    with pytest.raises(ValueError, match="longer than the context"):
+        model()(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_kv_cache_prefill_then_steps_equals_full_forward():
+    m = model()
+    idx = torch.randint(0, 23, (2, 16))
+    full, _ = m(idx)
+    cache = KVCache.empty(m.config, 2)
+    parts = [m(idx[:, :7], cache=cache)[0]]
+    for t in range(7, 16):
+        parts.append(m(idx[:, t : t + 1], cache=cache)[0])
+    assert torch.allclose(torch.cat(parts, dim=1), full, atol=1e-5)
+    assert cache.pos.tolist() == [16, 16]
+
+
+def test_kv_cache_rows_at_different_positions():
+    m = model()
+    a, b = torch.randint(0, 23, (1, 12)), torch.randint(0, 23, (1, 5))
+    cache = KVCache.empty(m.config, 2)
+    m(a[:, :-1], cache=cache.rows(0, 1))
+    m(b[:, :-1], cache=cache.rows(1, 2))
+    step, _ = m(torch.stack([a[0, -1:], b[0, -1:]]), cache=cache)
+    assert torch.allclose(step[0, -1], m(a)[0][0, -1], atol=1e-5)
+    assert torch.allclose(step[1, -1], m(b)[0][0, -1], atol=1e-5)
+
+
+def test_attention_maps_are_causal_distributions():
+    m = model()
+    maps = m.attention_maps(torch.randint(0, 23, (1, 9)))
+    assert maps.shape == (2, 2, 9, 9)
+    assert torch.allclose(maps.sum(-1), torch.ones(2, 2, 9))
+    assert maps.triu(diagonal=1).abs().max() == 0
+
+
+def test_save_and_load_round_trip(tmp_path):
+    m = model(seed=3)
+    m.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["n_embd"] == 32
+    loaded = GPT.from_pretrained(tmp_path)
+    assert loaded.config == m.config
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+    idx = torch.randint(0, 23, (1, 10))
+    assert torch.equal(loaded(idx)[0], m(idx)[0])
+
+
+def test_half_precision_weights_load_as_float32(tmp_path):
+    m = model()
+    m.to(torch.bfloat16).save_pretrained(tmp_path)
+    loaded = GPT.from_pretrained(tmp_path)
+    assert loaded.lm_head.weight.dtype == torch.float32
+    assert torch.allclose(loaded.lm_head.weight, m.lm_head.weight.float())
+
+
+def test_bad_folders_name_the_file(tmp_path):
+    model().save_pretrained(tmp_path)
+    weights = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(ModelFileError, match="model.safetensors is unreadable or truncated"):
+        GPT.from_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(weights)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "n_embd": 64}))
+    with pytest.raises(ModelFileError, match="does not match config.json"):
+        GPT.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"n_embd": ')
+    with pytest.raises(ModelFileError, match="config.json is not valid JSON"):
+        GPT.from_pretrained(tmp_path)
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(ModelFileError, match="config.json is missing"):
+        GPT.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(ModelFileError, match="model.safetensors is missing"):
+        GPT.from_pretrained(tmp_path)

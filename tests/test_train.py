@@ -1,0 +1,138 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, TINY
+
+import gpt
+from gpt.train import PRESETS, build_parser, learning_rate, resolve_settings
+
+
+def run(*args, **kw):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, **kw)
+
+
+def curve(folder: Path) -> list[dict]:
+    return [
+        {k: c[k] for k in ("step", "train_loss", "val_loss")}
+        for c in json.loads((folder / "metrics.json").read_text())["curve"]
+    ]
+
+
+def test_training_writes_a_model_folder_that_learns(tiny_model):
+    for name in ["config.json", "model.safetensors", "tokenizer.json", "README.md", "metrics.json", "loss.png"]:
+        assert (tiny_model / name).is_file(), name
+    metrics = json.loads((tiny_model / "metrics.json").read_text())
+    points = metrics["curve"]
+    assert [p["step"] for p in points] == [0, 50, 100, 150]
+    assert points[-1]["val_loss"] < points[0]["val_loss"] - 1.0
+    assert metrics["run"]["best_val_loss"] == min(p["val_loss"] for p in points)
+    assert all(p["tokens_per_s"] > 0 for p in points[1:]) and points[-1]["lr"] > 0
+    card = (tiny_model / "README.md").read_text()
+    assert card.startswith("---\n") and "pipeline_tag: text-generation" in card and "python -m gpt.train" in card
+    assert not list(tiny_model.glob(".saving-*"))
+
+
+def test_cli_progress_and_final_line(tmp_path, play_file):
+    out = tmp_path / "m"
+    r = run("-m", "gpt.train", "--data", str(play_file), "--out", str(out), *TINY, "--max-steps", "20",
+            "--eval-interval", "10", "--eval-steps", "2")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "tok_s=" in r.stderr and "20/20" in r.stderr  # tqdm bar with throughput
+    last = r.stdout.strip().splitlines()[-1]
+    assert last.startswith("best val loss ") and "tokens seen 10,240" in last and "wall time" in last
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, play_file):
+    common = ["--data", str(play_file), *TINY, "--eval-interval", "5", "--eval-steps", "2", "--dropout", "0.1"]
+    gpt.train.main([*common, "--out", str(tmp_path / "full"), "--max-steps", "20"])
+    gpt.train.main([*common, "--out", str(tmp_path / "split"), "--max-steps", "10", "--lr-decay-steps", "20"])
+    assert curve(tmp_path / "split")[-1]["step"] == 10
+    gpt.train.main(["--out", str(tmp_path / "split"), "--resume", "--max-steps", "20"])
+    assert curve(tmp_path / "split") == curve(tmp_path / "full")
+    state = tmp_path / "split" / "checkpoint"
+    assert sorted(p.name for p in state.iterdir()) == ["state.json", "state.safetensors"]
+
+
+def test_ctrl_c_saves_state_and_resume_finishes(tmp_path, play_file):
+    out = tmp_path / "m"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = ["--data", str(play_file), "--out", str(out), *TINY, "--max-steps", "100000", "--eval-interval", "50"]
+    proc = subprocess.Popen([sys.executable, "-m", "gpt.train", *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.time() + 120
+    while not (out / "checkpoint" / "state.json").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "interrupted at step" in stdout and "--resume" in stdout
+    step = json.loads((out / "checkpoint" / "state.json").read_text())["step"]
+    assert step > 0
+    r = run("-m", "gpt.train", "--out", str(out), "--resume", "--max-steps", str(step + 10))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == step + 10
+
+
+def test_ddp_two_processes_on_cpu(tmp_path, play_file):
+    out = tmp_path / "ddp"
+    r = run("-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517", "-m", "gpt.train",
+            "--data", str(play_file), "--out", str(out), *TINY, "--max-steps", "20", "--eval-interval", "10",
+            "--eval-steps", "2", "--device", "cpu")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("best val loss") == 1  # only rank 0 reports and writes
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["run"]["world_size"] == 2 and metrics["run"]["tokens_seen"] == 20 * 16 * 32 * 2
+    assert metrics["curve"][-1]["val_loss"] < metrics["curve"][0]["val_loss"]
+    assert gpt.load(out, device="cpu").generate("ROMEO:", max_new_tokens=5, temperature=0)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "missing.txt"], "no such file"),
+        ([], "--data is required"),
+        (["--n-embd", "30", "--n-head", "4"], "divisible"),
+        (["--max-steps", "0"], "--max-steps must be at least 1"),
+        (["--resume"], "nothing to resume"),
+        (["--block-size", "4000"], "too short"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(tmp_path, play_file, args, message):
+    if "--data" not in args and "--resume" not in args and args:
+        args = ["--data", str(play_file), *args]
+    r = run("-m", "gpt.train", "--out", str(tmp_path / "x"), *args)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr
+
+
+def test_preset_fills_defaults_and_flags_override():
+    s = resolve_settings(build_parser().parse_args(["--out", "x", "--data", "d", "--preset", "shakespeare-char"]))
+    assert s["n_layer"] == PRESETS["shakespeare-char"]["n_layer"] and s["dropout"] == 0.2
+    s = resolve_settings(
+        build_parser().parse_args(["--out", "x", "--data", "d", "--preset", "shakespeare-char", "--n-layer", "2"])
+    )
+    assert s["n_layer"] == 2 and s["n_embd"] == 384
+
+
+def test_learning_rate_schedule():
+    s = dict(lr=1.0, min_lr=0.1, warmup_steps=10, max_steps=110, lr_decay_steps=None)
+    assert learning_rate(0, s) == pytest.approx(1 / 11)
+    assert learning_rate(10, s) == pytest.approx(1.0)
+    assert learning_rate(60, s) == pytest.approx(0.55)
+    assert learning_rate(110, s) == pytest.approx(0.1) and learning_rate(500, s) == 0.1
+
+
+def test_help_explains_every_flag():
+    r = run("-m", "gpt.train", "--help")
+    for action in build_parser()._actions:
+        assert action.help, action.dest
+    assert r.returncode == 0 and "--max-steps" in r.stdout and "preset" in r.stdout
