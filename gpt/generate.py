@@ -8,6 +8,7 @@ time without recomputing, and this keeps decoding incremental for 1/4 of a block
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 
@@ -271,6 +272,7 @@ class LM:
                 f"{model.config.vocab_size}"
             )
         self.model, self.tokenizer = model.eval(), tokenizer
+        self.folder: Path | None = None  # where it was loaded from, if anywhere
 
     @property
     def device(self) -> torch.device:

@@ -4,6 +4,7 @@ A model folder is config.json + model.safetensors + tokenizer.json + README.md (
 the same files locally and in a Hub repo, so one loader serves both.
 """
 
+import functools
 import json
 import os
 import re
@@ -87,7 +88,46 @@ def load(path_or_repo_id: str | Path, device: str | None = None, revision: str |
     folder = resolve(path_or_repo_id, revision)
     model = GPT.from_pretrained(folder)
     tokenizer = CharTokenizer.load(folder / "tokenizer.json")
-    return LM(model.to(pick_device(device)), tokenizer)
+    lm = LM(model.to(pick_device(device)), tokenizer)
+    lm.folder = folder
+    return lm
+
+
+@functools.lru_cache(maxsize=4)
+def load_cached(path_or_repo_id: str, revision: str | None = None) -> LM:
+    """load() once per name: the app and the server share loaded models."""
+    return load(path_or_repo_id, revision=revision)
+
+
+def split_revision(name: str) -> tuple[str, str | None]:
+    """'owner/name@revision' -> ('owner/name', 'revision'); a local folder is never split."""
+    if "@" in name and not os.path.isdir(name):
+        repo, revision = name.rsplit("@", 1)
+        if not revision:
+            raise ModelNotFoundError(f"{name!r}: nothing after '@' (give a branch, tag or commit id)")
+        return repo, revision
+    return name, None
+
+
+def local_models(root: str | Path) -> list[str]:
+    """Model folders directly under root (those with a config.json)."""
+    root = Path(root)
+    return sorted(str(p.parent) for p in root.glob("*/config.json")) if root.is_dir() else []
+
+
+def describe(lm: LM) -> dict:
+    """What the app shows about a model: architecture, size, device and the training figures."""
+    run = read_metrics(lm.folder).get("run", {}) if lm.folder else {}
+    keys = ["best_val_loss", "tokens_seen", "wall_time_s", "device", "device_name", "command"]
+    return {
+        "folder": str(lm.folder) if lm.folder else None,
+        "parameters": lm.model.num_params(),
+        "device": str(lm.device),
+        "document_mode": lm.tokenizer.documents,
+        "vocab": "".join(lm.tokenizer.chars),
+        "config": vars(lm.model.config),
+        "training": {k: run[k] for k in keys if k in run},
+    }
 
 
 def read_metrics(folder: str | Path) -> dict:

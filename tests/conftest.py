@@ -1,6 +1,9 @@
 import os
 import random
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,8 @@ WORDS = "the my thou art and to of love night what shall i not be is with death 
 def make_play(n_speeches: int, seed: int = 0) -> str:
     """A small made-up play in Tiny Shakespeare's shape: a speaker line ending in ':', then verse."""
     rng = random.Random(seed)
-    parts = []
+    parts = ["PROLOGUE:\nThe quick brown fox jumps over the lazy dog; THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG.\n"
+             "Sphinx of black quartz, judge my vow! 'Tis 'so'-and-so: (or not)?\n"]  # fmt: skip
     for _ in range(n_speeches):
         verse = "\n".join(
             " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8))).capitalize() + rng.choice(",.;!?")
@@ -69,3 +73,33 @@ def names_model(tmp_path_factory, names_file) -> Path:
           "--block-size", "16", "--batch-size", "32", "--max-steps", "150", "--eval-interval", "50", "--lr", "3e-3",
           "--eval-steps", "4"])  # fmt: skip
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url(tiny_model):
+    """`python app.py` serving the tiny model, as a user starts it."""
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "MODEL_ID": str(tiny_model), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    url = f"http://127.0.0.1:{port}/"
+    start = time.time()
+    while time.time() - start < 60:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.2)
+    ready = time.time() - start
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+    assert ready < 30, f"app took {ready:.1f}s to start"

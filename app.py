@@ -1,0 +1,287 @@
+"""The web app: streaming chat, a completion playground (token probabilities, attention) and a model picker.
+
+python app.py serves it at http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT to change); MODEL_ID
+picks the start-up model (a folder or a Hub repo id, owner/name[@revision]). All model work is in the gpt library.
+"""
+
+import html
+import math
+import os
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+import torch  # noqa: E402
+
+from gpt.chat import chat_prompt, layout  # noqa: E402
+from gpt.generate import LM  # noqa: E402
+from gpt.hub import ModelNotFoundError, describe, load_cached, local_models, split_revision  # noqa: E402
+from gpt.model import ModelFileError  # noqa: E402
+
+try:  # ZeroGPU Spaces: run the model calls on a GPU slice; elsewhere a no-op
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:
+    gpu = lambda fn: fn  # noqa: E731
+
+ROOT = Path(__file__).resolve().parent
+WEIGHTS = ROOT / "weights"
+DEFAULT_MODEL = os.environ.get("MODEL_ID") or str(WEIGHTS / "shakespeare-char")
+ATTENTION_MAX_CHARS = 64
+
+
+def get_lm(name: str) -> LM:
+    """The model for a folder or repo id (cached); a bad name is a gr.Error that says what to give instead."""
+    try:
+        repo, revision = split_revision(name.strip())
+        return load_cached(repo, revision)
+    except (ModelNotFoundError, ModelFileError, ValueError, FileNotFoundError) as e:
+        raise gr.Error(str(e)) from None
+
+
+def controls(temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed) -> dict:
+    return dict(
+        temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), max_new_tokens=int(max_new_tokens),
+        repetition_penalty=float(repetition_penalty), seed=None if seed in (None, "") else int(seed),
+    )  # fmt: skip
+
+
+def text_of(content) -> str:
+    """Message content from the browser (a list of parts) or from gradio_client (a string)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return content.get("text", "") or ""
+    if isinstance(content, list):
+        return "".join(text_of(part) for part in content)
+    return ""
+
+
+def turns_of(history: list[dict]) -> list[tuple[str, str]]:
+    turns, user = [], None
+    for message in history or []:
+        if message.get("role") == "user":
+            user = text_of(message.get("content"))
+        elif message.get("role") == "assistant" and user is not None:
+            turns.append((user, text_of(message.get("content"))))
+            user = None
+    return turns
+
+
+def checked_prompt(lm: LM, text: str) -> str:
+    """The prompt as the model will see it: unknown characters are an error, an over-long one is cut and said so."""
+    unknown = lm.tokenizer.unknown(text)
+    if unknown:
+        shown = " ".join(repr(c) for c in unknown)
+        raise gr.Error(f"This model does not know these characters: {shown}. Remove or replace them.")
+    keep = lm.block_size - (1 if lm.tokenizer.documents else 0)
+    if len(text) > keep:
+        gr.Warning(
+            f"The prompt is longer than the model's context ({lm.block_size}): "
+            f"only its last {keep} characters are used."
+        )
+        text = text[-keep:]
+    return text
+
+
+@gpu
+def chat(message, history, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed):
+    lm = get_lm(model_name)
+    message = text_of(message)
+    if not message.strip():
+        raise gr.Error("The message is empty: type something to say.")
+    checked_prompt(lm, message)
+    settings = controls(temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed)
+    prompt = chat_prompt(lm, turns_of(history), message)
+    if prompt.dropped_turns and layout(lm) != "document":
+        gr.Info(f"{prompt.dropped_turns} earlier turn(s) left out to fit the model's context.")
+    text = checked_prompt(lm, prompt.text)
+    reply = prompt.text if layout(lm) == "document" else ""
+    stream = lm.stream(text, **{**settings, "stop": prompt.stop})
+    try:
+        for piece in stream:
+            reply += piece
+            yield reply
+    except ValueError as e:
+        raise gr.Error(str(e)) from None
+    finally:
+        stream.close()
+    if not reply.strip():
+        yield "…"
+
+
+def alternatives_table(tokens) -> list[list]:
+    """Per generated token: its probability and the five the model found most likely, with theirs."""
+    return [[t.text, round(math.exp(t.logprob), 4)] + [f"{a!r} {math.exp(lp):.3f}" for a, lp in t.top] for t in tokens]
+
+
+def probability_html(tokens) -> str:
+    """Each generated token on a background as strong as its probability; hover shows the top alternatives."""
+    spans = []
+    for t in tokens:
+        p = math.exp(t.logprob)
+        alternatives = " | ".join(f"{a!r} {math.exp(lp):.1%}" for a, lp in t.top)
+        label = html.escape(t.text).replace("\n", "↵<br>") or "&nbsp;"
+        spans.append(
+            f'<span class="tok" title="{html.escape(alternatives)}" data-p="{p:.3f}" '
+            f'style="background: hsl({120 * p:.0f}, 75%, 80%)">{label}</span>'
+        )
+    legend = "<p><small>Green: the model was sure; red: it was not. Hover a character for its top-5 alternatives.</small></p>"
+    return f'<div class="probs" style="font-family: monospace; white-space: pre-wrap">{"".join(spans)}</div>{legend}'
+
+
+@gpu
+def complete(
+    prompt, show_probabilities, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed
+):
+    lm = get_lm(model_name)
+    settings = controls(temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed)
+    prompt = checked_prompt(lm, prompt or "")
+    try:
+        completion = lm.complete(prompt, top_logprobs=5 if show_probabilities else 0, **settings)
+    except ValueError as e:
+        raise gr.Error(str(e)) from None
+    tokens, text = [], ""
+    try:
+        for token in completion:
+            tokens.append(token)
+            text += token.text
+            yield text, "", []
+    finally:
+        completion.close()
+    if show_probabilities:
+        yield text, probability_html(tokens), alternatives_table(tokens)
+    else:
+        yield text, "", []
+
+
+@gpu
+def attention(prompt, layer, head, model_name):
+    lm = get_lm(model_name)
+    prompt = prompt or ""
+    if not prompt:
+        raise gr.Error("Type a short prompt to see its attention.")
+    checked_prompt(lm, prompt)
+    if len(prompt) > ATTENTION_MAX_CHARS:
+        gr.Warning(f"Attention is shown for the last {ATTENTION_MAX_CHARS} characters of the prompt.")
+        prompt = prompt[-ATTENTION_MAX_CHARS:]
+    cfg = lm.model.config
+    layer, head = int(layer), int(head)
+    if not (0 <= layer < cfg.n_layer and 0 <= head < cfg.n_head):
+        raise gr.Error(f"This model has layers 0-{cfg.n_layer - 1} and heads 0-{cfg.n_head - 1}.")
+    ids = torch.tensor([lm.encode_prompt(prompt)], device=lm.device)
+    maps = lm.model.attention_maps(ids)[layer, head].float().cpu()
+    labels = [lm.tokenizer.decode([i]).replace("\n", "↵").replace(" ", "␣") for i in ids[0].tolist()]
+    return attention_figure(maps, labels, layer, head)
+
+
+def attention_figure(maps, labels, layer, head):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = 3 + 0.16 * len(labels)
+    fig, ax = plt.subplots(figsize=(size, size), dpi=90)
+    ax.imshow(maps.numpy(), cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, fontsize=8, family="monospace")
+    ax.set_yticks(range(len(labels)), labels, fontsize=8, family="monospace")
+    ax.set_xlabel("attends to (key)")
+    ax.set_ylabel("query position")
+    ax.set_title(f"layer {layer}, head {head}")
+    fig.tight_layout()
+    return fig
+
+
+def choose_model(local, repo_id):
+    """Load the picked model (a Hub repo id wins over the local folder) and show what it is."""
+    name = (repo_id or "").strip() or (local or "")
+    if not name:
+        raise gr.Error("Pick a local model or type a Hub repo id like owner/name (owner/name@revision to pin).")
+    lm = get_lm(name)
+    cfg = lm.model.config
+    loss, card = model_files(lm)
+    return name, describe(lm), loss, card, gr.update(maximum=cfg.n_layer - 1), gr.update(maximum=cfg.n_head - 1)
+
+
+def model_files(lm: LM) -> tuple[str | None, str]:
+    """The loss curve image and the model card (without its YAML header) of the model's folder."""
+    folder = lm.folder
+    loss = str(folder / "loss.png") if folder and (folder / "loss.png").is_file() else None
+    card = (folder / "README.md").read_text(encoding="utf-8") if folder and (folder / "README.md").is_file() else ""
+    if card.startswith("---"):
+        card = card.split("\n---", 1)[-1].split("\n", 1)[-1]
+    return loss, card
+
+
+def build_demo() -> gr.Blocks:
+    lm = get_lm(DEFAULT_MODEL)
+    cfg = lm.model.config
+    with gr.Blocks(title="gpt: train, share, talk") as demo:
+        model_name = gr.State(DEFAULT_MODEL)
+        gr.Markdown("# gpt\nA small character-level GPT, trained from scratch. Chat with it, or watch it choose.")
+        with gr.Accordion("Generation settings", open=False):
+            with gr.Row():
+                temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="temperature (0 = greedy)")
+                top_k = gr.Slider(0, 200, value=40, step=1, label="top-k (0 = off)")
+                top_p = gr.Slider(0.05, 1, value=0.95, step=0.01, label="top-p (1 = off)")
+            with gr.Row():
+                max_new_tokens = gr.Slider(1, 2000, value=300, step=1, label="max new tokens")
+                repetition_penalty = gr.Slider(0.5, 2, value=1.0, step=0.05, label="repetition penalty (1 = off)")
+                seed = gr.Number(value=None, precision=0, label="seed (blank = random)")
+        settings = [temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed]
+        with gr.Tabs():
+            with gr.Tab("Chat"):
+                gr.ChatInterface(
+                    chat,
+                    additional_inputs=[model_name, *settings],
+                    api_name="chat",
+                    stop_btn=True,
+                    examples=[["What light through yonder window breaks?"], ["Good morrow, sweet lady."]],
+                    run_examples_on_click=False,
+                )
+            with gr.Tab("Playground"):
+                prompt = gr.Textbox(label="prompt", value="ROMEO:\n", lines=4)
+                show_probabilities = gr.Checkbox(label="show probabilities", value=True)
+                with gr.Row():
+                    run = gr.Button("Complete", variant="primary")
+                    stop = gr.Button("Stop")
+                output = gr.Textbox(label="completion", lines=8)
+                probabilities = gr.HTML()
+                alternatives = gr.Dataframe(
+                    headers=["token", "p", "1st", "2nd", "3rd", "4th", "5th"], label="top-5 alternatives", wrap=True
+                )
+                with gr.Row():
+                    layer = gr.Slider(0, cfg.n_layer - 1, value=0, step=1, label="layer")
+                    head = gr.Slider(0, cfg.n_head - 1, value=0, step=1, label="head")
+                    show_attention = gr.Button("Show attention")
+                heatmap = gr.Plot(label="attention")
+                inputs = [prompt, show_probabilities, model_name, *settings]
+                job = run.click(complete, inputs, [output, probabilities, alternatives], api_name="complete")
+                stop.click(None, cancels=[job])
+                show_attention.click(attention, [prompt, layer, head, model_name], heatmap, api_name="attention")
+            with gr.Tab("Model"):
+                with gr.Row():
+                    local = gr.Dropdown(
+                        local_models(WEIGHTS), value=None, label="shipped model", allow_custom_value=True
+                    )
+                    repo_id = gr.Textbox(label="or a Hub repo id", placeholder="owner/name or owner/name@revision")
+                    load_button = gr.Button("Load", variant="primary")
+                loss_png, card_text = model_files(lm)
+                summary = gr.JSON(describe(lm), label="model")
+                loss = gr.Image(loss_png, label="training loss", type="filepath")
+                card = gr.Markdown(card_text)
+                load_button.click(
+                    choose_model,
+                    [local, repo_id],
+                    [model_name, summary, loss, card, layer, head],
+                    api_name="load_model",
+                )
+    demo.queue(default_concurrency_limit=4, max_size=32)
+    return demo
+
+
+if __name__ == "__main__":
+    build_demo().launch()

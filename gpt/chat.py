@@ -1,0 +1,66 @@
+"""Chat with a model that was never chat-tuned: lay the conversation out in a form the model knows.
+
+- Scene layout (a model whose characters can spell it, such as Shakespeare): the user's lines are spoken by one
+  character and the model answers as another. Speeches are separated by a blank line, so the reply ends where the
+  next speaker would begin ("\\n\\n").
+
+      ROMEO:
+      <user message>
+
+      JULIET:
+      <model reply>
+
+- Plain layout (any other running-text model): one turn per line, the user's then the model's; the reply ends at
+  the end of its line.
+- Document models (one item per line, such as names): each message is the start of an item and the model finishes
+  it; earlier turns are not context, since items are independent.
+
+The prompt keeps the newest turns that fit in the context, dropping the oldest first.
+"""
+
+from dataclasses import dataclass
+
+from gpt.generate import LM
+
+USER, MODEL = "ROMEO", "JULIET"
+
+
+@dataclass
+class ChatPrompt:
+    text: str  # what the model continues
+    stop: list[str]  # where the reply ends
+    dropped_turns: int  # earlier turns left out to fit the context
+
+
+def layout(lm: LM) -> str:
+    tok = lm.tokenizer
+    if tok.documents:
+        return "document"
+    if not tok.unknown(f"{USER}:\n{MODEL}:\n\n"):
+        return "scene"
+    return "plain"
+
+
+def chat_prompt(lm: LM, history: list[tuple[str, str]], message: str, reply_room: int | None = None) -> ChatPrompt:
+    """The prompt for the model's next turn; history is a list of (user, model) turns, oldest first."""
+    message = message.strip()
+    if not message:
+        raise ValueError("the message is empty: type something to say")
+    kind = layout(lm)
+    if kind == "document":
+        return ChatPrompt(message, [], len(history))
+    if kind == "scene":
+        speech = lambda who, text: f"{who}:\n{text.strip()}\n\n"  # noqa: E731
+        turn = lambda user, model: speech(USER, user) + speech(MODEL, model)  # noqa: E731
+        tail, stop = speech(USER, message) + f"{MODEL}:\n", ["\n\n"]
+    else:
+        turn = lambda user, model: f"{user.strip()}\n{model.strip()}\n"  # noqa: E731
+        tail, stop = f"{message}\n", ["\n"]
+    room = lm.block_size - (reply_room if reply_room is not None else lm.block_size // 4)
+    kept: list[str] = []
+    for user, model in reversed(history):
+        text = turn(user, model)
+        if len(text) + len(tail) + sum(map(len, kept)) > room:
+            break
+        kept.insert(0, text)
+    return ChatPrompt("".join(kept) + tail, stop, len(history) - len(kept))

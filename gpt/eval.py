@@ -1,0 +1,65 @@
+"""Exact validation loss of a model folder on a data file: python -m gpt.eval PATH_OR_REPO --data FILE [--docs].
+
+Uses the training split (running text: last 10% of characters; documents: lines with i % 10 == 9) and scores every
+validation target once, so the figure is exact rather than an estimate from random batches:
+- running text: consecutive windows of block_size targets, each with the context it would have in training;
+- documents: each item from a boundary with no earlier context, its end boundary included (as makemore scores).
+"""
+
+import argparse
+import sys
+
+import torch
+from torch.nn import functional as F
+
+from gpt.data import DataError, DocumentBatches, read_text, split_documents, split_text
+from gpt.generate import LM
+from gpt.hub import load
+from gpt.tokenizer import UnknownCharactersError
+
+
+@torch.no_grad()
+def validation_loss(lm: LM, text: str, batch_size: int = 64) -> tuple[float, int]:
+    """Mean cross-entropy (nats per token) over the validation split of `text`, and the number of targets."""
+    tok, T, device = lm.tokenizer, lm.block_size, lm.device
+    if tok.documents:
+        _, val = split_documents(text)
+        batches = DocumentBatches([tok.encode(d) for d in val], T, tok.boundary_id).all(batch_size)
+    else:
+        _, val = split_text(text)
+        ids = torch.tensor(tok.encode(val), dtype=torch.long)
+        n = (len(ids) - 1) // T
+        x, y = ids[: n * T].view(n, T), ids[1 : n * T + 1].view(n, T)
+        batches = [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, n, batch_size)]
+        rest = len(ids) - 1 - n * T
+        if rest:
+            batches.append((ids[n * T : -1][None], ids[n * T + 1 :][None]))
+    total, count = 0.0, 0
+    for x, y in batches:
+        logits, _ = lm.model(x.to(device))
+        y = y.to(device)
+        total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=-1, reduction="sum").item()
+        count += int((y != -1).sum())
+    return total / count, count
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m gpt.eval", description=__doc__.splitlines()[0])
+    p.add_argument("model", help="model folder or Hub repo id")
+    p.add_argument("--data", required=True, help="the UTF-8 text file the model was trained on")
+    p.add_argument("--docs", action="store_true", help="document mode (must match the model's tokenizer)")
+    p.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
+    args = p.parse_args(argv)
+    try:
+        lm = load(args.model, device=args.device)
+        if args.docs != lm.tokenizer.documents:
+            mode = "document mode: add --docs" if lm.tokenizer.documents else "running text: drop --docs"
+            raise ValueError(f"{args.model} was trained on {mode}")
+        loss, count = validation_loss(lm, read_text(args.data))
+    except (DataError, UnknownCharactersError, ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    print(f"val loss {loss:.4f} ({count:,} targets, {args.data})")
+
+
+if __name__ == "__main__":
+    main()
