@@ -128,7 +128,7 @@ def probability_html(tokens) -> str:
             f'<span class="tok" title="{html.escape(alternatives)}" data-p="{p:.3f}" '
             f'style="background: hsl({120 * p:.0f}, 75%, 80%)">{label}</span>'
         )
-    legend = "<p><small>Green: the model was sure; red: it was not. Hover a character for its top-5 alternatives.</small></p>"
+    legend = "<p><small>Green: the model was sure; red: it was not. Hover a character for its top-5.</small></p>"
     return f'<div class="probs" style="font-family: monospace; white-space: pre-wrap">{"".join(spans)}</div>{legend}'
 
 
