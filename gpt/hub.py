@@ -1,18 +1,31 @@
-"""Model folders on disk and on the Hugging Face Hub: save atomically, load by path or repo id, write the card.
+"""Model folders on disk and on the Hugging Face Hub: save atomically, load by path or repo id, write the card,
+publish a folder (python -m gpt.hub push) and deploy the app as a Space (python -m gpt.hub deploy).
 
-A model folder is config.json + model.safetensors + tokenizer.json + README.md (the model card) + metrics.json,
-the same files locally and in a Hub repo, so one loader serves both.
+A model folder is config.json + model.safetensors + tokenizer.json + README.md (the model card) + metrics.json
+(+ loss.png), the same files locally and in a Hub repo, so one loader serves both.
 """
 
+import argparse
 import functools
 import json
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from huggingface_hub import ModelCard, ModelCardData, snapshot_download
+from huggingface_hub import (
+    CommitOperationAdd,
+    HfApi,
+    ModelCard,
+    ModelCardData,
+    SpaceCard,
+    SpaceCardData,
+    constants,
+    get_token,
+    snapshot_download,
+)
 from huggingface_hub.errors import (
     HfHubHTTPError,
     HFValidationError,
@@ -173,7 +186,7 @@ def save_folder(
             weights.to(dtype)
         if metrics is not None:
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
-        model_card(model, tokenizer, metrics or {}).save(tmp / "README.md")
+        model_card(LM(model, tokenizer), metrics or {}, samples=False).save(tmp / "README.md")
         tokenizer.save(tmp / "tokenizer.json")
         weights.save_pretrained(tmp)
         for f in tmp.iterdir():
@@ -181,55 +194,202 @@ def save_folder(
             os.replace(f, out / f.name)
 
 
-def model_card(model: GPT, tokenizer: CharTokenizer, metrics: dict) -> ModelCard:
-    """The README.md of a model folder: Hub metadata, what the model is, how it was trained, how to use it."""
-    cfg = model.config
+SAMPLE_SETTINGS = dict(max_new_tokens=300, temperature=0.8, top_k=40, seed=0)
+
+
+def model_card(lm: LM, metrics: dict, repo_id: str | None = None, samples: bool = True) -> ModelCard:
+    """The README.md of a model folder: Hub metadata, what the model is, its figures, samples and usage."""
+    cfg, tokenizer = lm.model.config, lm.tokenizer
     run = metrics.get("run", {})
-    data_name = run.get("data_name")
     card_data = ModelCardData(
         license="mit",
         library_name="pytorch",
         pipeline_tag="text-generation",
         tags=["gpt", "character-level", "text-generation", "pytorch_model_hub_mixin"],
-        datasets=[data_name] if data_name else None,
+        datasets=run.get("datasets"),
     )
-    kind = "document-mode (one item per line)" if tokenizer.documents else "running-text"
+    kind = "document mode: one item per line" if tokenizer.documents else "running text"
     lines = [
         f"# {run.get('name', 'GPT')}",
         "",
-        f"A character-level GPT ({model.num_params() / 1e6:.2f}M parameters, {kind}) trained from scratch with this "
-        f"project's `gpt.train`.",
+        f"A character-level GPT ({lm.model.num_params() / 1e6:.2f}M parameters, {kind}) trained from scratch with "
+        "this project's `gpt.train`: pre-norm transformer blocks with causal self-attention, tied input/output "
+        "embeddings, safetensors weights.",
         "",
         "| | |",
         "|---|---|",
         f"| layers / heads / width | {cfg.n_layer} / {cfg.n_head} / {cfg.n_embd} |",
         f"| context (characters) | {cfg.block_size} |",
         f"| vocabulary | {tokenizer.vocab_size} characters |",
+        f"| parameters | {lm.model.num_params():,} |",
     ]
-    for key, label in [
-        ("best_val_loss", "best validation loss"),
-        ("final_train_loss", "train loss at that point"),
+    figures = [
+        ("best_val_loss", "best validation loss (estimate while training)"),
+        ("final_train_loss", "train loss at that step"),
+        ("best_step", "at step"),
         ("tokens_seen", "tokens seen"),
         ("wall_time_s", "training wall time (s)"),
-        ("device", "trained on"),
-    ]:
-        if key in run:
-            value = run[key]
-            lines.append(f"| {label} | {value:.4f} |" if isinstance(value, float) else f"| {label} | {value} |")
+        ("device_name", "trained on"),
+    ]
+    for key, label in figures:
+        value = run.get(key) or (run.get("device") if key == "device_name" else None)
+        if isinstance(value, float):
+            lines.append(f"| {label} | {value:,.4f} |")
+        elif value is not None:
+            lines.append(f"| {label} | {value:,} |" if isinstance(value, int) else f"| {label} | {value} |")
+    if run.get("exact_val_loss"):
+        lines.append(f"| validation loss, exact (`python -m gpt.eval`) | {run['exact_val_loss']:.4f} |")
     if run.get("command"):
         lines += ["", "## Training", "", "```bash", run["command"], "```"]
-    if metrics.get("curve"):
-        lines += ["", "![loss curve](loss.png)"] if run.get("loss_png") else []
+    if run.get("loss_png"):
+        lines += ["", "![loss curve](loss.png)"]
+    if samples:
+        settings = ", ".join(f"{k}={v}" for k, v in SAMPLE_SETTINGS.items())
+        prompt = "" if tokenizer.documents or "\n" not in tokenizer.stoi else "\n"
+        lines += ["", "## Samples", "", f"`lm.generate({prompt!r}, {settings})`:", ""]
+        if tokenizer.documents:
+            texts = lm.generate_batch([""] * 12, **{**SAMPLE_SETTINGS, "max_new_tokens": cfg.block_size})
+            lines += ["```text", *texts, "```"]
+        else:
+            lines += ["```text", lm.generate(prompt, **SAMPLE_SETTINGS).strip("\n"), "```"]
+    name = repo_id or "path/to/this/folder"
     lines += [
         "",
         "## Usage",
         "",
         "```python",
-        "import gpt",
+        "import gpt  # this project's library: pip install -r requirements.txt in its repository",
         "",
-        'lm = gpt.load("path/to/this/folder")  # or a Hub repo id: gpt.load("owner/name")',
-        'print(lm.generate("ROMEO:", max_new_tokens=200, temperature=0.8, top_k=40, seed=0))',
+        f'lm = gpt.load("{name}")',
+        f"print(lm.generate({'' if tokenizer.documents else 'ROMEO:'!r}, max_new_tokens=200, temperature=0.8))",
         "```",
+        "",
+        "or from the command line: `python -m gpt.sample " + name + " --stream`.",
     ]
-    content = f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"
-    return ModelCard(content)
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
+
+
+# Publishing.
+
+
+class HubError(ValueError):
+    """A Hub operation cannot go ahead; the message says what to do."""
+
+
+def hub_api() -> HfApi:
+    token = get_token()
+    if not token:
+        raise HubError("no Hugging Face token: run `hf auth login` or set HF_TOKEN to a token with write access")
+    return HfApi(token=token)
+
+
+def checked_repo_id(repo_id: str) -> str:
+    if not is_repo_id(repo_id):
+        raise HubError(f"{repo_id!r} is not a valid repo id: use owner/name (letters, digits, '-', '_', '.')")
+    return repo_id
+
+
+def push(folder: str | Path, repo_id: str, private: bool = False, revision: str | None = None,
+         message: str | None = None) -> tuple[str, str]:  # fmt: skip
+    """Upload a model folder (with its card regenerated for the repo) in one commit; returns (repo URL, commit id)."""
+    checked_repo_id(repo_id)
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise HubError(f"{folder}: no such model folder")
+    lm = load(folder, device="cpu")
+    api = hub_api()
+    repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
+    if revision:
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    card = str(model_card(lm, read_metrics(folder), repo_id=repo_id)).encode()
+    ops = [CommitOperationAdd("README.md", card)]
+    ops += [CommitOperationAdd(f, str(folder / f)) for f in MODEL_FILES if f != "README.md" and (folder / f).is_file()]
+    info = api.create_commit(repo_id, ops, commit_message=message or f"Upload {folder.name}", revision=revision)
+    return str(repo_url), info.oid
+
+
+APP_FILES = ["app.py", "requirements.txt"]
+
+
+def space_card(space_id: str, model: str | None) -> SpaceCard:
+    """The Space's README.md: front matter the Hub reads to build and run the Gradio app."""
+    import gradio
+
+    data = SpaceCardData(
+        title=space_id.split("/")[1],
+        sdk="gradio",
+        sdk_version=gradio.__version__,
+        python_version=f"{sys.version_info.major}.{sys.version_info.minor}",
+        app_file="app.py",
+        license="mit",
+        models=[model] if model else None,
+        emoji="🎭",
+        colorFrom="yellow",
+        colorTo="red",
+        short_description="Chat with a small character-level GPT trained from scratch",
+        preload_from_hub=[f"{model} {','.join(MODEL_FILES)}"] if model else None,
+    )
+    body = (
+        f"# {data.title}\n\nA small character-level GPT trained from scratch: streaming chat, a completion playground "
+        "that shows token probabilities and attention, and a model picker. Runs on CPU, CUDA or ZeroGPU.\n"
+    )
+    return SpaceCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+
+def deploy(space_id: str, model: str | None = None, bundle: str | Path | None = None, hardware: str | None = None,
+           private: bool = False) -> str:  # fmt: skip
+    """Create (or update) a Gradio Space running app.py on a Hub model or on a bundled folder; returns its URL."""
+    checked_repo_id(space_id)
+    if model and bundle:
+        raise HubError("give --model or --bundle, not both")
+    root = Path(__file__).resolve().parents[1]
+    if model:
+        checked_repo_id(model)
+    else:
+        bundle = Path(bundle) if bundle else root / "weights" / "shakespeare-char"
+        resolve(bundle)  # a clear error now rather than a broken Space later
+    api = hub_api()
+    api.create_repo(space_id, repo_type="space", space_sdk="gradio", space_hardware=hardware, private=private,
+                    exist_ok=True)  # fmt: skip
+    ops = [CommitOperationAdd("README.md", str(space_card(space_id, model)).encode())]
+    ops += [CommitOperationAdd(f, str(root / f)) for f in APP_FILES]
+    ops += [CommitOperationAdd(f"gpt/{p.name}", str(p)) for p in sorted((root / "gpt").glob("*.py"))]
+    if bundle:
+        bundle = Path(bundle)
+        ops += [CommitOperationAdd(f"weights/{bundle.name}/{f}", str(bundle / f)) for f in MODEL_FILES
+                if (bundle / f).is_file()]  # fmt: skip
+    api.create_commit(space_id, ops, repo_type="space", commit_message="Deploy the gpt app")
+    api.add_space_variable(space_id, "MODEL_ID", model or f"weights/{Path(bundle).name}")
+    return f"{constants.ENDPOINT}/spaces/{space_id}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m gpt.hub", description="Publish models and deploy the app.")
+    sub = p.add_subparsers(dest="command", required=True)
+    push_p = sub.add_parser("push", help="upload a model folder to a Hub model repo (one commit)")
+    push_p.add_argument("folder", help="model folder, e.g. weights/shakespeare-char")
+    push_p.add_argument("--repo", required=True, help="owner/name of the model repo (created if needed)")
+    push_p.add_argument("--private", action="store_true", help="create the repo private")
+    push_p.add_argument("--revision", help="branch to commit to (created if needed)")
+    push_p.add_argument("--message", help="commit message")
+    deploy_p = sub.add_parser("deploy", help="create or update a Gradio Space running this app")
+    deploy_p.add_argument("--space", required=True, help="owner/name of the Space")
+    deploy_p.add_argument("--model", help="Hub model repo the Space serves (preloaded at build time)")
+    deploy_p.add_argument("--bundle", help="model folder uploaded with the app (default: weights/shakespeare-char)")
+    deploy_p.add_argument("--hardware", help="cpu-basic, zero-a10g, t4-small, ... (default: the Hub's)")
+    deploy_p.add_argument("--private", action="store_true", help="create the Space private")
+    args = p.parse_args(argv)
+    try:
+        if args.command == "push":
+            url, commit = push(args.folder, args.repo, args.private, args.revision, args.message)
+            print(f"pushed {args.folder} to {url} (commit {commit})")
+        else:
+            print(f"deployed: {deploy(args.space, args.model, args.bundle, args.hardware, args.private)}")
+    except (HubError, ModelNotFoundError, ModelFileError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    except HfHubHTTPError as e:
+        sys.exit(f"error: the Hub refused: {str(e).splitlines()[0]}")
+
+
+if __name__ == "__main__":
+    main()

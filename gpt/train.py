@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from gpt.data import DataError, load_dataset
-from gpt.hub import pick_device, save_folder, write_atomic
+from gpt.hub import load, model_card, pick_device, save_folder, write_atomic
 from gpt.model import GPT, GPTConfig, ModelFileError
 from gpt.tokenizer import CharTokenizer, UnknownCharactersError
 
@@ -360,11 +360,8 @@ def train(s: dict, out: Path, resume: bool = False, command: str = "") -> dict:
 
 
 def rewrite_card(out: Path, summary: dict) -> None:
-    """The card and metrics of the saved (best) model, with the whole run's figures."""
-    from gpt.hub import model_card
-
-    model = GPT.from_pretrained(out)
-    card = model_card(model, CharTokenizer.load(out / "tokenizer.json"), summary)
+    """The card of the saved (best) model, with the whole run's figures and samples."""
+    card = model_card(load(out, device="cpu"), summary)
     write_atomic(out / "README.md", lambda p: card.save(p))
 
 

@@ -3,11 +3,26 @@ import random
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# huggingface_hub reads these when it is imported: the tests talk to a local Hub (hub_server.py) and keep their own
+# cache, never the user's.
+HUB_PORT = _free_port()
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{HUB_PORT}"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="gpt-tests-hf-")
+for _name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_CACHE", "MODEL_ID"):
+    os.environ.pop(_name, None)
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -75,16 +90,10 @@ def names_model(tmp_path_factory, names_file) -> Path:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def app_url(tiny_model):
     """`python app.py` serving the tiny model, as a user starts it."""
-    port = free_port()
+    port = _free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "MODEL_ID": str(tiny_model), "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -103,3 +112,12 @@ def app_url(tiny_model):
     proc.terminate()
     proc.wait(timeout=20)
     assert ready < 30, f"app took {ready:.1f}s to start"
+
+
+@pytest.fixture(scope="session")
+def hub():
+    """The local Hub-compatible server that HF_ENDPOINT points at."""
+    from hub_server import HubServer
+
+    with HubServer(HUB_PORT) as server:
+        yield server

@@ -1,0 +1,133 @@
+"""Publish, download and deploy with the real huggingface_hub client against the local Hub server."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import gradio
+import pytest
+import torch
+import yaml
+from conftest import ROOT
+from huggingface_hub import CommitOperationDelete, HfApi, SpaceCard
+
+import gpt
+from gpt.hub import MODEL_FILES, ModelNotFoundError, deploy, push
+from gpt.model import GPT, ModelFileError
+
+TOKEN = "hf_local_test_token"
+
+
+def cli(*args, token=True, **env):
+    full = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    full.pop("HF_TOKEN", None)
+    if token:
+        full["HF_TOKEN"] = TOKEN
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=full, cwd=ROOT, timeout=180)
+
+
+@pytest.fixture
+def token(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+
+
+def fresh_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+
+
+def test_push_then_load_by_repo_id_gives_the_same_model(hub, tiny_model, tmp_path, monkeypatch):
+    r = cli("-m", "gpt.hub", "push", str(tiny_model), "--repo", "alice/play", "--message", "first model")
+    assert r.returncode == 0, r.stderr
+    assert "alice/play" in r.stdout and "commit" in r.stdout
+    files = hub.files("model", "alice/play")
+    assert {f for f in MODEL_FILES} <= set(files)
+    card = files["README.md"].decode()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["pipeline_tag"] == "text-generation" and meta["license"] == "mit"
+    assert 'gpt.load("alice/play")' in card and "best validation loss" in card and "## Samples" in card
+
+    fresh_cache(tmp_path, monkeypatch)
+    local, remote = gpt.load(tiny_model, device="cpu"), gpt.load("alice/play", device="cpu")
+    assert str(remote.folder).startswith(str(tmp_path / "cache"))
+    assert remote.generate("ROMEO:", max_new_tokens=50, temperature=0) == local.generate(
+        "ROMEO:", max_new_tokens=50, temperature=0
+    )
+    ids = torch.tensor([local.encode_prompt("JULIET: the night")])
+    with torch.no_grad():
+        assert torch.equal(remote.model(ids)[0], local.model(ids)[0])
+    assert GPT.from_pretrained("alice/play").config == local.model.config
+
+
+def test_pinned_revision_branch_and_offline_cache(hub, token, tiny_model, names_model, tmp_path, monkeypatch):
+    _, first = push(tiny_model, "alice/evolving")
+    _, second = push(names_model, "alice/evolving", message="now a names model")
+    assert first != second
+    fresh_cache(tmp_path, monkeypatch)
+    assert gpt.load("alice/evolving", device="cpu").tokenizer.documents
+    pinned = gpt.load("alice/evolving", revision=first, device="cpu")
+    assert not pinned.tokenizer.documents
+    _, on_branch = push(tiny_model, "alice/evolving", revision="experiment")
+    assert hub.repos[("model", "alice/evolving")].branches["experiment"] == on_branch
+    assert hub.repos[("model", "alice/evolving")].branches["main"] == second
+
+    cache = {"HF_HUB_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    r = cli("-m", "gpt.sample", "alice/evolving", "--max-new-tokens", "20", "--seed", "0", **cache)
+    assert r.returncode == 0, r.stderr
+    r = cli("-m", "gpt.sample", "alice/never-downloaded", **cache)
+    assert r.returncode != 0 and "not in the local Hugging Face cache" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_errors_are_clear(hub, token, tiny_model, tmp_path, monkeypatch):
+    r = cli("-m", "gpt.hub", "push", str(tiny_model), "--repo", "not a repo")
+    assert r.returncode != 0 and "not a valid repo id" in r.stderr and "Traceback" not in r.stderr
+    r = cli("-m", "gpt.hub", "push", str(tiny_model), "--repo", "alice/x", token=False)
+    assert r.returncode != 0 and "no Hugging Face token" in r.stderr and "hf auth login" in r.stderr
+    fresh_cache(tmp_path, monkeypatch)
+    with pytest.raises(ModelNotFoundError, match="no such model repo"):
+        gpt.load("alice/does-not-exist")
+    push(tiny_model, "alice/broken")
+    HfApi(token=TOKEN).create_commit("alice/broken", [CommitOperationDelete("tokenizer.json")], commit_message="oops")
+    with pytest.raises(ModelFileError, match="tokenizer.json missing"):
+        gpt.load("alice/broken")
+    with pytest.raises(ModelNotFoundError, match="revision 'nope' does not exist"):
+        gpt.load("alice/broken", revision="nope")
+
+
+def front_matter(card: bytes) -> dict:
+    return SpaceCard(card.decode()).data.to_dict()
+
+
+def test_deploy_a_space_serving_a_hub_model(hub, token):
+    r = cli("-m", "gpt.hub", "deploy", "--space", "alice/chat", "--model", "alice/play", "--hardware", "zero-a10g")
+    assert r.returncode == 0, r.stderr
+    assert "spaces/alice/chat" in r.stdout
+    files = hub.files("space", "alice/chat")
+    expected = {".gitattributes", "README.md", "app.py", "requirements.txt"} | {
+        f"gpt/{p.name}" for p in (ROOT / "gpt").glob("*.py")
+    }
+    assert set(files) == expected
+    meta = front_matter(files["README.md"])
+    assert meta["sdk"] == "gradio" and meta["sdk_version"] == gradio.__version__
+    assert f"gradio=={gradio.__version__}" in files["requirements.txt"].decode()
+    assert (
+        meta["app_file"] == "app.py" and meta["python_version"] == f"{sys.version_info.major}.{sys.version_info.minor}"
+    )
+    assert meta["models"] == ["alice/play"] and meta["preload_from_hub"][0].startswith("alice/play config.json")
+    assert meta["short_description"] and meta["license"] == "mit"
+    assert hub.repos[("space", "alice/chat")].variables == {"MODEL_ID": "alice/play"}
+    assert files["app.py"] == (ROOT / "app.py").read_bytes()
+
+
+def test_deploy_a_space_with_a_bundled_model(hub, token, tiny_model, tmp_path):
+    bundle = tmp_path / "play"
+    shutil.copytree(tiny_model, bundle, ignore=shutil.ignore_patterns("checkpoint"))
+    url = deploy("alice/bundled", bundle=bundle)
+    assert url.endswith("/spaces/alice/bundled")
+    files = hub.files("space", "alice/bundled")
+    assert {f"weights/play/{f}" for f in MODEL_FILES} <= set(files)
+    assert not any("checkpoint" in f or f.startswith(("tests/", "bench/")) for f in files)
+    assert "models" not in front_matter(files["README.md"])
+    assert hub.repos[("space", "alice/bundled")].variables == {"MODEL_ID": "weights/play"}
