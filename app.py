@@ -1,12 +1,17 @@
-"""The web app: streaming chat, a completion playground (token probabilities, attention) and a model picker.
+"""The web app and the model server: a Gradio UI (streaming chat, a completion playground with token probabilities
+and attention, a model picker) and an OpenAI-compatible API (gpt/server.py), in one process on one port.
 
-python app.py serves it at http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT to change); MODEL_ID
-picks the start-up model (a folder or a Hub repo id, owner/name[@revision]). All model work is in the gpt library.
+python app.py serves both at http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT to change);
+python app.py --api-only serves the API alone. MODEL_ID picks the model (a folder or a Hub repo id,
+owner/name[@revision]); GPT_API_KEY (or --api-key) makes the API ask for a Bearer key. All model work is in gpt/.
 """
 
+import argparse
 import html
 import math
 import os
+import sys
+import threading
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -283,5 +288,35 @@ def build_demo() -> gr.Blocks:
     return demo
 
 
+def main() -> None:
+    p = argparse.ArgumentParser(description="Serve the gpt web app and its OpenAI-compatible API.")
+    p.add_argument("--api-only", action="store_true", help="serve the HTTP API without the UI")
+    p.add_argument("--api-key", default=os.environ.get("GPT_API_KEY"), help="require this Bearer key on /v1/*")
+    p.add_argument("--max-batch", type=int, default=16, help="requests decoded together in one batched step")
+    p.add_argument("--max-waiting", type=int, default=64, help="requests allowed to wait; beyond that, 429")
+    args = p.parse_args()
+    import uvicorn
+
+    from gpt.server import Server, create_app
+
+    repo, _ = split_revision(DEFAULT_MODEL)
+    model_id = Path(repo).name if os.path.isdir(repo) else repo
+    server = Server(model_id, api_key=args.api_key, max_batch=args.max_batch, max_waiting=args.max_waiting)
+    app = create_app(server)
+    try:
+        if args.api_only:  # /health answers 503 until the model is in
+            threading.Thread(target=lambda: server.ready(get_lm(DEFAULT_MODEL)), daemon=True).start()
+        else:
+            demo = build_demo()
+            server.ready(get_lm(DEFAULT_MODEL))
+            app = gr.mount_gradio_app(app, demo, path="/")
+    except gr.Error as e:
+        sys.exit(f"error: {e.message}")
+    host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+    port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
+    print(f"* serving {model_id} at http://{host}:{port} (UI: {'off' if args.api_only else '/'}, API: /v1)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
 if __name__ == "__main__":
-    build_demo().launch()
+    main()

@@ -53,11 +53,20 @@ class SamplingParams:
         object.__setattr__(self, "top_k", int(self.top_k))
 
 
+def seeded_generator(seed: int | None) -> torch.Generator:
+    """A random generator for one sequence: seeded to repeat a sample, or freshly random."""
+    g = torch.Generator()
+    if seed is None:
+        g.seed()
+    else:
+        g.manual_seed(seed)
+    return g
+
+
 class Sampler:
     """Picks the next token of every row from its logits, each row with its own settings and random generator."""
 
-    def __init__(self, params: list[SamplingParams], vocab_size: int, device):
-        self.params = params
+    def __init__(self, params: list[SamplingParams], vocab_size: int, device, generators=None):
         t = [p.temperature for p in params]
         self.greedy = torch.tensor([x == 0 for x in t], device=device)
         self.temperature = torch.tensor([x or 1.0 for x in t], device=device)[:, None]
@@ -67,9 +76,7 @@ class Sampler:
         self.use_penalty = any(p.repetition_penalty != 1 for p in params)
         self.filtered = any(p.top_k or p.top_p < 1 for p in params)
         self.all_greedy = all(x == 0 for x in t)
-        self.generators = [torch.Generator() for _ in params]
-        for g, p in zip(self.generators, params):
-            g.manual_seed(p.seed) if p.seed is not None else g.seed()
+        self.generators = generators or [seeded_generator(p.seed) for p in params]
 
     def __call__(self, logits: torch.Tensor, seen: torch.Tensor | None) -> torch.Tensor:
         """logits (B, V) -> tokens (B,). `seen` (B, V) marks tokens already in each row, for the repetition penalty."""

@@ -85,3 +85,16 @@ def test_stopping_one_stream_leaves_another_running(app_url):
     job_a.cancel()
     text, _, _ = job_b.result(timeout=60)
     assert len(text) == 300
+
+
+def test_a_hub_model_by_repo_id(client, hub, tiny_model, monkeypatch):
+    from gpt.hub import push
+
+    monkeypatch.setenv("HF_TOKEN", "hf_local_test_token")
+    push(tiny_model, "carol/app-model")
+    info, *_ = client.predict("", "carol/app-model", api_name="/load_model")
+    assert "models--carol--app-model" in info["folder"]
+    text, _, _ = client.predict("ROMEO:", False, *SETTINGS.values(), api_name="/complete")
+    assert len(text) == 40
+    with pytest.raises(Exception, match="no such model repo"):
+        client.predict("", "carol/missing", api_name="/load_model")

@@ -1,0 +1,56 @@
+"""The shipped models in weights/: they load, agree with themselves, and write what they were trained on."""
+
+import json
+import re
+
+import pytest
+from conftest import ROOT
+from safetensors import safe_open
+
+import gpt
+from gpt.hub import MODEL_FILES
+from gpt.model import GPT
+
+WEIGHTS = ROOT / "weights"
+SHIPPED = ["shakespeare-char", "names"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_folder_is_complete_and_consistent(name):
+    folder = WEIGHTS / name
+    for f in MODEL_FILES:
+        assert (folder / f).is_file(), f"{name}/{f}"
+        assert (folder / f).stat().st_size <= 25 * 2**20
+    config = json.loads((folder / "config.json").read_text())
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    assert config["vocab_size"] == len(tokenizer["chars"])
+    with safe_open(folder / "model.safetensors", "pt") as f:
+        assert f.get_slice("transformer.wte.weight").get_shape() == [config["vocab_size"], config["n_embd"]]
+        assert f.get_slice("transformer.wpe.weight").get_shape() == [config["block_size"], config["n_embd"]]
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\n") and "pipeline_tag: text-generation" in card and "python -m gpt.train" in card
+    assert GPT.from_pretrained(folder).config.n_layer == config["n_layer"]
+
+
+@pytest.fixture(scope="module")
+def shakespeare():
+    return gpt.load(WEIGHTS / "shakespeare-char", device="cpu")
+
+
+def test_shakespeare_greedy_is_deterministic_and_has_the_plays_shape(shakespeare):
+    text = shakespeare.generate("ROMEO:\n", max_new_tokens=300, temperature=0)
+    assert text == shakespeare.generate("ROMEO:\n", max_new_tokens=300, temperature=0)
+    sample = shakespeare.generate("\n", max_new_tokens=600, temperature=0.8, top_k=40, seed=1)
+    speakers = re.findall(r"^([A-Z][A-Za-z ]+):$", sample, flags=re.M)
+    assert len(speakers) >= 2, sample  # speaker lines ending in ':'
+    assert sum(word in sample.lower().split() for word in ("the", "and", "to", "of", "i", "my")) >= 3
+
+
+def test_names_model_makes_lowercase_names_that_end():
+    lm = gpt.load(WEIGHTS / "names", device="cpu")
+    assert lm.tokenizer.documents
+    names = lm.generate_batch([""] * 30, max_new_tokens=lm.block_size, temperature=1.0, seed=0)
+    finished = [n for n in names if 0 < len(n) < lm.block_size]
+    assert len(finished) >= 25
+    assert all(re.fullmatch(r"[a-z]+", n) for n in finished)
+    assert names == lm.generate_batch([""] * 30, max_new_tokens=lm.block_size, temperature=1.0, seed=0)
