@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -40,7 +40,8 @@ class Job:
     prompt_ids: list[int]
     params: SamplingParams
     top_logprobs: int
-    emit: Callable[[Token | None], None]  # called from the engine thread with each Token, then None when finished
+    loop: asyncio.AbstractEventLoop  # the HTTP handler's loop, where `events` is read
+    events: asyncio.Queue  # each Token, then None when finished
     row: Row = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     history: list[int] = field(default_factory=list)
@@ -132,7 +133,7 @@ class Engine:
         self.seen[torch.arange(n, device=lm.device), tokens] = True
         want_logprobs = any(j.top_logprobs for j in self.active)
         logprobs = logits.float().log_softmax(dim=-1) if want_logprobs else None
-        done = []
+        done, deliveries = [], []
         for i, (job, t) in enumerate(zip(self.active, tokens.tolist())):
             job.history.append(t)
             job.length += 1
@@ -142,13 +143,19 @@ class Engine:
                 if job.top_logprobs:
                     values, ids = logprobs[i].topk(min(job.top_logprobs, lm.tokenizer.vocab_size))
                     token.top = [(lm.tokenizer.decode([k]), v) for v, k in zip(values.tolist(), ids.tolist())]
-            for ready in job.row.push(token):
-                job.emit(ready)
+            deliveries += [(job, ready) for ready in job.row.push(token)]
             if job.row.finish_reason or job.cancelled.is_set():
-                job.emit(None)
+                deliveries.append((job, None))
                 done.append(i)
         for i in reversed(done):
             self._leave(i)
+        for loop in {job.loop for job, _ in deliveries}:  # one wake-up per event loop per step, not per token
+            loop.call_soon_threadsafe(deliver, [(job.events, item) for job, item in deliveries if job.loop is loop])
+
+
+def deliver(items: list[tuple[asyncio.Queue, Token | None]]) -> None:
+    for events, item in items:
+        events.put_nowait(item)
 
 
 class APIError(Exception):
@@ -328,8 +335,7 @@ def create_app(server: Server) -> FastAPI:
         jobs = []
         for i in range(n):
             seed = None if params.seed is None else params.seed + i
-            emit = lambda item, q=queues[i]: loop.call_soon_threadsafe(q.put_nowait, item)  # noqa: E731
-            job = Job(prompt_ids, replace(params, seed=seed), top_logprobs, emit)
+            job = Job(prompt_ids, replace(params, seed=seed), top_logprobs, loop, queues[i])
             server.engine.submit(job)
             jobs.append(job)
         meta = {"id": f"{'cmpl' if kind == 'text_completion' else 'chatcmpl'}-{uuid.uuid4().hex[:24]}",
