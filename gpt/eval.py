@@ -7,14 +7,16 @@ validation target once, so the figure is exact rather than an estimate from rand
 """
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
 from gpt.data import DataError, DocumentBatches, read_text, split_documents, split_text
 from gpt.generate import LM
-from gpt.hub import load
+from gpt.hub import load, model_card, read_metrics, write_atomic
 from gpt.tokenizer import UnknownCharactersError
 
 
@@ -43,19 +45,36 @@ def validation_loss(lm: LM, text: str, batch_size: int = 64) -> tuple[float, int
     return total / count, count
 
 
+def record_validation_loss(folder: str | Path, text: str) -> float:
+    """Score a model folder exactly and put the figure in its metrics.json and model card (with fresh samples)."""
+    folder = Path(folder)
+    lm = load(folder, device="cpu")
+    loss, _ = validation_loss(lm, text)
+    metrics = read_metrics(folder)
+    metrics.setdefault("run", {})["exact_val_loss"] = loss
+    write_atomic(folder / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=1)))
+    card = model_card(lm, metrics)
+    write_atomic(folder / "README.md", lambda p: card.save(p))
+    return loss
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m gpt.eval", description=__doc__.splitlines()[0])
     p.add_argument("model", help="model folder or Hub repo id")
     p.add_argument("--data", required=True, help="the UTF-8 text file the model was trained on")
     p.add_argument("--docs", action="store_true", help="document mode (must match the model's tokenizer)")
     p.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
+    p.add_argument("--write", action="store_true", help="also record the figure in the folder's metrics and card")
     args = p.parse_args(argv)
     try:
         lm = load(args.model, device=args.device)
         if args.docs != lm.tokenizer.documents:
             mode = "document mode: add --docs" if lm.tokenizer.documents else "running text: drop --docs"
             raise ValueError(f"{args.model} was trained on {mode}")
-        loss, count = validation_loss(lm, read_text(args.data))
+        text = read_text(args.data)
+        loss, count = validation_loss(lm, text)
+        if args.write:
+            record_validation_loss(args.model, text)
     except (DataError, UnknownCharactersError, ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     print(f"val loss {loss:.4f} ({count:,} targets, {args.data})")

@@ -270,7 +270,7 @@ class Completion:
 
 
 class LM:
-    """A model with its tokenizer: what `gpt.load` returns."""
+    """A model with its tokenizer: what `gpt.load` returns (its model is in eval mode; LM never changes the mode)."""
 
     def __init__(self, model: GPT, tokenizer: CharTokenizer):
         if model.config.vocab_size != tokenizer.vocab_size:
@@ -278,7 +278,7 @@ class LM:
                 f"tokenizer.json has {tokenizer.vocab_size} tokens but config.json's vocab_size is "
                 f"{model.config.vocab_size}"
             )
-        self.model, self.tokenizer = model.eval(), tokenizer
+        self.model, self.tokenizer = model, tokenizer
         self.folder: Path | None = None  # where it was loaded from, if anywhere
 
     @property

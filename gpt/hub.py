@@ -223,6 +223,8 @@ def model_card(lm: LM, metrics: dict, repo_id: str | None = None, samples: bool 
         f"| vocabulary | {tokenizer.vocab_size} characters |",
         f"| parameters | {lm.model.num_params():,} |",
     ]
+    if run.get("exact_val_loss"):
+        lines.append(f"| **validation loss** (exact: `python -m gpt.eval`) | **{run['exact_val_loss']:.4f}** |")
     figures = [
         ("best_val_loss", "best validation loss (estimate while training)"),
         ("final_train_loss", "train loss at that step"),
@@ -237,8 +239,6 @@ def model_card(lm: LM, metrics: dict, repo_id: str | None = None, samples: bool 
             lines.append(f"| {label} | {value:,.4f} |")
         elif value is not None:
             lines.append(f"| {label} | {value:,} |" if isinstance(value, int) else f"| {label} | {value} |")
-    if run.get("exact_val_loss"):
-        lines.append(f"| validation loss, exact (`python -m gpt.eval`) | {run['exact_val_loss']:.4f} |")
     if run.get("command"):
         lines += ["", "## Training", "", "```bash", run["command"], "```"]
     if run.get("loss_png"):

@@ -23,8 +23,9 @@ from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from gpt.data import DataError, load_dataset
-from gpt.hub import load, model_card, pick_device, save_folder, write_atomic
+from gpt.data import DataError, load_dataset, read_text
+from gpt.eval import record_validation_loss
+from gpt.hub import pick_device, save_folder, write_atomic
 from gpt.model import GPT, GPTConfig, ModelFileError
 from gpt.tokenizer import CharTokenizer, UnknownCharactersError
 
@@ -348,21 +349,15 @@ def train(s: dict, out: Path, resume: bool = False, command: str = "") -> dict:
         checkpoint(step)
     summary = metrics()
     if master:
-        write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(summary, indent=1)))
         if curve:
             plot_loss(curve, out / "loss.png")
             summary["run"]["loss_png"] = True
-        rewrite_card(out, summary)
+        write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(summary, indent=1)))
+        summary["run"]["exact_val_loss"] = record_validation_loss(out, read_text(s["data"]))
     if world > 1:
         dist.destroy_process_group()
     summary.update(interrupted=bool(stop_requested), step=step)
     return summary
-
-
-def rewrite_card(out: Path, summary: dict) -> None:
-    """The card of the saved (best) model, with the whole run's figures and samples."""
-    card = model_card(load(out, device="cpu"), summary)
-    write_atomic(out / "README.md", lambda p: card.save(p))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -377,7 +372,8 @@ def main(argv: list[str] | None = None) -> None:
     run = summary["run"]
     if int(os.environ.get("RANK", 0)) == 0:
         print(
-            f"best val loss {run['best_val_loss']:.4f} | tokens seen {run['tokens_seen']:,} | "
+            f"best val loss {run['best_val_loss']:.4f} (exact {run.get('exact_val_loss', float('nan')):.4f}) | "
+            f"tokens seen {run['tokens_seen']:,} | "
             f"wall time {run['wall_time_s']:.1f}s | model folder {out}"
             + (f" | interrupted at step {summary['step']}: continue with --resume" if summary["interrupted"] else "")
         )

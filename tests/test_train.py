@@ -136,3 +136,17 @@ def test_help_explains_every_flag():
     for action in build_parser()._actions:
         assert action.help, action.dest
     assert r.returncode == 0 and "--max-steps" in r.stdout and "preset" in r.stdout
+
+
+def test_eval_cli_prints_the_cards_figure(tiny_model, play_file, names_model, names_file):
+    r = run("-m", "gpt.eval", str(tiny_model), "--data", str(play_file))
+    assert r.returncode == 0, r.stderr
+    figure = r.stdout.split()[2]
+    assert f"**{figure}**" in (tiny_model / "README.md").read_text()
+    assert json.loads((tiny_model / "metrics.json").read_text())["run"]["exact_val_loss"] == pytest.approx(
+        float(figure), abs=1e-4
+    )
+    r = run("-m", "gpt.eval", str(names_model), "--data", str(names_file), "--docs")
+    assert r.returncode == 0 and float(r.stdout.split()[2]) < 3
+    r = run("-m", "gpt.eval", str(names_model), "--data", str(names_file))
+    assert r.returncode != 0 and "add --docs" in r.stderr and "Traceback" not in r.stderr
