@@ -116,7 +116,19 @@ class Engine:
                 except queue.Empty:
                     pass
                 if self.active:
-                    self._step()
+                    try:
+                        self._step()
+                    except Exception as e:  # end every request rather than leave them waiting forever
+                        self._fail_all(f"{type(e).__name__}: {e}")
+
+    def _fail_all(self, reason: str) -> None:
+        print(f"gpt engine: decoding failed ({reason}); ending the active requests", flush=True)
+        jobs = list(self.active)
+        while self.active:
+            self._leave(len(self.active) - 1)
+        for job in jobs:
+            job.row.finish_reason = job.row.finish_reason or "error"
+            job.loop.call_soon_threadsafe(deliver, [(job.events, None)])
 
     def _step(self) -> None:
         lm, n = self.lm, len(self.active)
@@ -396,6 +408,7 @@ def create_app(server: Server) -> FastAPI:
                 payload["usage"] = usage
             return f"data: {json.dumps(payload)}\n\n"
 
+        pending: dict[int, asyncio.Future] = {}
         try:
             if kind != "text_completion":
                 yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
@@ -421,7 +434,7 @@ def create_app(server: Server) -> FastAPI:
                 yield f"data: {json.dumps({**meta, 'object': chunk_kind, 'choices': [], 'usage': usage})}\n\n"
             yield "data: [DONE]\n\n"
         finally:
-            for f in locals().get("pending", {}).values():
+            for f in pending.values():
                 f.cancel()
             release()
 
