@@ -206,7 +206,7 @@ def model_card(lm: LM, metrics: dict, repo_id: str | None = None, samples: bool 
         library_name="pytorch",
         pipeline_tag="text-generation",
         tags=["gpt", "character-level", "text-generation", "pytorch_model_hub_mixin"],
-        datasets=run.get("datasets"),
+        datasets=[run["settings"]["dataset"]] if run.get("settings", {}).get("dataset") else None,
     )
     kind = "document mode: one item per line" if tokenizer.documents else "running text"
     lines = [
@@ -236,11 +236,13 @@ def model_card(lm: LM, metrics: dict, repo_id: str | None = None, samples: bool 
     for key, label in figures:
         value = run.get(key) or (run.get("device") if key == "device_name" else None)
         if isinstance(value, float):
-            lines.append(f"| {label} | {value:,.4f} |")
+            lines.append(f"| {label} | {value:,.0f} |" if key == "wall_time_s" else f"| {label} | {value:,.4f} |")
         elif value is not None:
             lines.append(f"| {label} | {value:,} |" if isinstance(value, int) else f"| {label} | {value} |")
     if run.get("command"):
-        lines += ["", "## Training", "", "```bash", run["command"], "```"]
+        split = "the last 10% of characters" if not tokenizer.documents else "every 10th line (i % 10 == 9)"
+        data = f"Data: `{Path(run.get('data', '')).name}`; {split} held out for validation."
+        lines += ["", "## Training", "", data, "", "```bash", run["command"], "```"]
     if run.get("loss_png"):
         lines += ["", "![loss curve](loss.png)"]
     if samples:

@@ -33,19 +33,20 @@ DEFAULTS = dict(
     n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False,
     batch_size=32, max_steps=2000, lr=1e-3, min_lr=1e-4, warmup_steps=100, lr_decay_steps=None,
     weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, eval_interval=250, eval_steps=20,
-    device="auto", dtype="auto", save_dtype="float32", compile=False, seed=1337, docs=False,
+    device="auto", dtype="auto", save_dtype="float32", compile=False, seed=1337, docs=False, dataset=None,
 )  # fmt: skip
 PRESETS = {
     # nanoGPT's shakespeare_char recipe (10.65M parameters): a GPU run of a few minutes.
     "shakespeare-char": dict(
         n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, batch_size=64, max_steps=5000,
         lr=1e-3, min_lr=1e-4, warmup_steps=100, eval_interval=250, eval_steps=200, save_dtype="bfloat16",
+        dataset="karpathy/tiny_shakespeare",
     ),
     # The laptop recipe, tuned for a 2-core CPU: at this budget the number of updates limits the loss, so a shallow
     # model (fast steps) with a high learning rate beats a deeper one.
     "shakespeare-char-cpu": dict(
         n_layer=2, n_head=4, n_embd=128, block_size=64, dropout=0.0, batch_size=16, max_steps=1500,
-        lr=6e-3, min_lr=6e-4, warmup_steps=50, eval_interval=500, eval_steps=20,
+        lr=6e-3, min_lr=6e-4, warmup_steps=50, eval_interval=500, eval_steps=20, dataset="karpathy/tiny_shakespeare",
     ),
     # makemore's task: one name per line, each scored from a fresh boundary.
     "names": dict(
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--save-dtype", choices=list(DTYPES), help="precision of the saved weights (loading always gives float32)")
     a("--compile", action="store_true", default=None, help="torch.compile the model (CUDA)")
     a("--seed", type=int, help="random seed (same seed and settings give the same run)")
+    a("--dataset", help="Hub dataset id of the training data, named in the model card's metadata")
     return p
 
 
