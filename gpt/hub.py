@@ -246,14 +246,14 @@ def model_card(lm: LM, metrics: dict, repo_id: str | None = None, samples: bool 
     if run.get("loss_png"):
         lines += ["", "![loss curve](loss.png)"]
     if samples:
-        settings = ", ".join(f"{k}={v}" for k, v in SAMPLE_SETTINGS.items())
-        prompt = "" if tokenizer.documents or "\n" not in tokenizer.stoi else "\n"
-        lines += ["", "## Samples", "", f"`lm.generate({prompt!r}, {settings})`:", ""]
         if tokenizer.documents:
-            texts = lm.generate_batch([""] * 12, **{**SAMPLE_SETTINGS, "max_new_tokens": cfg.block_size})
-            lines += ["```text", *texts, "```"]
+            settings = {**SAMPLE_SETTINGS, "max_new_tokens": cfg.block_size}
+            call = f"lm.generate_batch([''] * 12, {', '.join(f'{k}={v}' for k, v in settings.items())})"
+            text = "\n".join(lm.generate_batch([""] * 12, **settings))
         else:
-            lines += ["```text", lm.generate(prompt, **SAMPLE_SETTINGS).strip("\n"), "```"]
+            call = f"lm.generate('\\n', {', '.join(f'{k}={v}' for k, v in SAMPLE_SETTINGS.items())})"
+            text = lm.generate("\n", **SAMPLE_SETTINGS).strip("\n")
+        lines += ["", "## Samples", "", f"`{call}`:", "", "```text", text, "```"]
     name = repo_id or "path/to/this/folder"
     lines += [
         "",

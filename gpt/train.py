@@ -282,7 +282,8 @@ def train(s: dict, out: Path, resume: bool = False, command: str = "") -> dict:
     splits = {"train": train_data, "val": val_data}
     run = {
         "name": out.name, "data": str(s["data"]), "command": command, "device": str(device).split(":")[0],
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
+        f"{device.type} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)",
         "parameters": raw_model.num_params(), "world_size": world, "dtype": dtype_name, "settings": s,
     }  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
