@@ -110,7 +110,11 @@ def app_url(tiny_model):
     ready = time.time() - start
     yield url
     proc.terminate()
-    proc.wait(timeout=20)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
     assert ready < 30, f"app took {ready:.1f}s to start"
 
 
