@@ -148,52 +148,90 @@ def context_shift_keep(block_size: int) -> int:
     return max(1, block_size * 3 // 4)
 
 
-@torch.no_grad()
-def decode_steps(
-    model: GPT, prompts: list[list[int]], sampler: Sampler, with_logprobs: bool = False
-) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Endless decoding of a batch: yields each step's new tokens (B,) and, if asked, the log-probabilities (B, V).
+class DecodeBatch:
+    """Sequences decoding together, one KV cache row each, one forward pass per step for all of them.
 
-    Every prompt must be non-empty; longer than the context, only its last block_size tokens are used.
-    The caller stops when it has what it needs (closing the generator ends the loop at once).
+    Rows join (`add`) and leave (`remove`) between steps; the rows in use stay packed at the front of the cache.
+    Each row keeps its own sampling settings, random generator, seen-token mask (repetition penalty) and history.
     """
-    cfg = model.config
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    B = len(prompts)
-    cache = KVCache.empty(cfg, B, device, dtype)
-    history = [list(p[-cfg.block_size :]) for p in prompts]
-    seen = None
-    if sampler.use_penalty:
-        seen = torch.zeros(B, cfg.vocab_size, dtype=torch.bool, device=device)
-        for b, ids in enumerate(history):
-            seen[b, ids] = True
 
-    def refill(b: int, ids: list[int]) -> None:
-        row = cache.rows(b, b + 1)
+    def __init__(self, model: GPT, capacity: int):
+        p = next(model.parameters())
+        self.model, self.device = model, p.device
+        self.cache = KVCache.empty(model.config, capacity, p.device, p.dtype)
+        self.seen = torch.zeros(capacity, model.config.vocab_size, dtype=torch.bool, device=p.device)
+        self.params: list[SamplingParams] = []
+        self.generators: list[torch.Generator] = []
+        self.history: list[list[int]] = []  # the tokens in each row's context window
+        self.sampler: Sampler | None = None
+
+    def __len__(self) -> int:
+        return len(self.history)
+
+    @torch.no_grad()
+    def _fill(self, i: int, ids: list[int]) -> None:
+        row = self.cache.rows(i, i + 1)
         row.pos.zero_()
         if ids:
-            model(torch.tensor([ids], device=device), cache=row)
+            self.model(torch.tensor([ids], device=self.device), cache=row)
 
-    for b, ids in enumerate(history):
-        refill(b, ids[:-1])
-    lengths = [len(ids) - 1 for ids in history]
-    last = torch.tensor([ids[-1] for ids in history], device=device)
-    keep = context_shift_keep(cfg.block_size)
+    def add(self, prompt: list[int], params: SamplingParams) -> None:
+        """A new row for a non-empty prompt; longer than the context, only its last block_size tokens count."""
+        i, ids = len(self), list(prompt[-self.model.config.block_size :])
+        self._fill(i, ids[:-1])  # the last prompt token is fed by the next step
+        self.seen[i] = False
+        self.seen[i, ids] = True
+        self.history.append(ids)
+        self.params.append(params)
+        self.generators.append(seeded_generator(params.seed))
+        self.sampler = None
+
+    def remove(self, i: int) -> None:
+        """Free row i by moving the last row into it."""
+        last = len(self) - 1
+        if i != last:
+            for t in (self.cache.k, self.cache.v):
+                t[:, i] = t[:, last]
+            self.cache.pos[i] = self.cache.pos[last]
+            self.seen[i] = self.seen[last]
+            for rows in (self.history, self.params, self.generators):
+                rows[i] = rows[last]
+        for rows in (self.history, self.params, self.generators):
+            rows.pop()
+        self.sampler = None
+
+    @torch.no_grad()
+    def step(self, with_logprobs: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Every row's next token (n,) and, if asked, the model's log-probabilities (n, V)."""
+        n, block = len(self), self.model.config.block_size
+        keep = context_shift_keep(block)
+        for i, ids in enumerate(self.history):
+            if len(ids) > block:  # context full: shift it
+                del ids[: len(ids) - keep]
+                self._fill(i, ids[:-1])
+        if self.sampler is None:
+            self.sampler = Sampler(self.params, self.model.config.vocab_size, self.device, self.generators)
+        last = torch.tensor([ids[-1] for ids in self.history], device=self.device)
+        logits = self.model(last[:, None], cache=self.cache.rows(0, n))[0][:, -1]
+        tokens = self.sampler(logits, self.seen[:n] if self.sampler.use_penalty else None)
+        self.seen[torch.arange(n, device=self.device), tokens] = True
+        for ids, t in zip(self.history, tokens.tolist()):
+            ids.append(t)
+        return tokens, (logits.float().log_softmax(dim=-1) if with_logprobs else None)
+
+
+def decode_steps(
+    model: GPT, prompts: list[list[int]], params: list[SamplingParams], with_logprobs: bool = False
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Endless decoding of a fixed batch: yields each step's new tokens (B,) and, if asked, the log-probabilities.
+
+    The caller stops when it has what it needs (closing the generator ends the loop at once).
+    """
+    batch = DecodeBatch(model, len(prompts))
+    for ids, p in zip(prompts, params):
+        batch.add(ids, p)
     while True:
-        for b in range(B):
-            if lengths[b] == cfg.block_size:  # context full: shift it
-                refill(b, history[b][-keep:-1])
-                lengths[b] = keep - 1
-        logits = model(last[:, None], cache=cache)[0][:, -1]
-        tokens = sampler(logits, seen)
-        if seen is not None:
-            seen[torch.arange(B, device=device), tokens] = True
-        yield tokens, (logits.float().log_softmax(dim=-1) if with_logprobs else None)
-        last = tokens
-        for b, t in enumerate(tokens.tolist()):
-            history[b].append(t)
-            lengths[b] += 1
+        yield batch.step(with_logprobs)
 
 
 class Row:
@@ -252,8 +290,7 @@ class Completion:
         if self.row.finish_reason:
             return
         tok = self.lm.tokenizer
-        sampler = Sampler([self.params], tok.vocab_size, self.lm.device)
-        steps = decode_steps(self.lm.model, [self.prompt_ids], sampler, with_logprobs=self.top_logprobs > 0)
+        steps = decode_steps(self.lm.model, [self.prompt_ids], [self.params], with_logprobs=self.top_logprobs > 0)
         try:
             for tokens, logprobs in steps:
                 t = int(tokens[0])
@@ -329,8 +366,7 @@ class LM:
         if params.max_new_tokens == 0 or not prompts:
             return ["" for _ in prompts]
         seeds = [None if params.seed is None else params.seed + i for i in range(len(prompts))]
-        sampler = Sampler([replace(params, seed=seed) for seed in seeds], tok.vocab_size, self.device)
-        steps = decode_steps(self.model, ids, sampler)
+        steps = decode_steps(self.model, ids, [replace(params, seed=seed) for seed in seeds])
         for tokens, _ in steps:
             for row, text, t in zip(rows, texts, tokens.tolist()):
                 if not row.finish_reason:

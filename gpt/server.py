@@ -18,13 +18,11 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
-import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from gpt.chat import chat_prompt
-from gpt.generate import LM, Row, Sampler, SamplingParams, Token, context_shift_keep, seeded_generator
-from gpt.model import KVCache
+from gpt.generate import LM, DecodeBatch, Row, SamplingParams, Token
 from gpt.tokenizer import UnknownCharactersError
 
 MAX_BODY_BYTES = 1 << 20
@@ -35,7 +33,7 @@ CHAT_MAX_TOKENS = 256  # a chat reply's default length (completions default to 1
 
 @dataclass
 class Job:
-    """One sequence being generated: its settings, its place in the batch and the events for its HTTP handler."""
+    """One sequence being generated: its settings and the events its HTTP handler reads."""
 
     prompt_ids: list[int]
     params: SamplingParams
@@ -44,8 +42,6 @@ class Job:
     events: asyncio.Queue  # each Token, then None when finished
     row: Row = None
     cancelled: threading.Event = field(default_factory=threading.Event)
-    history: list[int] = field(default_factory=list)
-    length: int = 0
 
 
 class Engine:
@@ -53,20 +49,15 @@ class Engine:
 
     def __init__(self, lm: LM, max_batch: int = 16):
         self.lm, self.max_batch = lm, max_batch
-        cfg = lm.model.config
-        self.cache = KVCache.empty(cfg, max_batch, lm.device, next(lm.model.parameters()).dtype)
-        self.seen = torch.zeros(max_batch, cfg.vocab_size, dtype=torch.bool, device=lm.device)
-        self.waiting: queue.Queue[Job] = queue.Queue()
-        self.active: list[Job] = []
-        self.generators: list[torch.Generator] = []
-        self.sampler: Sampler | None = None
-        self.thread = threading.Thread(target=self._run, name="gpt-engine", daemon=True)
+        self.batch = DecodeBatch(lm.model, max_batch)
+        self.active: list[Job] = []  # job i decodes in row i of the batch
+        self.waiting: queue.Queue[Job | None] = queue.Queue()
         self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="gpt-engine", daemon=True)
         self.thread.start()
 
     def submit(self, job: Job) -> None:
         job.row = Row(job.params, self.lm.tokenizer.boundary_id)
-        job.history = list(job.prompt_ids[-self.lm.block_size :])
         self.waiting.put(job)
 
     def close(self) -> None:
@@ -74,87 +65,48 @@ class Engine:
         self.waiting.put(None)
         self.thread.join(timeout=10)
 
-    def _refill(self, i: int, ids: list[int]) -> None:
-        row = self.cache.rows(i, i + 1)
-        row.pos.zero_()
-        if ids:
-            self.lm.model(torch.tensor([ids], device=self.lm.device), cache=row)
-
-    def _admit(self, job: Job) -> None:
-        i = len(self.active)
-        self._refill(i, job.history[:-1])
-        job.length = len(job.history) - 1
-        self.seen[i] = False
-        self.seen[i, job.history] = True
-        self.active.append(job)
-        self.generators.append(seeded_generator(job.params.seed))
-        self.sampler = None
-
     def _leave(self, i: int) -> None:
-        """Free row i by moving the last active row into it, so active rows stay packed at the front."""
-        last = len(self.active) - 1
-        if i != last:
-            for t in (self.cache.k, self.cache.v):
-                t[:, i] = t[:, last]
-            self.cache.pos[i] = self.cache.pos[last]
-            self.seen[i] = self.seen[last]
-            self.active[i], self.generators[i] = self.active[last], self.generators[last]
+        self.batch.remove(i)
+        self.active[i] = self.active[-1]
         self.active.pop()
-        self.generators.pop()
-        self.sampler = None
 
     def _run(self) -> None:
-        with torch.no_grad():
-            while not self.stopping:
+        while not self.stopping:
+            try:
+                while len(self.active) < self.max_batch:
+                    job = self.waiting.get(block=not self.active)
+                    if job is None:
+                        return
+                    if not job.cancelled.is_set():
+                        self.batch.add(job.prompt_ids, job.params)
+                        self.active.append(job)
+            except queue.Empty:
+                pass
+            if self.active:
                 try:
-                    while len(self.active) < self.max_batch:
-                        job = self.waiting.get(block=not self.active)
-                        if job is None:
-                            return
-                        if not job.cancelled.is_set():
-                            self._admit(job)
-                except queue.Empty:
-                    pass
-                if self.active:
-                    try:
-                        self._step()
-                    except Exception as e:  # end every request rather than leave them waiting forever
-                        self._fail_all(f"{type(e).__name__}: {e}")
+                    self._step()
+                except Exception as e:  # end every request rather than leave them waiting forever
+                    self._fail_all(f"{type(e).__name__}: {e}")
 
     def _fail_all(self, reason: str) -> None:
         print(f"gpt engine: decoding failed ({reason}); ending the active requests", flush=True)
-        jobs = list(self.active)
         while self.active:
+            job = self.active[-1]
             self._leave(len(self.active) - 1)
-        for job in jobs:
             job.row.finish_reason = job.row.finish_reason or "error"
             job.loop.call_soon_threadsafe(deliver, [(job.events, None)])
 
     def _step(self) -> None:
-        lm, n = self.lm, len(self.active)
-        keep = context_shift_keep(lm.block_size)
-        for i, job in enumerate(self.active):
-            if job.length == lm.block_size:  # context full: shift it
-                self._refill(i, job.history[-keep:-1])
-                job.length = keep - 1
-        if self.sampler is None:
-            self.sampler = Sampler([j.params for j in self.active], lm.tokenizer.vocab_size, lm.device, self.generators)
-        last = torch.tensor([j.history[-1] for j in self.active], device=lm.device)
-        logits = lm.model(last[:, None], cache=self.cache.rows(0, n))[0][:, -1]
-        tokens = self.sampler(logits, self.seen[:n] if self.sampler.use_penalty else None)
-        self.seen[torch.arange(n, device=lm.device), tokens] = True
-        want_logprobs = any(j.top_logprobs for j in self.active)
-        logprobs = logits.float().log_softmax(dim=-1) if want_logprobs else None
+        tok = self.lm.tokenizer
+        tokens, logprobs = self.batch.step(with_logprobs=any(j.top_logprobs for j in self.active))
         done, deliveries = [], []
         for i, (job, t) in enumerate(zip(self.active, tokens.tolist())):
-            job.history.append(t)
-            job.length += 1
-            token = Token(t, lm.tokenizer.decode([t]))
+            token = Token(t, tok.decode([t]))
             if logprobs is not None:
                 token.logprob = float(logprobs[i, t])
                 if job.top_logprobs:
-                    values, ids = logprobs[i].topk(min(job.top_logprobs, lm.tokenizer.vocab_size))
-                    token.top = [(lm.tokenizer.decode([k]), v) for v, k in zip(values.tolist(), ids.tolist())]
+                    values, ids = logprobs[i].topk(min(job.top_logprobs, tok.vocab_size))
+                    token.top = [(tok.decode([k]), v) for v, k in zip(values.tolist(), ids.tolist())]
             deliveries += [(job, ready) for ready in job.row.push(token)]
             if job.row.finish_reason or job.cancelled.is_set():
                 deliveries.append((job, None))
