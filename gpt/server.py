@@ -371,13 +371,18 @@ def create_app(server: Server) -> FastAPI:
                 if not done and await request.is_disconnected():
                     return
                 for i in [i for i, f in pending.items() if f in done]:
-                    item = pending.pop(i).result()
-                    if item is None:
+                    tokens = [pending.pop(i).result()]
+                    while tokens[-1] is not None and not queues[i].empty():  # under load, one chunk per step
+                        tokens.append(queues[i].get_nowait())
+                    finished = tokens[-1] is None
+                    tokens = [t for t in tokens if t is not None]
+                    if tokens:
+                        yield chunk([{"index": i, **delta(kind, tokens, chat_logprobs), "finish_reason": None}])
+                    if finished:
                         finish = jobs[i].row.finish_reason
-                        yield chunk([{"index": i, **delta(kind, None, False), "finish_reason": finish}])
-                        continue
-                    yield chunk([{"index": i, **delta(kind, item, chat_logprobs), "finish_reason": None}])
-                    pending[i] = asyncio.ensure_future(queues[i].get())
+                        yield chunk([{"index": i, **delta(kind, [], False), "finish_reason": finish}])
+                    else:
+                        pending[i] = asyncio.ensure_future(queues[i].get())
             if include_usage:
                 prompt_tokens = len(jobs[0].prompt_ids)
                 completion_tokens = sum(j.row.generated for j in jobs)
@@ -393,14 +398,15 @@ def create_app(server: Server) -> FastAPI:
     return app
 
 
-def delta(kind: str, token: Token | None, chat_logprobs: bool) -> dict:
+def delta(kind: str, tokens: list[Token], chat_logprobs: bool) -> dict:
+    """A stream chunk's choice body for some tokens (none: the closing chunk)."""
+    text = "".join(t.text for t in tokens)
     if kind == "text_completion":
-        text = token.text if token else ""
-        lp = completion_logprobs([token]) if token and token.logprob is not None else None
-        return {"text": text, "logprobs": lp}
-    if token is None:
+        with_logprobs = tokens and tokens[0].logprob is not None
+        return {"text": text, "logprobs": completion_logprobs(tokens) if with_logprobs else None}
+    if not tokens:
         return {"delta": {}}
-    return {"delta": {"content": token.text}, "logprobs": chat_token_logprobs([token]) if chat_logprobs else None}
+    return {"delta": {"content": text}, "logprobs": chat_token_logprobs(tokens) if chat_logprobs else None}
 
 
 def completion_logprobs(tokens: list[Token]) -> dict:

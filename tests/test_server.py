@@ -62,7 +62,7 @@ def test_openai_client_completions(api, lm):
     pieces = c.completions.create(model="play", prompt="ROMEO:", max_tokens=30, temperature=0, stream=True)
     chunks = list(pieces)
     assert "".join(ch.choices[0].text for ch in chunks) == r.choices[0].text
-    assert chunks[-1].choices[0].finish_reason == "length" and len(chunks) > 10
+    assert chunks[-1].choices[0].finish_reason == "length" and len(chunks) >= 3
     stopped = c.completions.create(
         model="play", prompt="ROMEO:", max_tokens=200, temperature=0, stop=[r.choices[0].text[5:8]]
     )
