@@ -28,6 +28,7 @@ from gpt.tokenizer import UnknownCharactersError
 MAX_BODY_BYTES = 1 << 20
 MAX_STOP_STRINGS = 4
 MAX_N = 8
+CHUNK_INTERVAL_S = 0.005  # a stream sends at most one chunk per client per 5 ms
 CHAT_MAX_TOKENS = 256  # a chat reply's default length (completions default to 16, as OpenAI's)
 
 
@@ -372,7 +373,9 @@ def create_app(server: Server) -> FastAPI:
                     return
                 for i in [i for i, f in pending.items() if f in done]:
                     tokens = [pending.pop(i).result()]
-                    while tokens[-1] is not None and not queues[i].empty():  # under load, one chunk per step
+                    if tokens[-1] is not None:
+                        await asyncio.sleep(CHUNK_INTERVAL_S)  # let a few steps' tokens gather: fewer, larger chunks
+                    while tokens[-1] is not None and not queues[i].empty():
                         tokens.append(queues[i].get_nowait())
                     finished = tokens[-1] is None
                     tokens = [t for t in tokens if t is not None]
