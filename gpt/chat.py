@@ -41,6 +41,10 @@ def layout(lm: LM) -> str:
     return "plain"
 
 
+def speech(who: str, text: str) -> str:
+    return f"{who}:\n{text.strip()}\n\n"
+
+
 def chat_prompt(lm: LM, history: list[tuple[str, str]], message: str, reply_room: int | None = None) -> ChatPrompt:
     """The prompt for the model's next turn; history is a list of (user, model) turns, oldest first."""
     message = message.strip()
@@ -50,16 +54,13 @@ def chat_prompt(lm: LM, history: list[tuple[str, str]], message: str, reply_room
     if kind == "document":
         return ChatPrompt(message, [], len(history))
     if kind == "scene":
-        speech = lambda who, text: f"{who}:\n{text.strip()}\n\n"  # noqa: E731
-        turn = lambda user, model: speech(USER, user) + speech(MODEL, model)  # noqa: E731
         tail, stop = speech(USER, message) + f"{MODEL}:\n", ["\n\n"]
     else:
-        turn = lambda user, model: f"{user.strip()}\n{model.strip()}\n"  # noqa: E731
         tail, stop = f"{message}\n", ["\n"]
     room = lm.block_size - (reply_room if reply_room is not None else lm.block_size // 4)
     kept: list[str] = []
     for user, model in reversed(history):
-        text = turn(user, model)
+        text = speech(USER, user) + speech(MODEL, model) if kind == "scene" else f"{user.strip()}\n{model.strip()}\n"
         if len(text) + len(tail) + sum(map(len, kept)) > room:
             break
         kept.insert(0, text)
