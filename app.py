@@ -19,7 +19,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
-from gpt.chat import chat_prompt, layout  # noqa: E402
+from gpt.chat import chat_prompt, layout, message_text, turns_of  # noqa: E402
 from gpt.generate import LM  # noqa: E402
 from gpt.hub import ModelNotFoundError, describe, load_cached, local_models, split_revision  # noqa: E402
 from gpt.model import ModelFileError  # noqa: E402
@@ -53,28 +53,6 @@ def controls(temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed
     )  # fmt: skip
 
 
-def text_of(content) -> str:
-    """Message content from the browser (a list of parts) or from gradio_client (a string)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, dict):
-        return content.get("text", "") or ""
-    if isinstance(content, list):
-        return "".join(text_of(part) for part in content)
-    return ""
-
-
-def turns_of(history: list[dict]) -> list[tuple[str, str]]:
-    turns, user = [], None
-    for message in history or []:
-        if message.get("role") == "user":
-            user = text_of(message.get("content"))
-        elif message.get("role") == "assistant" and user is not None:
-            turns.append((user, text_of(message.get("content"))))
-            user = None
-    return turns
-
-
 def checked_prompt(lm: LM, text: str) -> str:
     """The prompt as the model will see it: unknown characters are an error, an over-long one is cut and said so."""
     unknown = lm.tokenizer.unknown(text)
@@ -94,7 +72,7 @@ def checked_prompt(lm: LM, text: str) -> str:
 @gpu
 def chat(message, history, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed):
     lm = get_lm(model_name)
-    message = text_of(message)
+    message = message_text(message)
     if not message.strip():
         raise gr.Error("The message is empty: type something to say.")
     checked_prompt(lm, message)
@@ -303,19 +281,30 @@ def main() -> None:
     model_id = Path(repo).name if os.path.isdir(repo) else repo
     server = Server(model_id, api_key=args.api_key, max_batch=args.max_batch, max_waiting=args.max_waiting)
     app = create_app(server)
+    host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+    port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
+    uv = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3))
+
+    def load_in_background() -> None:  # /health answers 503 until the model is in
+        try:
+            server.ready(get_lm(DEFAULT_MODEL))
+        except gr.Error as e:
+            server.load_error = e.message
+            uv.should_exit = True
+
     try:
-        if args.api_only:  # /health answers 503 until the model is in
-            threading.Thread(target=lambda: server.ready(get_lm(DEFAULT_MODEL)), daemon=True).start()
+        if args.api_only:
+            threading.Thread(target=load_in_background, daemon=True).start()
         else:
             demo = build_demo()
             server.ready(get_lm(DEFAULT_MODEL))
-            app = gr.mount_gradio_app(app, demo, path="/")
+            uv.config.app = gr.mount_gradio_app(app, demo, path="/")
     except gr.Error as e:
         sys.exit(f"error: {e.message}")
-    host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
-    port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
     print(f"* serving {model_id} at http://{host}:{port} (UI: {'off' if args.api_only else '/'}, API: /v1)")
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
+    uv.run()
+    if server.load_error:
+        sys.exit(f"error: {server.load_error}")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,29 @@ class ChatPrompt:
     dropped_turns: int  # earlier turns left out to fit the context
 
 
+def message_text(content) -> str:
+    """A message's text: a string, or a list of parts (OpenAI's and the browser's form) whose text parts join."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return content.get("text", "") or ""
+    if isinstance(content, list):
+        return "".join(message_text(part) for part in content)
+    return ""
+
+
+def turns_of(messages: list[dict]) -> list[tuple[str, str]]:
+    """(user, model) turns from role/content messages, oldest first; system messages and unanswered ones are skipped."""
+    turns, user = [], None
+    for message in messages or []:
+        if message.get("role") == "user":
+            user = message_text(message.get("content"))
+        elif message.get("role") == "assistant" and user is not None:
+            turns.append((user, message_text(message.get("content"))))
+            user = None
+    return turns
+
+
 def layout(lm: LM) -> str:
     tok = lm.tokenizer
     if tok.documents:

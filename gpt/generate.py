@@ -15,6 +15,8 @@ import torch
 from gpt.model import GPT, KVCache
 from gpt.tokenizer import CharTokenizer
 
+SEED_MIN, SEED_MAX = -(1 << 63), (1 << 63) - 1  # a 64-bit signed integer, as OpenAI's API documents it
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -33,7 +35,7 @@ class SamplingParams:
             if (
                 isinstance(value, bool)
                 or not isinstance(value, (int, float))
-                or not math.isfinite(value)
+                or (isinstance(value, float) and not math.isfinite(value))
                 or not ok(value)
             ):
                 raise ValueError(f"{name} must be {rule}, got {value!r}")
@@ -46,8 +48,10 @@ class SamplingParams:
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
         if any(not isinstance(s, str) or not s for s in stop):
             raise ValueError(f"stop must be non-empty strings, got {self.stop!r}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise ValueError(f"seed must be a whole number or None, got {self.seed!r}")
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int) or not SEED_MIN <= self.seed <= SEED_MAX
+        ):
+            raise ValueError(f"seed must be a whole number from {SEED_MIN} to {SEED_MAX} or None, got {self.seed!r}")
         object.__setattr__(self, "stop", stop)
         object.__setattr__(self, "max_new_tokens", int(self.max_new_tokens))
         object.__setattr__(self, "top_k", int(self.top_k))
@@ -59,8 +63,15 @@ def seeded_generator(seed: int | None) -> torch.Generator:
     if seed is None:
         g.seed()
     else:
-        g.manual_seed(seed)
+        g.manual_seed(seed % (1 << 64))  # any whole number maps onto torch's 64-bit seeds; never raises
     return g
+
+
+def row_params(params: SamplingParams, i: int) -> SamplingParams:
+    """The settings of sequence i of a batch: with a seed, sequence i uses seed + i, so it repeats alone."""
+    if params.seed is None or i == 0:
+        return params
+    return replace(params, seed=(params.seed + i - SEED_MIN) % (1 << 64) + SEED_MIN)  # wraps within 64 bits
 
 
 class Sampler:
@@ -70,7 +81,7 @@ class Sampler:
         t = [p.temperature for p in params]
         self.greedy = torch.tensor([x == 0 for x in t], device=device)
         self.temperature = torch.tensor([x or 1.0 for x in t], device=device)[:, None]
-        self.top_k = torch.tensor([p.top_k or vocab_size for p in params], device=device)[:, None]
+        self.top_k = torch.tensor([min(p.top_k or vocab_size, vocab_size) for p in params], device=device)[:, None]
         self.top_p = torch.tensor([p.top_p for p in params], device=device)[:, None]
         self.penalty = torch.tensor([p.repetition_penalty for p in params], device=device)[:, None]
         self.use_penalty = any(p.repetition_penalty != 1 for p in params)
@@ -112,34 +123,87 @@ class Token:
     top: list[tuple[str, float]] = field(default_factory=list)
 
 
+def step_tokens(
+    tokenizer: CharTokenizer, tokens: torch.Tensor, logprobs: torch.Tensor | None, top_logprobs: list[int]
+) -> list[Token]:
+    """A decode step's new tokens as Tokens; with log-probabilities, row i also lists its top_logprobs[i] best."""
+    out = [Token(t, tokenizer.decode([t])) for t in tokens.tolist()]
+    if logprobs is not None:
+        chosen = logprobs.gather(1, tokens[:, None])[:, 0].tolist()
+        for i, token in enumerate(out):
+            token.logprob = chosen[i]
+            if top_logprobs[i]:
+                values, ids = logprobs[i].topk(min(top_logprobs[i], tokenizer.vocab_size))
+                token.top = [(tokenizer.decode([k]), v) for v, k in zip(values.tolist(), ids.tolist())]
+    return out
+
+
+class StopMatcher:
+    """Knuth-Morris-Pratt over one stop string: how much of it the text fed so far ends with, in O(1) per character."""
+
+    def __init__(self, stop: str):
+        self.stop, self.matched = stop, 0
+        self.fallback = [0] * len(stop)  # fallback[i]: the longest proper border of stop[: i + 1]
+        k = 0
+        for i in range(1, len(stop)):
+            while k and stop[i] != stop[k]:
+                k = self.fallback[k - 1]
+            if stop[i] == stop[k]:
+                k += 1
+            self.fallback[i] = k
+
+    def feed(self, char: str) -> bool:
+        """True when this character completes the stop string."""
+        k = self.matched
+        if k == len(self.stop):
+            k = self.fallback[k - 1]
+        while k and char != self.stop[k]:
+            k = self.fallback[k - 1]
+        if char == self.stop[k]:
+            k += 1
+        self.matched = k
+        return k == len(self.stop)
+
+
 class StopStrings:
-    """Holds back tokens that may be the start of a stop string; reports where one completes."""
+    """Holds back tokens that may be the start of a stop string; reports where one completes.
+
+    Linear in the text: each character advances one matcher per stop string, so long stop strings cost no more per
+    token than short ones.
+    """
 
     def __init__(self, stops: tuple[str, ...]):
         self.stops = stops
+        self.matchers = [StopMatcher(s) for s in stops]
         self.pending: list[Token] = []
+        self.pending_chars = 0
 
     def feed(self, token: Token) -> tuple[list[Token], bool]:
         """Tokens now safe to emit, and whether a stop string was completed (its text is never emitted)."""
         if not self.stops:
             return [token], False
         self.pending.append(token)
-        text = "".join(t.text for t in self.pending)
-        ends = [i for i in (text.find(s) for s in self.stops) if i >= 0]
-        if ends:
-            return self._release(min(ends)), True
-        hold = max((k for s in self.stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
-        return self._release(len(text) - hold), False
+        self.pending_chars += len(token.text)
+        at = self.pending_chars - len(token.text)
+        for char in token.text:
+            at += 1
+            completed = [len(m.stop) for m in self.matchers if m.feed(char)]
+            if completed:
+                return self._release(at - max(completed)), True
+        return self._release(self.pending_chars - max(m.matched for m in self.matchers)), False
 
     def _release(self, chars: int) -> list[Token]:
-        out, used = [], 0
-        while self.pending and used + len(self.pending[0].text) <= chars:
-            used += len(self.pending[0].text)
-            out.append(self.pending.pop(0))
+        """The pending tokens that lie wholly within the first `chars` pending characters."""
+        n, used = 0, 0
+        while n < len(self.pending) and used + len(self.pending[n].text) <= chars:
+            used += len(self.pending[n].text)
+            n += 1
+        out, self.pending = self.pending[:n], self.pending[n:]
+        self.pending_chars -= used
         return out
 
     def flush(self) -> list[Token]:
-        out, self.pending = self.pending, []
+        out, self.pending, self.pending_chars = self.pending, [], 0
         return out
 
 
@@ -293,12 +357,7 @@ class Completion:
         steps = decode_steps(self.lm.model, [self.prompt_ids], [self.params], with_logprobs=self.top_logprobs > 0)
         try:
             for tokens, logprobs in steps:
-                t = int(tokens[0])
-                token = Token(t, tok.decode([t]))
-                if logprobs is not None:
-                    token.logprob = float(logprobs[0, t])
-                    values, ids = logprobs[0].topk(min(self.top_logprobs, tok.vocab_size))
-                    token.top = [(tok.decode([i]), v) for v, i in zip(values.tolist(), ids.tolist())]
+                (token,) = step_tokens(tok, tokens, logprobs, [self.top_logprobs])
                 yield from self.row.push(token)
                 if self.row.finish_reason:
                     break
@@ -365,8 +424,7 @@ class LM:
         texts: list[list[str]] = [[] for _ in prompts]
         if params.max_new_tokens == 0 or not prompts:
             return ["" for _ in prompts]
-        seeds = [None if params.seed is None else params.seed + i for i in range(len(prompts))]
-        steps = decode_steps(self.model, ids, [replace(params, seed=seed) for seed in seeds])
+        steps = decode_steps(self.model, ids, [row_params(params, i) for i in range(len(prompts))])
         for tokens, _ in steps:
             for row, text, t in zip(rows, texts, tokens.tolist()):
                 if not row.finish_reason:

@@ -4,7 +4,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -90,32 +92,92 @@ def names_model(tmp_path_factory, names_file) -> Path:
     return out
 
 
+class AppProcess:
+    """`python app.py ARGS` as a user starts it, on a free port; its output goes to a file (a pipe could fill up)."""
+
+    def __init__(self, *args: str, env: dict | None = None):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="gpt-app-", suffix=".log", delete=False)
+        env = {**os.environ, "GRADIO_SERVER_PORT": str(self.port), "PYTHONPATH": str(ROOT), **(env or {})}
+        self.proc = subprocess.Popen([sys.executable, "app.py", *args], cwd=ROOT, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text()
+
+    def wait_ready(self, timeout: float = 60) -> float:
+        """Seconds until /health answers 200; fails with the app's output if it exits or never gets there."""
+        import httpx
+
+        start = time.time()
+        while time.time() - start < timeout:
+            assert self.proc.poll() is None, f"the app exited ({self.proc.returncode}):\n{self.output()}"
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return time.time() - start
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"the app was not ready in {timeout}s:\n{self.output()}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def __enter__(self) -> "AppProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@pytest.fixture(scope="session")
+def app_process():
+    """app_process(*args, env={...}) -> an AppProcess (a context manager that stops it)."""
+    return AppProcess
+
+
 @pytest.fixture(scope="session")
 def app_url(tiny_model):
     """`python app.py` serving the tiny model, as a user starts it."""
-    port = _free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "MODEL_ID": str(tiny_model), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    url = f"http://127.0.0.1:{port}/"
-    start = time.time()
-    while time.time() - start < 60:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stdout.read()
-            time.sleep(0.2)
-    ready = time.time() - start
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
+    with AppProcess(env={"MODEL_ID": str(tiny_model)}) as app:
+        ready = app.wait_ready()
+        yield app.url + "/"
     assert ready < 30, f"app took {ready:.1f}s to start"
+
+
+@contextmanager
+def _serving(lm, **settings):
+    """The API for an already-loaded model, on a free port, in this process (so tests can look at its engine)."""
+    import uvicorn
+
+    from gpt.server import Server, create_app
+
+    server = Server("play", **settings)
+    server.ready(lm)
+    port = _free_port()
+    uv = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    while not uv.started:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", server
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)
+        server.engine.close()
+
+
+@pytest.fixture(scope="session")
+def serving():
+    """serving(lm, **Server settings) -> context manager giving (url, server)."""
+    return _serving
 
 
 @pytest.fixture(scope="session")

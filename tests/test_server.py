@@ -2,40 +2,16 @@
 
 import concurrent.futures
 import json
-import os
-import subprocess
-import sys
-import threading
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 
 import httpx
 import openai
 import pytest
-import uvicorn
-from conftest import ROOT, _free_port
 from fastapi.testclient import TestClient
 
 import gpt
 from gpt.server import Server, create_app
-
-
-@contextmanager
-def serving(lm, **settings):
-    server = Server("play", **settings)
-    server.ready(lm)
-    port = _free_port()
-    uv = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    while not uv.started:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}", server
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=10)
-        server.engine.close()
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +20,7 @@ def lm(tiny_model):
 
 
 @pytest.fixture(scope="module")
-def api(lm):
+def api(lm, serving):
     with serving(lm, max_tokens=500) as (url, server):
         yield url
 
@@ -105,7 +81,7 @@ def post(url, body, **kw):
 
 
 BAD = [
-    ("completions", {"prompt": ""}, 400, "prompt"),
+    ("completions", {"prompt": 5}, 400, "prompt"),
     ("completions", {}, 400, "prompt"),
     ("completions", {"prompt": "a", "model": "nope"}, 404, "model"),
     ("completions", {"prompt": "a", "max_tokens": 0}, 400, "max_tokens"),
@@ -157,7 +133,7 @@ def test_concurrent_identical_greedy_requests_match_one_alone(api, lm):
     assert texts == [alone] * 8
 
 
-def test_disconnect_frees_the_slot_and_the_server_stays_responsive(lm):
+def test_disconnect_frees_the_slot_and_the_server_stays_responsive(lm, serving):
     with serving(lm, max_batch=2, max_waiting=0, max_tokens=5000) as (url, server):
         with httpx.stream(
             "POST", f"{url}/v1/completions", json={"prompt": "ROMEO:", "max_tokens": 5000, "stream": True}, timeout=30
@@ -165,15 +141,15 @@ def test_disconnect_frees_the_slot_and_the_server_stays_responsive(lm):
             for _ in r.iter_lines():
                 break
         deadline = time.time() + 5
-        while (server.in_flight or server.engine.active) and time.time() < deadline:
+        while (server.engine.admitted or server.engine.active) and time.time() < deadline:
             time.sleep(0.05)
-        assert server.in_flight == 0 and not server.engine.active
+        assert server.engine.admitted == 0 and not server.engine.active
         start = time.time()
         r = client(url).completions.create(model="play", prompt="ROMEO:", max_tokens=10, temperature=0)
         assert len(r.choices[0].text) == 10 and time.time() - start < 5
 
 
-def test_overload_is_429(lm):
+def test_overload_is_429(lm, serving):
     body = {"prompt": "ROMEO:", "max_tokens": 5000, "stream": True}
     with serving(lm, max_batch=1, max_waiting=1, max_tokens=5000) as (url, server), ExitStack() as streams:
         for _ in range(2):  # one decoding, one waiting: full
@@ -189,21 +165,10 @@ def test_health_is_503_while_loading():
     assert r.status_code == 503 and "loading" in r.json()["error"]["message"]
 
 
-def test_app_api_only_with_an_api_key(tiny_model):
-    port = _free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "MODEL_ID": str(tiny_model), "GPT_API_KEY": "s3cret"}
-    proc = subprocess.Popen(
-        [sys.executable, "app.py", "--api-only"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+def test_app_api_only_with_an_api_key(tiny_model, app_process):
+    with app_process("--api-only", env={"MODEL_ID": str(tiny_model), "GPT_API_KEY": "s3cret"}) as app:
+        app.wait_ready()
+        url = app.url
         assert httpx.get(f"{url}/health").json()["model"] == "play"
         r = post(f"{url}/v1/completions", {"prompt": "ROMEO:", "max_tokens": 5})
         assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
@@ -215,6 +180,8 @@ def test_app_api_only_with_an_api_key(tiny_model):
             httpx.get(f"{url}/v1/models", headers={"authorization": "Bearer s3cret"}).json()["data"][0]["id"] == "play"
         )
         assert httpx.get(f"{url}/").status_code == 404  # no UI
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+
+
+def test_empty_prompt_continues_from_a_fresh_line(api, lm):
+    r = client(api).completions.create(model="play", prompt="", max_tokens=20, temperature=0)
+    assert r.choices[0].text == lm.generate("", max_new_tokens=20, temperature=0)

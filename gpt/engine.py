@@ -1,0 +1,140 @@
+"""Continuous batching: one engine thread decodes every admitted request in one batched forward step.
+
+Each request is a Job in its own KV cache row, with its own sampling settings, random generator and stop rules.
+Waiting jobs join between steps; finished, cancelled or failed ones leave. The engine knows nothing of HTTP: a job
+carries an asyncio queue and its event loop, and receives each Token, then None when it is finished.
+
+Robustness rules: whatever one job does, the thread keeps running (a job that cannot join ends alone with
+finish_reason "error"); a job's slot is counted from `submit` until the engine ends it, on every path, so capacity
+is never lost; `healthy` tells whether the thread is alive.
+"""
+
+import asyncio
+import queue
+import threading
+import traceback
+from dataclasses import dataclass, field
+
+from gpt.generate import LM, DecodeBatch, Row, Sampler, SamplingParams, Token, step_tokens
+
+
+@dataclass
+class Job:
+    """One sequence being generated: its settings and the events its reader consumes."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    top_logprobs: int  # alternatives listed per token
+    loop: asyncio.AbstractEventLoop  # the reader's loop, where `events` is read
+    logprobs: bool = False  # each token's log-probability (always on when top_logprobs is asked)
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)  # each Token, then None when finished
+    row: Row | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+def deliver(items: list[tuple[asyncio.Queue, Token | None]]) -> None:
+    for events, item in items:
+        events.put_nowait(item)
+
+
+class Engine:
+    """Continuous batching over one model: at most max_batch rows decode, at most max_waiting jobs wait."""
+
+    def __init__(self, lm: LM, max_batch: int = 16, max_waiting: int = 64):
+        self.lm, self.max_batch, self.max_waiting = lm, max_batch, max_waiting
+        self.batch = DecodeBatch(lm.model, max_batch)
+        self.active: list[Job] = []  # job i decodes in row i of the batch
+        self.waiting: queue.Queue[Job | None] = queue.Queue()
+        self.lock = threading.Lock()
+        self.admitted = 0  # jobs submitted and not yet ended: decoding or waiting
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="gpt-engine", daemon=True)
+        self.thread.start()
+
+    @property
+    def healthy(self) -> bool:
+        return self.thread.is_alive() and not self.stopping
+
+    def submit(self, jobs: list[Job]) -> bool:
+        """Admit all the jobs, or none of them when there is no room (the caller answers 'busy')."""
+        with self.lock:
+            if self.admitted + len(jobs) > self.max_batch + self.max_waiting:
+                return False
+            self.admitted += len(jobs)
+        for job in jobs:
+            job.row = Row(job.params, self.lm.tokenizer.boundary_id)
+            self.waiting.put(job)
+        return True
+
+    def close(self) -> None:
+        self.stopping = True
+        self.waiting.put(None)
+        self.thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self.stopping:
+            try:
+                if not self._admit():
+                    return
+                if self.active:
+                    self._step()
+            except Exception:  # a fault in the shared step: end the requests in it, keep serving the next ones
+                print(f"gpt engine: decoding failed; ending {len(self.active)} request(s)\n{traceback.format_exc()}",
+                      flush=True)  # fmt: skip
+                for i in reversed(range(len(self.active))):
+                    self._end(i, "error")
+
+    def _admit(self) -> bool:
+        """Move waiting jobs into free rows (blocking while idle); False when the engine is closing."""
+        while len(self.active) < self.max_batch:
+            try:
+                job = self.waiting.get(block=not self.active)
+            except queue.Empty:
+                return True
+            if job is None:
+                return False
+            if job.cancelled.is_set():
+                self._ended(job)
+                continue
+            try:
+                Sampler([job.params], self.lm.tokenizer.vocab_size, self.batch.device)  # fails here, not mid-batch
+                self.batch.add(job.prompt_ids, job.params)
+            except Exception as e:
+                print(f"gpt engine: a request could not start ({type(e).__name__}: {e})", flush=True)
+                job.row.finish_reason = "error"
+                self._ended(job)
+                continue
+            self.active.append(job)
+        return True
+
+    def _end(self, i: int, reason: str | None = None, deliveries: list | None = None) -> None:
+        """Job i leaves the batch (the last row moves into its place) and its reader is told."""
+        job = self.active[i]
+        self.batch.remove(i)
+        self.active[i] = self.active[-1]
+        self.active.pop()
+        if reason:
+            job.row.finish_reason = job.row.finish_reason or reason
+        self._ended(job, deliveries)
+
+    def _ended(self, job: Job, deliveries: list | None = None) -> None:
+        """Free the job's slot and tell its reader (now, or with this step's other deliveries)."""
+        with self.lock:
+            self.admitted -= 1
+        if deliveries is None:
+            job.loop.call_soon_threadsafe(deliver, [(job.events, None)])
+        else:
+            deliveries.append((job, None))
+
+    def _step(self) -> None:
+        tops = [j.top_logprobs for j in self.active]
+        tokens, logprobs = self.batch.step(with_logprobs=any(j.logprobs or j.top_logprobs for j in self.active))
+        deliveries, done = [], []
+        for i, (job, token) in enumerate(zip(self.active, step_tokens(self.lm.tokenizer, tokens, logprobs, tops))):
+            deliveries += [(job, ready) for ready in job.row.push(token)]
+            if job.row.finish_reason or job.cancelled.is_set():
+                done.append(i)
+        for i in reversed(done):
+            self._end(i, deliveries=deliveries)
+        for loop in {job.loop for job, _ in deliveries}:  # one wake-up per event loop per step, not per token
+            loop.call_soon_threadsafe(deliver, [(job.events, item) for job, item in deliveries if job.loop is loop])

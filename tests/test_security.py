@@ -1,0 +1,292 @@
+"""Hardening: no request can stop the engine, keep a slot, or slow everyone down; the limits hold on every path."""
+
+import asyncio
+import json
+import select
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+import gpt
+from gpt.engine import Engine, Job
+from gpt.generate import SamplingParams, StopStrings, Token
+
+SEED_OVERFLOW = 18446744073709551616  # 2**64
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_model):
+    return gpt.load(tiny_model, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def api(lm, serving):
+    with serving(lm, max_batch=4, max_waiting=4, max_tokens=5000) as (url, server):
+        yield url, server
+
+
+def post(url: str, body, **kw) -> httpx.Response:
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    headers = kw.pop("headers", {"content-type": "application/json"})
+    return httpx.post(f"{url}/v1/completions", content=data, headers=headers, timeout=30, **kw)
+
+
+def wait_idle(server, seconds: float = 5) -> bool:
+    deadline = time.time() + seconds
+    while (server.engine.admitted or server.engine.active) and time.time() < deadline:
+        time.sleep(0.02)
+    return server.engine.admitted == 0 and not server.engine.active
+
+
+def still_serves(url: str) -> None:
+    r = post(url, {"prompt": "ROMEO:", "max_tokens": 8, "temperature": 0})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["choices"][0]["text"]) == 8 and r.json()["choices"][0]["finish_reason"] == "length"
+    assert httpx.get(f"{url}/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"seed": SEED_OVERFLOW},
+        {"seed": -(2**63) - 1},
+        {"seed": 10**30},
+        {"max_tokens": 10**30},
+        {"temperature": 10**400},
+        {"top_k": 1.5},
+        {"n": 10**30},
+        {"stream_options": True, "stream": True},
+        {"stream_options": {"include_usage": "yes"}, "stream": True},
+        {"stream": "yes"},
+        {"logprobs": 10**30},
+        {"repetition_penalty": 1e300},
+    ],
+)
+def test_out_of_range_values_are_4xx_and_the_engine_keeps_running(api, extra):
+    url, server = api
+    r = post(url, {"prompt": "ROMEO:", "max_tokens": 1, **extra})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == next(iter(extra)) or "stream" in extra
+    still_serves(url)
+    assert wait_idle(server)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"prompt": "a", "max_tokens": ' + "9" * 4301 + "}",
+        '{"prompt": "a", "temperature": 1' + "0" * 400 + "}",
+        "[" * 50000 + "]" * 50000,
+        '{"prompt": "a", "x": ' + "[" * 50000 + "]" * 50000 + "}",
+    ],
+    ids=["4301-digit-integer", "401-digit-integer", "nested-50k", "nested-50k-in-object"],
+)
+def test_pathological_json_is_400(api, raw):
+    url, _ = api
+    r = post(url, raw)
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", r.text
+
+
+def test_largest_seeds_work_with_n(api):
+    url, _ = api
+    for seed in (2**63 - 1, -(2**63)):
+        r = post(url, {"prompt": "ROMEO:", "max_tokens": 5, "seed": seed, "n": 3})
+        assert r.status_code == 200 and len(r.json()["choices"]) == 3, r.text
+
+
+def test_huge_top_k_only_affects_its_own_request(api, lm):
+    url, _ = api
+    with httpx.stream("POST", f"{url}/v1/completions", json={"prompt": "JULIET:", "max_tokens": 300, "stream": True,
+                                                             "temperature": 0}, timeout=30) as other:  # fmt: skip
+        lines = other.iter_lines()
+        next(lines)
+        r = post(url, {"prompt": "ROMEO:", "max_tokens": 20, "top_k": 2**64, "temperature": 0})
+        assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] == "length", r.text
+        assert r.json()["choices"][0]["text"] == lm.generate("ROMEO:", max_new_tokens=20, temperature=0)
+        finishes = [json.loads(x[6:])["choices"][0]["finish_reason"] for x in lines if x.startswith("data: {")]
+    assert finishes[-1] == "length"
+
+
+def test_streams_that_are_never_read_give_their_slots_back(api):
+    """80 cheap streams whose responses are dropped at once: capacity (8) must come back every time."""
+    url, server = api
+    body = {"prompt": "ROMEO:", "max_tokens": 1, "stream": True, "stream_options": {"include_usage": True}}
+    for _ in range(80):
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=30) as r:
+            assert r.status_code == 200
+    assert wait_idle(server)
+    still_serves(url)
+
+
+def test_a_job_that_cannot_start_ends_alone(lm):
+    """A job the batch rejects (a token id outside the vocabulary) ends with 'error'; the others go on."""
+    engine = Engine(lm, max_batch=4)
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        good = Job([1, 2, 3], SamplingParams(max_new_tokens=30, temperature=0), 0, loop)
+        bad = Job([10**6], SamplingParams(max_new_tokens=30), 0, loop)
+        assert engine.submit([good]) and engine.submit([bad])
+        tokens = await asyncio.gather(*(drain(job) for job in (good, bad)))
+        return good, bad, tokens
+
+    try:
+        good, bad, (good_tokens, bad_tokens) = asyncio.run(run())
+        assert bad.row.finish_reason == "error" and bad_tokens == []
+        assert good.row.finish_reason == "length" and len(good_tokens) == 30
+        assert engine.healthy and engine.admitted == 0
+    finally:
+        engine.close()
+
+
+async def drain(job: Job) -> list[Token]:
+    return [t async for t in iterate(job.events)]
+
+
+async def iterate(events: asyncio.Queue):
+    while (item := await events.get()) is not None:
+        yield item
+
+
+def test_health_reports_a_stopped_engine(lm, serving):
+    with serving(lm) as (url, server):
+        assert httpx.get(f"{url}/health").status_code == 200
+        server.engine.close()
+        r = httpx.get(f"{url}/health")
+        assert r.status_code == 503 and r.json()["status"] == "error"
+        assert post(url, {"prompt": "ROMEO:"}).status_code == 503
+
+
+def test_stop_strings_are_capped(api):
+    url, _ = api
+    r = post(url, {"prompt": "ROMEO:", "stop": ["a" * 250_000] * 4})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stop"
+
+
+def test_stop_string_matching_does_not_grow_with_their_length():
+    """Four 1000-character stop strings that keep nearly matching cost about what four short ones do."""
+
+    def seconds(length: int) -> float:
+        stops = StopStrings(tuple("a" * (length - 1) + c for c in "bcde"))
+        start = time.perf_counter()
+        for i in range(20_000):
+            stops.feed(Token(0, "a"))
+        return time.perf_counter() - start
+
+    seconds(10)
+    assert seconds(1000) < 3 * seconds(10)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_stop_strings_agree_with_a_plain_search(seed):
+    import random
+
+    rng = random.Random(seed)
+    text = "".join(rng.choice("ab") for _ in range(60))
+    stops = tuple({"".join(rng.choice("ab") for _ in range(rng.randint(1, 6))) for _ in range(rng.randint(1, 3))})
+    matcher, emitted, stopped = StopStrings(stops), "", False
+    for ch in text:
+        out, stopped = matcher.feed(Token(0, ch))
+        emitted += "".join(t.text for t in out)
+        if stopped:
+            break
+    ends = [text.find(s) + len(s) for s in stops if s in text]
+    if ends:  # the first stop string to complete ends the text just before it begins
+        end = min(ends)
+        first = max((s for s in stops if text.find(s) + len(s) == end), key=len)
+        assert stopped and emitted == text[: end - len(first)]
+    else:
+        assert not stopped and emitted + "".join(t.text for t in matcher.flush()) == text
+
+
+def test_a_chunked_body_over_the_limit_is_answered_413_before_it_is_all_sent(api):
+    url, _ = api
+    host, port = url.removeprefix("http://").split(":")
+    chunk = b"10000\r\n" + b" " * 0x10000 + b"\r\n"  # 64 KiB chunks
+    sent, answer = 0, b""
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip
+        while sent < 64 << 20 and not answer:
+            try:
+                s.sendall(chunk)
+            except OSError:
+                break
+            sent += 0x10000
+            if select.select([s], [], [], 0)[0]:
+                answer = s.recv(4096)
+        answer = answer or s.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+    assert sent < 4 << 20  # answered after about 1 MiB, not after the whole body
+
+
+def test_a_client_that_leaves_a_plain_request_frees_its_row(api):
+    url, server = api
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({"prompt": "ROMEO:", "max_tokens": 5000, "temperature": 1.0}).encode()
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)  # fmt: skip
+        deadline = time.time() + 5
+        while not server.engine.active and time.time() < deadline:
+            time.sleep(0.01)
+        assert server.engine.active
+    assert wait_idle(server, 3)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain; application/json", "text/plain", "application/jsonx"])
+def test_only_json_is_accepted(api, content_type):
+    url, _ = api
+    assert post(url, {"prompt": "a"}, headers={"content-type": content_type}).status_code == 415
+
+
+def test_models_is_503_while_loading():
+    from fastapi.testclient import TestClient
+
+    from gpt.server import Server, create_app
+
+    assert TestClient(create_app(Server("play"))).get("/v1/models").status_code == 503
+
+
+def test_api_only_with_a_bad_model_exits_with_one_line(app_process):
+    with app_process("--api-only", env={"MODEL_ID": "/no/such/model"}) as app:
+        assert app.proc.wait(timeout=60) != 0
+        lines = [line for line in app.output().splitlines() if line.strip()]
+    assert "Traceback" not in app.output() and lines[-1].startswith("error:") and "no/such/model" in lines[-1]
+
+
+def test_concurrent_streams_and_drops_leave_every_slot_free(api):
+    """Clients that drop mid-stream, from several threads at once: every slot comes back."""
+    url, server = api
+
+    def drop():
+        body = {"prompt": "ROMEO:", "max_tokens": 2000, "stream": True}
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=30) as r:
+            if r.status_code == 200:
+                for _ in r.iter_lines():
+                    break
+
+    threads = [threading.Thread(target=drop) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wait_idle(server)
+    still_serves(url)
+
+
+def test_a_real_fault_is_a_logged_json_500_and_the_server_goes_on(lm, serving, monkeypatch, capsys):
+    with serving(lm) as (url, server):
+
+        def fault(prompt):
+            raise RuntimeError("disk on fire")
+
+        monkeypatch.setattr(server.lm, "encode_prompt", fault)
+        r = post(url, {"prompt": "ROMEO:"})
+        assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"
+        assert "disk on fire" not in r.text and "disk on fire" in capsys.readouterr().out
+        monkeypatch.undo()
+        still_serves(url)
