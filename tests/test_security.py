@@ -172,7 +172,7 @@ def test_stop_string_matching_does_not_grow_with_their_length():
     def seconds(length: int) -> float:
         stops = StopStrings(tuple("a" * (length - 1) + c for c in "bcde"))
         start = time.perf_counter()
-        for i in range(20_000):
+        for _ in range(20_000):
             stops.feed(Token(0, "a"))
         return time.perf_counter() - start
 
