@@ -15,8 +15,9 @@ import torch
 from torch.nn import functional as F
 
 from gpt.data import DataError, DocumentBatches, read_text, split_documents, split_text
+from gpt.folder import write_atomic
 from gpt.generate import LM
-from gpt.hub import load, model_card, read_metrics, write_atomic
+from gpt.hub import load, model_card, read_metrics
 from gpt.tokenizer import UnknownCharactersError
 
 

@@ -10,8 +10,8 @@ import functools
 import json
 import os
 import re
+import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -34,12 +34,12 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from gpt.folder import REQUIRED_FILES, file_mode, fresh_dir, missing_files
 from gpt.generate import LM
 from gpt.model import GPT, ModelFileError
 from gpt.tokenizer import CharTokenizer
 
 MODEL_FILES = ["config.json", "model.safetensors", "tokenizer.json", "README.md", "metrics.json", "loss.png"]
-REQUIRED_FILES = ["config.json", "model.safetensors", "tokenizer.json"]
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
 
@@ -90,7 +90,7 @@ def resolve(path_or_repo_id: str | Path, revision: str | None = None) -> Path:
             raise ModelNotFoundError(f"{name!r} is not a valid repo id ({e})") from None
         except HfHubHTTPError as e:
             raise ModelNotFoundError(f"{name}: the Hub refused the download ({e})") from None
-    missing = [f for f in REQUIRED_FILES if not (folder / f).is_file()]
+    missing = missing_files(folder)
     if missing:
         raise ModelFileError(f"{name}: {', '.join(missing)} missing (a model folder needs {', '.join(REQUIRED_FILES)})")
     return folder
@@ -148,25 +148,6 @@ def read_metrics(folder: str | Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def file_mode() -> int:
-    """Permissions a plain open() would give (temporary files are private by default)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def write_atomic(path: Path, write) -> None:
-    """write(tmp_path) beside the target, then rename over it: a reader never sees a half-written file."""
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
-        tmp = Path(f.name)
-    try:
-        write(tmp)
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_folder(
     model: GPT,
     tokenizer: CharTokenizer,
@@ -177,8 +158,8 @@ def save_folder(
     """Write the model folder atomically: every file is written aside, then moved into place."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out, prefix=".saving-") as tmp:
-        tmp = Path(tmp)
+    tmp = fresh_dir(out / ".saving")
+    try:
         weights = model
         if dtype != torch.float32 or next(model.parameters()).device.type != "cpu":
             weights = GPT(model.config)
@@ -189,9 +170,18 @@ def save_folder(
         model_card(LM(model, tokenizer), metrics or {}, samples=False).save(tmp / "README.md")
         tokenizer.save(tmp / "tokenizer.json")
         weights.save_pretrained(tmp)
-        for f in tmp.iterdir():
-            os.chmod(f, file_mode())
-            os.replace(f, out / f.name)
+        for name in [
+            "model.safetensors",
+            "config.json",
+            "tokenizer.json",
+            "metrics.json",
+            "README.md",
+        ]:  # weights first
+            if (tmp / name).is_file():
+                os.chmod(tmp / name, file_mode())
+                os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 SAMPLE_SETTINGS = dict(max_new_tokens=300, temperature=0.8, top_k=40, seed=0)

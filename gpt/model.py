@@ -209,7 +209,7 @@ class GPT(
             return super().from_pretrained(path, **kwargs)
         except json.JSONDecodeError as e:
             raise ModelFileError(f"{path}: config.json is not valid JSON ({e})") from None
-        except TypeError as e:
+        except (TypeError, AttributeError) as e:
             raise ModelFileError(f"{path}: config.json does not describe a GPTConfig ({e})") from None
 
     @classmethod
@@ -243,12 +243,13 @@ class GPT(
                 token=token,
                 local_files_only=local_files_only,
             )
+        from gpt.folder import ModelLimits, check_config, check_weights  # file checks live with the folder format
+
+        check_config(config, model_id, model_kwargs.pop("limits", None) or ModelLimits())
+        check_weights(config, model_file)
         model = cls(config)
         try:
             load_model(model, model_file, strict=True, device=map_location)
         except SafetensorError as e:
             raise ModelFileError(f"{model_file}: model.safetensors is unreadable or truncated ({e})") from None
-        except RuntimeError as e:
-            reason = str(e).splitlines()[-1].strip() if str(e).strip() else "shapes differ"
-            raise ModelFileError(f"{model_file}: model.safetensors does not match config.json ({reason})") from None
         return model.eval()

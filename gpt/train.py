@@ -19,13 +19,15 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from gpt.data import DataError, load_dataset, read_text
 from gpt.eval import record_validation_loss
-from gpt.hub import pick_device, save_folder, write_atomic
+from gpt.folder import write_atomic
+from gpt.hub import pick_device, save_folder
 from gpt.model import GPT, GPTConfig, ModelFileError
 from gpt.tokenizer import CharTokenizer, UnknownCharactersError
 
@@ -101,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_settings(args: argparse.Namespace) -> dict:
     """Defaults <- preset <- explicit flags; on --resume the saved run's settings stand in for the defaults."""
     explicit = {k: v for k, v in vars(args).items() if v is not None and k not in ("out", "resume", "preset")}
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file: give a folder for the model")
     if args.resume:
         saved = read_checkpoint_meta(Path(args.out))["settings"]
         for k in ARCHITECTURE:
@@ -133,14 +137,26 @@ def learning_rate(step: int, s: dict) -> float:
     return s["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (s["lr"] - s["min_lr"])
 
 
-# Resume state: tensors in state.safetensors, everything else in state.json.
+# Resume state: tensors in state-STEP.safetensors, everything else in state.json, which names that file. Writing the
+# tensors first and then state.json (each atomically) makes state.json the commit point: whenever a run is killed,
+# state.json and the file it names are from the same step. Older tensor files are removed after the commit.
 
 
 def read_checkpoint_meta(out: Path) -> dict:
     path = out / "checkpoint" / "state.json"
     if not path.is_file():
         raise ValueError(f"{path} not found: nothing to resume in {out} (train without --resume first)")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): train again without --resume") from None
+
+
+def tidy_checkpoint(folder: Path, keep: str | None) -> None:
+    """Remove tensor files other than `keep` and any temporary file an interrupted write left behind."""
+    for f in list(folder.glob("state-*.safetensors")) + list(folder.glob(".*.tmp")):
+        if f.name != keep:
+            f.unlink(missing_ok=True)
 
 
 def save_checkpoint(out: Path, model: GPT, optimizer, meta: dict, rng: dict[str, torch.Tensor]) -> None:
@@ -151,25 +167,40 @@ def save_checkpoint(out: Path, model: GPT, optimizer, meta: dict, rng: dict[str,
             tensors[f"optimizer.{i}.{name}"] = value
     tensors.update({f"rng.{k}": v for k, v in rng.items()})
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    meta = {**meta, "param_groups": opt["param_groups"]}
+    name = f"state-{meta['step']}.safetensors"
+    meta = {**meta, "param_groups": opt["param_groups"], "tensors": name}
     folder = out / "checkpoint"
     folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / "state.safetensors", lambda p: save_file(tensors, str(p)))
+    write_atomic(folder / name, lambda p: save_file(tensors, str(p), metadata={"step": str(meta["step"])}))
     write_atomic(folder / "state.json", lambda p: p.write_text(json.dumps(meta, indent=1)))
+    tidy_checkpoint(folder, keep=name)
 
 
 def load_checkpoint(out: Path, model: GPT, optimizer) -> tuple[dict, dict[str, torch.Tensor]]:
     meta = read_checkpoint_meta(out)
-    tensors = load_file(str(out / "checkpoint" / "state.safetensors"))
+    path = out / "checkpoint" / meta.get("tensors", "state.safetensors")
+    restart = "restore the checkpoint folder or train again without --resume"
+    try:
+        with safe_open(str(path), "pt") as f:
+            step = (f.metadata() or {}).get("step")
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path} is missing, unreadable or truncated ({e}): {restart}") from None
+    if step is not None and step != str(meta["step"]):
+        raise ValueError(f"{path} holds step {step} but state.json step {meta['step']}: {restart}")
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    weights["lm_head.weight"] = weights["transformer.wte.weight"]
-    model.load_state_dict(weights, strict=True)
+    weights["lm_head.weight"] = weights.get("transformer.wte.weight")
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith("optimizer."):
             _, i, name = key.split(".", 2)
             state.setdefault(int(i), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    try:
+        model.load_state_dict(weights, strict=True)
+        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path} does not match this run's model or optimizer ({reason}): {restart}") from None
     rng = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
     return meta, rng
 
@@ -262,6 +293,7 @@ def train(s: dict, out: Path, resume: bool = False, command: str = "") -> dict:
     start, best_val, curve, tokens_seen, elapsed = 0, float("inf"), [], 0, 0.0
     if resume:
         meta, rng = load_checkpoint(out, model, optimizer)
+        tidy_checkpoint(out / "checkpoint", keep=meta.get("tensors"))
         start, best_val, curve = meta["step"], meta["best_val_loss"], meta["curve"]
         tokens_seen, elapsed = meta["tokens_seen"], meta["wall_time_s"]
         data_rng.set_state(rng["data"][rank])
@@ -275,8 +307,9 @@ def train(s: dict, out: Path, resume: bool = False, command: str = "") -> dict:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     stop_requested = []
-    if world == 1 and master:
-        signal.signal(signal.SIGINT, lambda *_: stop_requested.append(True))
+    if world == 1 and master:  # Ctrl-C, kill and a closed terminal all stop at the end of the step, saving the state
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, lambda *_: stop_requested.append(True))
 
     tokens_per_step = s["batch_size"] * s["block_size"] * world
     splits = {"train": train_data, "val": val_data}
@@ -372,6 +405,8 @@ def main(argv: list[str] | None = None) -> None:
         summary = train(settings, out, args.resume, command)
     except (DataError, UnknownCharactersError, ModelFileError, ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
+    except OSError as e:  # a folder that cannot be written, a full disk
+        sys.exit(f"error: cannot write {e.filename or out}: {e.strerror or e}")
     run = summary["run"]
     if int(os.environ.get("RANK", 0)) == 0:
         print(

@@ -136,6 +136,11 @@ class AppProcess:
         self.stop()
 
 
+@pytest.fixture
+def free_port() -> int:
+    return _free_port()
+
+
 @pytest.fixture(scope="session")
 def app_process():
     """app_process(*args, env={...}) -> an AppProcess (a context manager that stops it)."""

@@ -290,3 +290,67 @@ def test_a_real_fault_is_a_logged_json_500_and_the_server_goes_on(lm, serving, m
         assert "disk on fire" not in r.text and "disk on fire" in capsys.readouterr().out
         monkeypatch.undo()
         still_serves(url)
+
+
+def crafted_folder(root, **config_changes):
+    """A real small model folder whose config.json is then edited as an attacker would."""
+    from gpt.model import GPT, GPTConfig
+
+    folder = root / "crafted"
+    GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=32)).save_pretrained(folder)
+    (folder / "tokenizer.json").write_text(json.dumps({"type": "char", "chars": [chr(97 + i) for i in range(20)]}))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | config_changes))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"n_layer": 100_000}, "n_layer must be from 1 to 1,024"),
+        ({"n_embd": 1 << 16, "n_head": 1, "n_layer": 1000}, "over this loader's limit"),
+        ({"vocab_size": 10**12}, "vocab_size must be from 1"),
+        ({"block_size": 10**9}, "block_size must be from 1"),
+        ({"n_head": 0}, "n_head must be from 1"),
+        ({"vocab_size": -5}, "vocab_size must be from 1"),
+        ({"n_embd": "32"}, "n_embd must be a whole number"),
+        ({"n_layer": 2.0}, "n_layer must be a whole number"),
+        ({"dropout": 2}, "dropout must be a number in"),
+        ({"bias": "no"}, "bias must be true or false"),
+        ({"n_head": 3}, "not divisible by n_head"),
+        ({"n_layer": 3}, "does not match config.json .missing transformer.h.2"),
+        ({"n_embd": 64}, "does not match config.json"),
+        ({"vocab_size": 21}, "lm_head.weight is .20, 32., config.json needs .21, 32."),
+    ],
+)
+def test_crafted_configs_are_refused_before_the_model_is_built(tmp_path, changes, message):
+    from gpt.model import ModelFileError
+
+    with pytest.raises(ModelFileError, match=message):
+        gpt.load(crafted_folder(tmp_path, **changes), device="cpu")
+
+
+def test_a_config_that_is_a_list_is_refused(tmp_path):
+    from gpt.model import ModelFileError
+
+    folder = crafted_folder(tmp_path)
+    (folder / "config.json").write_text("[1, 2, 3]")
+    with pytest.raises(ModelFileError, match="config.json does not describe a GPTConfig"):
+        gpt.load(folder, device="cpu")
+
+
+def test_refusing_a_huge_config_allocates_nothing_big(tmp_path):
+    """A config claiming 1000 layers of width 4096 (about 200 GB) is refused with memory use staying small."""
+    import subprocess
+    import sys
+
+    folder = crafted_folder(tmp_path, n_layer=1000, n_embd=4096, n_head=32)
+    code = (
+        "import resource, gpt\n"
+        "from gpt.model import ModelFileError\n"
+        f"try:\n    gpt.load({str(folder)!r}, device='cpu')\nexcept ModelFileError as e:\n    print('refused:', e)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.split("\n")
+    assert out[0].startswith("refused:") and "over this loader's limit" in out[0]
+    assert int(out[1]) < 1024  # MiB of peak RSS: torch itself, nothing the size of the model

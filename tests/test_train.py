@@ -57,10 +57,11 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, play_fil
     gpt.train.main(["--out", str(tmp_path / "split"), "--resume", "--max-steps", "20"])
     assert curve(tmp_path / "split") == curve(tmp_path / "full")
     state = tmp_path / "split" / "checkpoint"
-    assert sorted(p.name for p in state.iterdir()) == ["state.json", "state.safetensors"]
+    assert sorted(p.name for p in state.iterdir()) == ["state-20.safetensors", "state.json"]
 
 
-def test_ctrl_c_saves_state_and_resume_finishes(tmp_path, play_file):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["INT", "TERM", "HUP"])
+def test_a_stop_signal_saves_state_and_resume_finishes(tmp_path, play_file, sig):
     out = tmp_path / "m"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     args = ["--data", str(play_file), "--out", str(out), *TINY, "--max-steps", "100000", "--eval-interval", "50"]
@@ -70,7 +71,7 @@ def test_ctrl_c_saves_state_and_resume_finishes(tmp_path, play_file):
     while not (out / "checkpoint" / "state.json").exists() and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     assert "interrupted at step" in stdout and "--resume" in stdout
@@ -81,9 +82,74 @@ def test_ctrl_c_saves_state_and_resume_finishes(tmp_path, play_file):
     assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == step + 10
 
 
-def test_ddp_two_processes_on_cpu(tmp_path, play_file):
+def checkpoint_is_consistent(out: Path) -> int:
+    """The step of a checkpoint whose JSON and tensors agree; at most the write that was cut short is left over."""
+    from safetensors import safe_open
+
+    folder = out / "checkpoint"
+    meta = json.loads((folder / "state.json").read_text())
+    with safe_open(str(folder / meta["tensors"]), "pt") as f:
+        assert f.metadata()["step"] == str(meta["step"])
+    leftovers = sorted(p.name for p in folder.iterdir() if p.name not in ("state.json", meta["tensors"]))
+    assert len(leftovers) <= 2 and all(p.endswith(".tmp") or p.startswith("state-") for p in leftovers), leftovers
+    return meta["step"]
+
+
+def test_kill_9_at_random_moments_leaves_a_consistent_checkpoint_and_folder(tmp_path, play_file):
+    """A checkpoint every step, so most kills land in or near a write; each time the run resumes from what is left."""
+    import random
+
+    out = tmp_path / "m"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    common = ["--out", str(out), "--max-steps", "100000", "--eval-interval", "1", "--eval-steps", "1"]
+    rng = random.Random(0)
+    steps = []
+    for attempt in range(5):
+        args = ["--resume"] if attempt else ["--data", str(play_file), *TINY, "--n-embd", "128"]
+        proc = subprocess.Popen([sys.executable, "-m", "gpt.train", *args, *common], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.time() + 120
+        start = steps[-1] if steps else -1
+        while time.time() < deadline:
+            try:
+                if json.loads((out / "checkpoint" / "state.json").read_text())["step"] > start:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0, 0.5))
+        proc.kill()
+        proc.wait(timeout=30)
+        steps.append(checkpoint_is_consistent(out))
+        lm = gpt.load(out, device="cpu")  # the model folder is whole
+        assert lm.generate("ROMEO:", max_new_tokens=5, temperature=0)
+        assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".saving"]
+    assert steps == sorted(steps) and steps[-1] > steps[0]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "drop", "other-step"])
+def test_a_damaged_checkpoint_is_refused_in_one_line(tmp_path, play_file, damage):
+    out = tmp_path / "m"
+    gpt.train.main(["--data", str(play_file), "--out", str(out), *TINY, "--max-steps", "4", "--eval-interval", "2",
+                    "--eval-steps", "1"])  # fmt: skip
+    folder = out / "checkpoint"
+    meta = json.loads((folder / "state.json").read_text())
+    tensors = folder / meta["tensors"]
+    if damage == "truncate":
+        tensors.write_bytes(tensors.read_bytes()[:1000])
+    elif damage == "drop":
+        tensors.unlink()
+    else:
+        (folder / "state.json").write_text(json.dumps({**meta, "step": 2}))
+    r = run("-m", "gpt.train", "--out", str(out), "--resume", "--max-steps", "8")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and len(lines) == 1 and "Traceback" not in r.stderr
+    assert "without --resume" in lines[0]
+
+
+def test_ddp_two_processes_on_cpu(tmp_path, play_file, free_port):
     out = tmp_path / "ddp"
-    r = run("-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517", "-m", "gpt.train",
+    r = run("-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port), "-m", "gpt.train",
             "--data", str(play_file), "--out", str(out), *TINY, "--max-steps", "20", "--eval-interval", "10",
             "--eval-steps", "2", "--device", "cpu")  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
@@ -103,6 +169,7 @@ def test_ddp_two_processes_on_cpu(tmp_path, play_file):
         (["--max-steps", "0"], "--max-steps must be at least 1"),
         (["--resume"], "nothing to resume"),
         (["--block-size", "4000"], "too short"),
+        (["--out", "README.md"], "is a file: give a folder"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(tmp_path, play_file, args, message):
