@@ -2,16 +2,21 @@
 and attention, a model picker) and an OpenAI-compatible API (gpt/server.py), in one process on one port.
 
 python app.py serves both at http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT to change);
-python app.py --api-only serves the API alone. MODEL_ID picks the model (a folder or a Hub repo id,
-owner/name[@revision]); GPT_API_KEY (or --api-key) makes the API ask for a Bearer key. All model work is in gpt/.
+python app.py --api-only serves the API alone. MODEL_ID picks the default model (a folder or a Hub repo id,
+owner/name[@revision]). Which models visitors may pick is the operator's choice: --models / GPT_MODELS (default: the
+shipped folders under weights/), or any folder and repo id with --allow-any-model. GPT_API_KEY (or --api-key) asks for
+the key on the API (Bearer) and in the UI (a login). All model work is in gpt/.
 """
 
 import argparse
+import glob
+import hmac
 import html
 import math
 import os
 import sys
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -21,7 +26,7 @@ import torch  # noqa: E402
 
 from gpt.chat import chat_prompt, layout, message_text, turns_of  # noqa: E402
 from gpt.generate import LM  # noqa: E402
-from gpt.hub import ModelNotFoundError, describe, load_cached, local_models, split_revision  # noqa: E402
+from gpt.hub import ModelNotFoundError, load_cached, read_metrics, split_revision  # noqa: E402
 from gpt.model import ModelFileError  # noqa: E402
 
 try:  # ZeroGPU Spaces: run the model calls on a GPU slice; elsewhere a no-op
@@ -32,18 +37,82 @@ except ImportError:
     gpu = lambda fn: fn  # noqa: E731
 
 ROOT = Path(__file__).resolve().parent
-WEIGHTS = ROOT / "weights"
-DEFAULT_MODEL = os.environ.get("MODEL_ID") or str(WEIGHTS / "shakespeare-char")
+SHIPPED = str(ROOT / "weights" / "*")
 ATTENTION_MAX_CHARS = 64
 
 
+@dataclass
+class Catalog:
+    """The models this app offers, by short name (a folder's name or a repo id), and whether others may be named."""
+
+    sources: dict[str, str] = field(default_factory=dict)  # short name -> folder path or owner/name[@revision]
+    default: str = ""
+    allow_any: bool = False
+
+    @classmethod
+    def from_settings(cls, models: str | None, default: str | None, allow_any: bool = False) -> "Catalog":
+        """models: comma-separated folders, folder globs and repo ids; default (MODEL_ID) is always offered."""
+        catalog = cls(allow_any=allow_any)
+        for item in [i.strip() for i in (models or SHIPPED).split(",") if i.strip()]:
+            if glob.has_magic(item):
+                for folder in sorted(glob.glob(item)):
+                    if os.path.isfile(os.path.join(folder, "config.json")):
+                        catalog.add(folder)
+            else:
+                catalog.add(item)
+        if default:
+            catalog.default = catalog.add(default)
+        else:
+            catalog.default = (
+                "shakespeare-char" if "shakespeare-char" in catalog.sources else next(iter(catalog.sources), "")
+            )
+        return catalog
+
+    def add(self, source: str) -> str:
+        name = Path(source).name if os.path.isdir(source) else source
+        self.sources[name] = str(Path(source).resolve()) if os.path.isdir(source) else source
+        return name
+
+    def source(self, name: str) -> str:
+        name = (name or "").strip()
+        if name in self.sources:
+            return self.sources[name]
+        if self.allow_any and name:
+            return name
+        offered = ", ".join(self.sources) or "none"
+        raise gr.Error(f"{name!r} is not one of the models this app offers: pick one of {offered}.")
+
+
+CATALOG = Catalog.from_settings(os.environ.get("GPT_MODELS"), os.environ.get("MODEL_ID"))
+
+
 def get_lm(name: str) -> LM:
-    """The model for a folder or repo id (cached); a bad name is a gr.Error that says what to give instead."""
+    """The model of a catalog name (cached); a bad name is a gr.Error that says what to give instead.
+
+    Messages name the model as the visitor named it, never the folder it maps to on the server's disk.
+    """
+    source = CATALOG.source(name)
     try:
-        repo, revision = split_revision(name.strip())
+        repo, revision = split_revision(source)
         return load_cached(repo, revision)
     except (ModelNotFoundError, ModelFileError, ValueError, FileNotFoundError) as e:
-        raise gr.Error(str(e)) from None
+        message = str(e).replace(str(Path(source).parent), "").replace(source, name.strip())
+        raise gr.Error(message) from None
+
+
+def describe(name: str, lm: LM) -> dict:
+    """What the app shows about a model: architecture, size, device and the training figures."""
+    run = read_metrics(lm.folder).get("run", {}) if lm.folder else {}
+    keys = ["best_val_loss", "exact_val_loss", "tokens_seen", "wall_time_s", "device_name"]
+    return {
+        "model": name,
+        "parameters": lm.model.num_params(),
+        "device": str(lm.device),
+        "document_mode": lm.tokenizer.documents,
+        "vocab": "".join(lm.tokenizer.chars),
+        "config": vars(lm.model.config),
+        "training": {k: run[k] for k in keys if k in run},
+    }
 
 
 def controls(temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed) -> dict:
@@ -178,15 +247,17 @@ def attention_figure(maps, labels, layer, head):
     return fig
 
 
-def choose_model(local, repo_id):
-    """Load the picked model (a Hub repo id wins over the local folder) and show what it is."""
-    name = (repo_id or "").strip() or (local or "")
+def choose_model(name):
+    """Load the picked model for this browser session and show what it is; a failed load keeps the previous one."""
+    name = (name or "").strip()
     if not name:
-        raise gr.Error("Pick a local model or type a Hub repo id like owner/name (owner/name@revision to pin).")
+        raise gr.Error(
+            "Pick a model from the list" + (" or type a folder or Hub repo id." if CATALOG.allow_any else ".")
+        )
     lm = get_lm(name)
     cfg = lm.model.config
     loss, card = model_files(lm)
-    return name, describe(lm), loss, card, gr.update(maximum=cfg.n_layer - 1), gr.update(maximum=cfg.n_head - 1)
+    return name, describe(name, lm), loss, card, gr.update(maximum=cfg.n_layer - 1), gr.update(maximum=cfg.n_head - 1)
 
 
 def model_files(lm: LM) -> tuple[str | None, str]:
@@ -200,10 +271,10 @@ def model_files(lm: LM) -> tuple[str | None, str]:
 
 
 def build_demo() -> gr.Blocks:
-    lm = get_lm(DEFAULT_MODEL)
+    lm = get_lm(CATALOG.default)
     cfg = lm.model.config
     with gr.Blocks(title="gpt: train, share, talk") as demo:
-        model_name = gr.State(DEFAULT_MODEL)
+        model_name = gr.State(CATALOG.default)
         gr.Markdown("# gpt\nA small character-level GPT, trained from scratch. Chat with it, or watch it choose.")
         with gr.Accordion("Generation settings", open=False):
             with gr.Row():
@@ -247,18 +318,23 @@ def build_demo() -> gr.Blocks:
                 show_attention.click(attention, [prompt, layer, head, model_name], heatmap, api_name="attention")
             with gr.Tab("Model"):
                 with gr.Row():
-                    local = gr.Dropdown(
-                        local_models(WEIGHTS), value=None, label="shipped model", allow_custom_value=True
+                    picked = gr.Dropdown(
+                        list(CATALOG.sources),
+                        value=CATALOG.default,
+                        label="model",
+                        info="or type a folder or Hub repo id (owner/name@revision to pin)"
+                        if CATALOG.allow_any
+                        else None,
+                        allow_custom_value=CATALOG.allow_any,
                     )
-                    repo_id = gr.Textbox(label="or a Hub repo id", placeholder="owner/name or owner/name@revision")
                     load_button = gr.Button("Load", variant="primary")
                 loss_png, card_text = model_files(lm)
-                summary = gr.JSON(describe(lm), label="model")
+                summary = gr.JSON(describe(CATALOG.default, lm), label="model")
                 loss = gr.Image(loss_png, label="training loss", type="filepath")
                 card = gr.Markdown(card_text)
                 load_button.click(
                     choose_model,
-                    [local, repo_id],
+                    [picked],
                     [model_name, summary, loss, card, layer, head],
                     api_name="load_model",
                 )
@@ -267,9 +343,17 @@ def build_demo() -> gr.Blocks:
 
 
 def main() -> None:
+    global CATALOG
     p = argparse.ArgumentParser(description="Serve the gpt web app and its OpenAI-compatible API.")
     p.add_argument("--api-only", action="store_true", help="serve the HTTP API without the UI")
-    p.add_argument("--api-key", default=os.environ.get("GPT_API_KEY"), help="require this Bearer key on /v1/*")
+    a = p.add_argument
+    a("--api-key", default=os.environ.get("GPT_API_KEY"),
+      help="require this key: Bearer on /v1/*, and a login (any name, the key as password) for the UI")  # fmt: skip
+    a("--models", default=os.environ.get("GPT_MODELS"),
+      help="models visitors may pick: comma-separated folders, folder globs and Hub repo ids "
+      "(default: the shipped weights/*; MODEL_ID is always included)")  # fmt: skip
+    a("--allow-any-model", action="store_true", default=os.environ.get("GPT_ALLOW_ANY_MODEL") == "1",
+      help="let visitors load any folder on this machine or any Hub repo (for local use only)")  # fmt: skip
     p.add_argument("--max-batch", type=int, default=16, help="requests decoded together in one batched step")
     p.add_argument("--max-waiting", type=int, default=64, help="requests allowed to wait; beyond that, 429")
     args = p.parse_args()
@@ -277,9 +361,10 @@ def main() -> None:
 
     from gpt.server import Server, create_app
 
-    repo, _ = split_revision(DEFAULT_MODEL)
-    model_id = Path(repo).name if os.path.isdir(repo) else repo
-    server = Server(model_id, api_key=args.api_key, max_batch=args.max_batch, max_waiting=args.max_waiting)
+    CATALOG = Catalog.from_settings(args.models, os.environ.get("MODEL_ID"), args.allow_any_model)
+    if not CATALOG.default:
+        sys.exit("error: no model to serve: set MODEL_ID or --models (the shipped weights/ folder is empty)")
+    server = Server(CATALOG.default, api_key=args.api_key, max_batch=args.max_batch, max_waiting=args.max_waiting)
     app = create_app(server)
     host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
     port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
@@ -287,7 +372,7 @@ def main() -> None:
 
     def load_in_background() -> None:  # /health answers 503 until the model is in
         try:
-            server.ready(get_lm(DEFAULT_MODEL))
+            server.ready(get_lm(CATALOG.default))
         except gr.Error as e:
             server.load_error = e.message
             uv.should_exit = True
@@ -297,11 +382,18 @@ def main() -> None:
             threading.Thread(target=load_in_background, daemon=True).start()
         else:
             demo = build_demo()
-            server.ready(get_lm(DEFAULT_MODEL))
-            uv.config.app = gr.mount_gradio_app(app, demo, path="/")
+            server.ready(get_lm(CATALOG.default))
+            login = None
+            if args.api_key:
+                key = args.api_key.encode()
+                login = lambda user, password: hmac.compare_digest(password.encode(), key)  # noqa: E731
+            uv.config.app = gr.mount_gradio_app(
+                app, demo, path="/", auth=login,
+                auth_message="This app asks for its API key: log in with any user name and the key as the password.",
+            )  # fmt: skip
     except gr.Error as e:
         sys.exit(f"error: {e.message}")
-    print(f"* serving {model_id} at http://{host}:{port} (UI: {'off' if args.api_only else '/'}, API: /v1)")
+    print(f"* serving {CATALOG.default} at http://{host}:{port} (UI: {'off' if args.api_only else '/'}, API: /v1)")
     uv.run()
     if server.load_error:
         sys.exit(f"error: {server.load_error}")

@@ -122,27 +122,6 @@ def split_revision(name: str) -> tuple[str, str | None]:
     return name, None
 
 
-def local_models(root: str | Path) -> list[str]:
-    """Model folders directly under root (those with a config.json)."""
-    root = Path(root)
-    return sorted(str(p.parent) for p in root.glob("*/config.json")) if root.is_dir() else []
-
-
-def describe(lm: LM) -> dict:
-    """What the app shows about a model: architecture, size, device and the training figures."""
-    run = read_metrics(lm.folder).get("run", {}) if lm.folder else {}
-    keys = ["best_val_loss", "tokens_seen", "wall_time_s", "device", "device_name", "command"]
-    return {
-        "folder": str(lm.folder) if lm.folder else None,
-        "parameters": lm.model.num_params(),
-        "device": str(lm.device),
-        "document_mode": lm.tokenizer.documents,
-        "vocab": "".join(lm.tokenizer.chars),
-        "config": vars(lm.model.config),
-        "training": {k: run[k] for k in keys if k in run},
-    }
-
-
 def read_metrics(folder: str | Path) -> dict:
     path = Path(folder) / "metrics.json"
     return json.loads(path.read_text()) if path.is_file() else {}

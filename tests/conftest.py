@@ -148,9 +148,9 @@ def app_process():
 
 
 @pytest.fixture(scope="session")
-def app_url(tiny_model):
-    """`python app.py` serving the tiny model, as a user starts it."""
-    with AppProcess(env={"MODEL_ID": str(tiny_model)}) as app:
+def app_url(tiny_model, names_model):
+    """`python app.py` serving the tiny model, with the names model and one Hub repo on offer."""
+    with AppProcess(env={"MODEL_ID": str(tiny_model), "GPT_MODELS": f"{names_model},carol/app-model"}) as app:
         ready = app.wait_ready()
         yield app.url + "/"
     assert ready < 30, f"app took {ready:.1f}s to start"

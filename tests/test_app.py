@@ -65,15 +65,15 @@ def test_attention_heatmap(client):
 
 
 def test_model_switch_and_bad_names(client, tiny_model, names_model):
-    info, loss, card, *_ = client.predict(str(names_model), "", api_name="/load_model")
-    assert info["folder"] == str(names_model) and info["document_mode"] is True and info["parameters"] > 0
+    info, loss, card, *_ = client.predict("names", api_name="/load_model")
+    assert info["model"] == "names" and info["document_mode"] is True and info["parameters"] > 0
     assert loss and "GPT" in card
     name, _, _ = client.predict("k", False, *SETTINGS.values(), api_name="/complete")  # this session now uses it
     assert name.isalpha() and name.islower() and len(name) < 40
-    with pytest.raises(Exception, match="neither a model folder nor a Hub repo id"):
-        client.predict("", "not a/valid/repo", api_name="/load_model")
-    with pytest.raises(Exception, match="neither a model folder nor a Hub repo id"):
-        client.predict("/no/such/folder", "", api_name="/load_model")
+    with pytest.raises(Exception, match="not in the list of choices|not one of the models"):
+        client.predict("not a/valid/repo", api_name="/load_model")
+    with pytest.raises(Exception, match="not in the list of choices|not one of the models"):
+        client.predict(str(names_model), api_name="/load_model")
 
 
 def test_stopping_one_stream_leaves_another_running(app_url):
@@ -92,9 +92,9 @@ def test_a_hub_model_by_repo_id(client, hub, tiny_model, monkeypatch):
 
     monkeypatch.setenv("HF_TOKEN", "hf_local_test_token")
     push(tiny_model, "carol/app-model")
-    info, *_ = client.predict("", "carol/app-model", api_name="/load_model")
-    assert "models--carol--app-model" in info["folder"]
+    info, *_ = client.predict("carol/app-model", api_name="/load_model")
+    assert info["model"] == "carol/app-model" and info["parameters"] > 0
     text, _, _ = client.predict("ROMEO:", False, *SETTINGS.values(), api_name="/complete")
     assert len(text) == 40
-    with pytest.raises(Exception, match="no such model repo"):
-        client.predict("", "carol/missing", api_name="/load_model")
+    with pytest.raises(Exception, match="not in the list of choices|not one of the models"):
+        client.predict("carol/missing", api_name="/load_model")

@@ -354,3 +354,94 @@ def test_refusing_a_huge_config_allocates_nothing_big(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.split("\n")
     assert out[0].startswith("refused:") and "over this loader's limit" in out[0]
     assert int(out[1]) < 1024  # MiB of peak RSS: torch itself, nothing the size of the model
+
+
+# The app: with a key, every way in asks for it; visitors load only what the operator offers.
+
+GRADIO_CALLS = [
+    ("/complete", ["ROMEO:", False, 0.8, 0, 1.0, 5, 1.0, None]),
+    ("/chat", ["Good morrow.", 0.8, 0, 1.0, 5, 1.0, None]),
+    ("/attention", ["ROMEO:", 0, 0]),
+    ("/load_model", ["play"]),
+]
+
+
+@pytest.fixture(scope="module")
+def keyed_app(tiny_model, app_process):
+    with app_process("--api-key", "s3cret", env={"MODEL_ID": str(tiny_model)}) as app:
+        app.wait_ready()
+        yield app.url
+
+
+@pytest.mark.parametrize("api_name, args", GRADIO_CALLS, ids=[c[0] for c in GRADIO_CALLS])
+def test_with_a_key_every_gradio_endpoint_needs_it(keyed_app, api_name, args):
+    from gradio_client import Client
+
+    for path in (f"/gradio_api/call{api_name}", "/gradio_api/queue/join"):
+        r = httpx.post(f"{keyed_app}{path}", json={"data": args, "fn_index": 0, "session_hash": "x"}, timeout=10)
+        assert r.status_code == 401, (path, r.status_code, r.text[:200])
+    with pytest.raises(Exception, match="credentials|login|Not authenticated"):
+        Client(keyed_app, verbose=False).predict(*args, api_name=api_name)
+    with pytest.raises(Exception, match="login"):
+        Client(keyed_app, auth=("visitor", "wrong"), verbose=False)
+    assert Client(keyed_app, auth=("visitor", "s3cret"), verbose=False).predict(*args, api_name=api_name) is not None
+
+
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("post", "/v1/completions", {"prompt": "a"}),
+        ("post", "/v1/chat/completions", {"messages": []}),
+        ("get", "/v1/models", None),
+    ],  # fmt: skip
+)
+def test_with_a_key_every_v1_route_needs_it(keyed_app, method, path, body):
+    r = httpx.request(method, f"{keyed_app}{path}", json=body, timeout=10)
+    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    ok = httpx.request(method, f"{keyed_app}{path}", json=body, headers={"authorization": "Bearer s3cret"})
+    assert ok.status_code != 401
+
+
+def test_with_a_key_health_stays_open(keyed_app):
+    assert httpx.get(f"{keyed_app}/health").status_code == 200
+
+
+@pytest.mark.parametrize("name", ["/etc", "/", "../weights/names", "openai-community/gpt2", "~", "carol/missing"])
+def test_visitors_cannot_load_what_the_operator_did_not_offer(app_url, name):
+    from gradio_client import Client
+
+    with pytest.raises(Exception) as refused:
+        Client(app_url, verbose=False).predict(name, api_name="/load_model")
+    message = str(refused.value)
+    assert "not in the list of choices" in message or "not one of the models this app offers" in message
+    assert "config.json" not in message and "no such" not in message and "Hub" not in message
+
+
+def test_the_picker_lists_short_names_only(app_url):
+    config = httpx.get(f"{app_url}config", timeout=10).json()
+    pickers = [c["props"] for c in config["components"] if c.get("props", {}).get("label") == "model"]
+    choices = [c[0] if isinstance(c, list) else c for c in pickers[0]["choices"]]
+    assert choices == ["names", "carol/app-model", "play"] and pickers[0]["value"] == "play"
+    assert not any(c.startswith("/") for c in choices) and pickers[0]["allow_custom_value"] is False
+
+
+def test_a_broken_offered_model_is_reported_without_server_paths(tmp_path, tiny_model, app_process):
+    from gradio_client import Client
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    with app_process(env={"MODEL_ID": str(tiny_model), "GPT_MODELS": str(broken)}) as app:
+        app.wait_ready()
+        with pytest.raises(Exception) as refused:
+            Client(app.url, verbose=False).predict("broken", api_name="/load_model")
+    assert "broken" in str(refused.value) and str(tmp_path) not in str(refused.value)
+
+
+def test_allow_any_model_is_the_operators_choice(tiny_model, names_model, app_process):
+    from gradio_client import Client
+
+    with app_process("--allow-any-model", env={"MODEL_ID": str(tiny_model)}) as app:
+        app.wait_ready()
+        info, *_ = Client(app.url, verbose=False).predict(str(names_model), api_name="/load_model")
+    assert info["document_mode"] is True
