@@ -96,7 +96,7 @@ def get_lm(name: str) -> LM:
         repo, revision = split_revision(source)
         return load_cached(repo, revision)
     except (ModelNotFoundError, ModelFileError, ValueError, FileNotFoundError) as e:
-        message = str(e).replace(str(Path(source).parent), "").replace(source, name.strip())
+        message = str(e).replace(source, name.strip())
         raise gr.Error(message) from None
 
 
