@@ -1,13 +1,19 @@
-"""The model server under load: 1, 4 and 16 concurrent streaming clients, aggregate tokens/s and latency.
+"""The model server under load, on loopback only: throughput and latency, admission, dropped clients, a soak.
 
-python bench/server.py [--model weights/shakespeare-char] [--tokens 200]
-Starts `python app.py --api-only` on a free port, then drives it with streaming /v1/completions requests from
-one asyncio client (a light load generator). Requirement: with 16 clients the aggregate is at least 5x the
-single-client figure.
+python bench/server.py [--model weights/shakespeare-char] [--tokens 200] [--clients 1,8,32,64] [--soak 180]
+
+Starts `python app.py --api-only` on a free port and drives it with streaming /v1/completions requests from one
+asyncio client (a light load generator). Every loop is bounded in count and time. It prints:
+- per concurrency: aggregate tok/s, its ratio to one client, time to first token (p50/p99) and whole request (p50);
+- admission: with every slot and waiting place taken, how fast the extra requests get their 429;
+- dropped clients: after 30 streams are dropped mid-way, the requests the server still holds and the speed of the
+  next request against one client's;
+- soak: the server's RSS after warm-up and after --soak seconds of moderate load (8 clients), and the change.
 """
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -28,10 +34,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def one_request(client: httpx.AsyncClient, url: str, tokens: int, seed: int) -> tuple[int, float, float]:
-    """Characters (= tokens) received, time to first token, total time."""
+def start_server(model: str, *args: str) -> tuple[subprocess.Popen, str]:
+    """`python app.py --api-only ARGS` on a free port, once /health says it is ready."""
+    port = free_port()
+    env = {**os.environ, "MODEL_ID": model, "GRADIO_SERVER_PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, "app.py", "--api-only", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    proc.kill()
+    sys.exit("error: the server did not start")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def one_request(client: httpx.AsyncClient, url: str, tokens: int, seed: int, drop_after: int = 0):
+    """(characters received, time to first token, total time); drop_after > 0 hangs up after that many chunks."""
     body = {"prompt": "ROMEO:\n", "max_tokens": tokens, "temperature": 0.8, "top_k": 40, "seed": seed, "stream": True}
-    start, first, count = time.perf_counter(), None, 0
+    start, first, count, chunks = time.perf_counter(), None, 0, 0
     async with client.stream("POST", f"{url}/v1/completions", json=body, timeout=300) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
@@ -39,50 +73,107 @@ async def one_request(client: httpx.AsyncClient, url: str, tokens: int, seed: in
                 chars = sum(len(c["text"]) for c in json.loads(line[6:])["choices"])
                 count += chars
                 first = first or (time.perf_counter() - start if chars else None)
+                chunks += 1
+                if drop_after and chunks >= drop_after:
+                    break
     return count, first or 0.0, time.perf_counter() - start
 
 
-async def concurrent_requests(url: str, n: int, tokens: int) -> list[tuple[int, float, float]]:
-    """n streaming clients at once, from one event loop so the load generator stays light."""
+async def concurrent_requests(url: str, n: int, tokens: int, drop_after: int = 0) -> list[tuple[int, float, float]]:
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=n)) as client:
-        return await asyncio.gather(*(one_request(client, url, tokens, i) for i in range(n)))
+        return await asyncio.gather(*(one_request(client, url, tokens, i, drop_after) for i in range(n)))
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def throughput(url: str, clients: list[int], tokens: int) -> float:
+    single = None
+    for n in clients:
+        start = time.perf_counter()
+        results = asyncio.run(concurrent_requests(url, n, tokens))
+        wall = time.perf_counter() - start
+        aggregate = sum(r[0] for r in results) / wall
+        single = single or aggregate
+        ttft = [r[1] * 1000 for r in results]
+        print(f"{n:>3} clients: {aggregate:7.0f} tok/s ({aggregate / single:4.1f}x one client) | first token p50 "
+              f"{percentile(ttft, 0.5):5.0f} ms, p99 {percentile(ttft, 0.99):5.0f} ms | whole request p50 "
+              f"{statistics.median(r[2] for r in results):5.2f} s")  # fmt: skip
+    return single
+
+
+async def admission(url: str, capacity: int, extra: int) -> None:
+    """Fill every place with long streams, then time the extra requests' answers."""
+    body = {"prompt": "ROMEO:\n", "max_tokens": 2000, "stream": True}
+    limits = httpx.Limits(max_connections=capacity + extra)
+    async with httpx.AsyncClient(limits=limits) as client, contextlib.AsyncExitStack() as streams:
+        for _ in range(capacity):
+            await streams.enter_async_context(client.stream("POST", f"{url}/v1/completions", json=body, timeout=60))
+        times, codes = [], []
+        for _ in range(extra):
+            start = time.perf_counter()
+            r = await client.post(f"{url}/v1/completions", json={"prompt": "ROMEO:", "max_tokens": 5}, timeout=30)
+            times.append((time.perf_counter() - start) * 1000)
+            codes.append(r.status_code)
+    print(
+        f"admission: {capacity} places full; {codes.count(429)}/{extra} extra requests got 429, in "
+        f"p50 {percentile(times, 0.5):.1f} ms, p99 {percentile(times, 0.99):.1f} ms"
+    )
+
+
+def held_requests(url: str, seconds: float = 5) -> int:
+    deadline = time.time() + seconds
+    while True:
+        held = httpx.get(f"{url}/health").json()["requests"]
+        if held == 0 or time.time() > deadline:
+            return held
+        time.sleep(0.05)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(ROOT / "weights" / "shakespeare-char"))
     p.add_argument("--tokens", type=int, default=200, help="new tokens per request")
-    p.add_argument("--clients", default="1,4,16")
+    p.add_argument("--clients", default="1,8,32,64")
+    p.add_argument("--soak", type=float, default=180, help="seconds of moderate load for the RSS check (0: skip)")
     args = p.parse_args()
-    port = free_port()
-    env = {**os.environ, "MODEL_ID": args.model, "GRADIO_SERVER_PORT": str(port)}
-    server = subprocess.Popen([sys.executable, "app.py", "--api-only"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_server(args.model)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
         asyncio.run(concurrent_requests(url, 1, 20))  # warm-up
-        print(f"model: {args.model}; {args.tokens} new tokens per request, streaming; {os.cpu_count()} CPU cores")
-        single = None
-        for n in [int(c) for c in args.clients.split(",")]:
-            start = time.perf_counter()
-            results = asyncio.run(concurrent_requests(url, n, args.tokens))
-            wall = time.perf_counter() - start
-            aggregate = sum(r[0] for r in results) / wall
-            single = single or aggregate
-            ttft = statistics.median(r[1] for r in results) * 1000
-            total = statistics.median(r[2] for r in results)
-            print(f"{n:>3} clients: {aggregate:8.0f} tok/s aggregate ({aggregate / single:4.1f}x one client), "
-                  f"per request: first token {ttft:6.0f} ms, whole {total:5.2f} s")  # fmt: skip
+        print(f"model: {args.model}; {args.tokens} new tokens per request, streaming; {os.cpu_count()} CPU cores; "
+              f"server: 16 rows, 64 waiting")  # fmt: skip
+        single = throughput(url, [int(c) for c in args.clients.split(",")], args.tokens)
+
+        asyncio.run(concurrent_requests(url, 30, 2000, drop_after=3))
+        held = held_requests(url)
+        start = time.perf_counter()
+        count, _, _ = asyncio.run(concurrent_requests(url, 1, args.tokens))[0]
+        after = count / (time.perf_counter() - start)
+        print(f"dropped clients: 30 streams dropped mid-way; requests still held {held}; next request "
+              f"{after:.0f} tok/s ({after / single:.2f}x one client before)")  # fmt: skip
+
+        if args.soak:
+            asyncio.run(concurrent_requests(url, 8, args.tokens))
+            warm = rss_mib(proc.pid)
+            deadline, rounds = time.time() + args.soak, 0
+            while time.time() < deadline:
+                asyncio.run(concurrent_requests(url, 8, args.tokens))
+                rounds += 1
+            end = rss_mib(proc.pid)
+            print(f"soak: {args.soak:.0f} s of 8 clients ({rounds * 8} requests); RSS {warm:.0f} MiB after warm-up, "
+                  f"{end:.0f} MiB after ({(end - warm) / warm:+.1%})")  # fmt: skip
     finally:
-        server.terminate()
-        server.wait(timeout=20)
+        proc.terminate()
+        proc.wait(timeout=20)
+
+    proc, url = start_server(args.model, "--max-batch", "4", "--max-waiting", "4")
+    try:
+        asyncio.run(admission(url, 8, 20))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 if __name__ == "__main__":

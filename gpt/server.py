@@ -389,7 +389,7 @@ async def health(request: Request):
         return JSONResponse({"status": "loading"}, status_code=503)
     if not server.engine.healthy:
         return JSONResponse({"status": "error", "error": "the decoding engine has stopped"}, status_code=503)
-    return {"status": "ok", "model": server.model_id}
+    return {"status": "ok", "model": server.model_id, "requests": server.engine.admitted}
 
 
 async def models(request: Request):
