@@ -9,6 +9,7 @@ the key on the API (Bearer) and in the UI (a login). All model work is in gpt/.
 """
 
 import argparse
+import functools
 import glob
 import hmac
 import html
@@ -25,8 +26,9 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
 from gpt.chat import chat_prompt, layout, message_text, turns_of  # noqa: E402
+from gpt.folder import read_metrics  # noqa: E402
 from gpt.generate import LM  # noqa: E402
-from gpt.hub import ModelNotFoundError, load_cached, read_metrics, split_revision  # noqa: E402
+from gpt.hub import ModelNotFoundError, load  # noqa: E402
 from gpt.model import ModelFileError  # noqa: E402
 
 try:  # ZeroGPU Spaces: run the model calls on a GPU slice; elsewhere a no-op
@@ -86,6 +88,12 @@ class Catalog:
 CATALOG = Catalog.from_settings(os.environ.get("GPT_MODELS"), os.environ.get("MODEL_ID"))
 
 
+@functools.lru_cache(maxsize=4)
+def load_cached(source: str) -> LM:
+    """load() once per model: the sessions and the API share loaded models."""
+    return load(source)
+
+
 def get_lm(name: str) -> LM:
     """The model of a catalog name (cached); a bad name is a gr.Error that says what to give instead.
 
@@ -93,8 +101,7 @@ def get_lm(name: str) -> LM:
     """
     source = CATALOG.source(name)
     try:
-        repo, revision = split_revision(source)
-        return load_cached(repo, revision)
+        return load_cached(source)
     except (ModelNotFoundError, ModelFileError, ValueError, FileNotFoundError) as e:
         message = str(e).replace(source, name.strip())
         raise gr.Error(message) from None

@@ -7,7 +7,6 @@ validation target once, so the figure is exact rather than an estimate from rand
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -15,9 +14,9 @@ import torch
 from torch.nn import functional as F
 
 from gpt.data import DataError, DocumentBatches, read_text, split_documents, split_text
-from gpt.folder import write_atomic
+from gpt.folder import load_folder, read_metrics, write_card, write_metrics
 from gpt.generate import LM
-from gpt.hub import load, model_card, read_metrics
+from gpt.hub import load
 from gpt.tokenizer import UnknownCharactersError
 
 
@@ -47,15 +46,14 @@ def validation_loss(lm: LM, text: str, batch_size: int = 64) -> tuple[float, int
 
 
 def record_validation_loss(folder: str | Path, text: str) -> float:
-    """Score a model folder exactly and put the figure in its metrics.json and model card (with fresh samples)."""
+    """Score a model folder exactly and put the figure in its metrics.json and model card."""
     folder = Path(folder)
-    lm = load(folder, device="cpu")
+    lm = load_folder(folder)
     loss, _ = validation_loss(lm, text)
     metrics = read_metrics(folder)
     metrics.setdefault("run", {})["exact_val_loss"] = loss
-    write_atomic(folder / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=1)))
-    card = model_card(lm, metrics)
-    write_atomic(folder / "README.md", lambda p: card.save(p))
+    write_metrics(folder, metrics)
+    write_card(folder, lm.model.config, lm.tokenizer)
     return loss
 
 

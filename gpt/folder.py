@@ -1,22 +1,43 @@
-"""The model folder on disk: which files it holds, checks that run before anything big is allocated, atomic writes.
+"""The model folder on disk: its files, the checks that run before anything big is allocated, and atomic writes.
 
-A folder (or a Hub repo: the same files) may come from anyone, so config.json is checked against stated limits and
-against the shapes in model.safetensors' header (a few KB that say every tensor's shape) before the model is built:
-a config that claims a billion layers is an error, never an attempt to allocate them.
+A folder is what `transformers` reads as a GPT-2 model, so the same files serve this library, transformers, the Hub
+and any engine that runs GPT-2:
+- config.json: GPT2Config's fields (model_type gpt2, n_positions = our block_size, exact GELU, tied head) plus our
+  `bias` flag;
+- model.safetensors: GPT2LMHeadModel's layout: the attention and MLP weights transposed (GPT-2's Conv1D is the
+  transpose of nn.Linear), zero biases where a model has none (GPT-2 always has them), the tied head stored once;
+- tokenizer.json + tokenizer_config.json (gpt/tokenizer.py), README.md (the card, gpt/card.py), metrics.json, loss.png.
+Folders of the first format (flat GPTConfig JSON, nn.Linear layout) still load; `python -m gpt.folder upgrade DIR`
+rewrites one in this format.
+
+A folder (or Hub repo) may come from anyone, so config.json is checked against stated limits and against the shapes in
+model.safetensors' header (a few KB that say every tensor's shape) before the model is built: a config that claims a
+thousand wide layers is an error, never an attempt to allocate them.
 """
 
+import argparse
+import json
 import os
 import shutil
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
+from gpt.card import model_card
+from gpt.generate import LM
 from gpt.model import GPT, GPTConfig, ModelFileError
+from gpt.tokenizer import CharTokenizer
 
 REQUIRED_FILES = ["config.json", "model.safetensors", "tokenizer.json"]
+MODEL_FILES = [*REQUIRED_FILES, "tokenizer_config.json", "README.md", "metrics.json", "loss.png"]
+CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")  # stored transposed
+BIASES = ("ln_1.bias", "ln_2.bias", "attn.c_attn.bias", "attn.c_proj.bias", "mlp.c_fc.bias", "mlp.c_proj.bias")
+HF_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers older transformers versions saved
 
 
 @dataclass(frozen=True)
@@ -29,19 +50,66 @@ class ModelLimits:
     max_layers: int = 1024
 
 
-def parameter_count(c: GPTConfig) -> int:
-    """Parameters of a GPT with this config, computed without building it (the head is tied to the embedding)."""
-    b = 1 if c.bias else 0
-    block = 12 * c.n_embd * c.n_embd + (2 + 2 * b + 3 * b + b + 4 * b + b) * c.n_embd
-    return c.vocab_size * c.n_embd + c.block_size * c.n_embd + c.n_layer * block + (1 + b) * c.n_embd
+# config.json
+
+
+def config_json(config: GPTConfig, boundary_id: int | None = None, dtype: str = "float32") -> dict:
+    """config.json for transformers' GPT2LMHeadModel (dtype: what transformers should compute in)."""
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": config.vocab_size,
+        "n_positions": config.block_size,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "activation_function": "gelu",
+        "resid_pdrop": config.dropout,
+        "embd_pdrop": config.dropout,
+        "attn_pdrop": config.dropout,
+        "layer_norm_epsilon": 1e-5,
+        "tie_word_embeddings": True,
+        "bos_token_id": boundary_id,
+        "eos_token_id": boundary_id,
+        "dtype": dtype,
+        "bias": config.bias,
+    }
+
+
+def parse_config(data, source: str) -> tuple[GPTConfig, bool]:
+    """A GPTConfig from config.json's content, and whether the folder is in the GPT-2 layout (else the first one)."""
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{source}: config.json must be a JSON object")
+    if data.get("model_type") == "gpt2":
+        if data.get("activation_function", "gelu_new") != "gelu" or data.get("n_inner") not in (
+            None,
+            4 * data.get("n_embd", 0),
+        ):
+            raise ModelFileError(f"{source}: config.json describes a GPT-2 variant this library does not run "
+                                 "(it needs activation_function 'gelu' and n_inner 4 * n_embd)")  # fmt: skip
+        fields = {"vocab_size": data.get("vocab_size"), "block_size": data.get("n_positions"),
+                  "n_layer": data.get("n_layer"), "n_head": data.get("n_head"), "n_embd": data.get("n_embd"),
+                  "dropout": data.get("resid_pdrop", 0.0), "bias": data.get("bias", True)}  # fmt: skip
+        gpt2 = True
+    elif "model_type" in data:
+        raise ModelFileError(f"{source}: config.json is a {data['model_type']!r} model; this library runs gpt2 ones")
+    else:
+        fields = {k: data[k] for k in GPTConfig.__dataclass_fields__ if k in data}
+        gpt2 = False
+    missing = [k for k, v in fields.items() if v is None] or [
+        k for k in GPTConfig.__dataclass_fields__ if k not in fields
+    ]
+    if missing:
+        raise ModelFileError(f"{source}: config.json lacks {', '.join(missing)}")
+    return GPTConfig(**fields), gpt2
 
 
 def check_config(config: GPTConfig, source: str, limits: ModelLimits = ModelLimits()) -> None:
     """Types, ranges and size of a config read from a file; a ModelFileError names the field."""
-    for f in fields(GPTConfig):
-        value = getattr(config, f.name)
-        if f.type in (int, "int") and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ModelFileError(f"{source}: config.json's {f.name} must be a whole number, got {value!r}")
+    for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ModelFileError(f"{source}: config.json's {name} must be a whole number, got {value!r}")
     if isinstance(config.dropout, bool) or not isinstance(config.dropout, (int, float)) or not 0 <= config.dropout < 1:
         raise ModelFileError(f"{source}: config.json's dropout must be a number in [0, 1), got {config.dropout!r}")
     if not isinstance(config.bias, bool):
@@ -57,17 +125,57 @@ def check_config(config: GPTConfig, source: str, limits: ModelLimits = ModelLimi
         raise ModelFileError(
             f"{source}: config.json's n_embd {config.n_embd} is not divisible by n_head {config.n_head}"
         )
-    if parameter_count(config) > limits.max_parameters:
+    if config.num_params() > limits.max_parameters:
         raise ModelFileError(
-            f"{source}: config.json describes {parameter_count(config):,} parameters, over this loader's limit of "
+            f"{source}: config.json describes {config.num_params():,} parameters, over this loader's limit of "
             f"{limits.max_parameters:,}"
         )
 
 
-def check_weights(config: GPTConfig, weights: str | Path) -> None:
-    """The safetensors header names exactly the tensors this config needs, with their shapes (nothing is loaded)."""
+# model.safetensors
+
+
+def gpt2_tensors(model: GPT) -> dict[str, torch.Tensor]:
+    """The model's tensors in GPT2LMHeadModel's layout (works on the meta device too, for shapes alone)."""
+    tensors = {}
+    for name, value in model.state_dict().items():
+        if name == "lm_head.weight":
+            continue  # tied to transformer.wte.weight
+        tensors[name] = value.t() if name.endswith(CONV1D) else value
+    c, like = model.config, model.transformer.wte.weight
+    sizes = {"attn.c_attn.bias": 3 * c.n_embd, "mlp.c_fc.bias": 4 * c.n_embd}
+    for i in range(c.n_layer):
+        for name in BIASES:
+            tensors.setdefault(f"transformer.h.{i}.{name}", like.new_zeros(sizes.get(name, c.n_embd)))
+    tensors.setdefault("transformer.ln_f.bias", like.new_zeros(c.n_embd))
+    return {k: v.contiguous() for k, v in tensors.items()}
+
+
+def from_gpt2_tensors(tensors: dict[str, torch.Tensor], config: GPTConfig, source: str) -> dict[str, torch.Tensor]:
+    """GPT2LMHeadModel's tensors as this model's state dict."""
+    state = {}
+    for name, value in tensors.items():
+        if name.endswith(HF_BUFFERS) or name == "lm_head.weight":
+            continue
+        if name.endswith(".bias") and not config.bias:
+            if value.any():
+                raise ModelFileError(f"{source}: {name} is not zero but config.json says bias is false")
+            continue
+        state[name] = value.t() if name.endswith(CONV1D) else value
+    state["lm_head.weight"] = state.get("transformer.wte.weight")
+    return state
+
+
+def expected_shapes(config: GPTConfig, gpt2: bool) -> dict[str, list[int]]:
     with torch.device("meta"):
-        expected = {k: list(v.shape) for k, v in GPT(config).state_dict().items()}
+        model = GPT(config)
+    tensors = gpt2_tensors(model) if gpt2 else model.state_dict()
+    return {k: list(v.shape) for k, v in tensors.items()}
+
+
+def check_weights(config: GPTConfig, weights: Path, gpt2: bool) -> None:
+    """The safetensors header names exactly the tensors this config needs, with their shapes (nothing is loaded)."""
+    expected = expected_shapes(config, gpt2)
     try:
         with safe_open(str(weights), "pt") as f:
             found = {k: f.get_slice(k).get_shape() for k in f.keys()}
@@ -75,24 +183,133 @@ def check_weights(config: GPTConfig, weights: str | Path) -> None:
     except (SafetensorError, OSError) as e:
         raise ModelFileError(f"{weights}: model.safetensors is unreadable or truncated ({e})") from None
     found.update({alias: found[kept] for alias, kept in aliases.items() if kept in found and alias in expected})
+    ignored = [k for k in found if k.endswith(HF_BUFFERS) or (gpt2 and k == "lm_head.weight")]
     missing = sorted(expected.keys() - found.keys())
-    extra = sorted(found.keys() - expected.keys())
+    extra = sorted(found.keys() - expected.keys() - set(ignored))
     wrong = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
-    if missing or extra or wrong:
-        detail = "; ".join(
-            part
-            for part in (
-                f"missing {', '.join(missing[:3])}" if missing else "",
-                f"unexpected {', '.join(extra[:3])}" if extra else "",
-                f"{wrong[0]} is {found[wrong[0]]}, config.json needs {expected[wrong[0]]}" if wrong else "",
-            )
-            if part
-        )
-        raise ModelFileError(f"{weights}: model.safetensors does not match config.json ({detail})")
+    problems = ([f"missing {', '.join(missing[:3])}"] if missing else []) + (
+        [f"unexpected {', '.join(extra[:3])}"] if extra else []
+    )
+    if wrong:
+        problems.append(f"{wrong[0]} is {found[wrong[0]]}, config.json needs {expected[wrong[0]]}")
+    if problems:
+        raise ModelFileError(f"{weights}: model.safetensors does not match config.json ({'; '.join(problems)})")
+
+
+# Loading and saving.
 
 
 def missing_files(folder: Path) -> list[str]:
     return [f for f in REQUIRED_FILES if not (folder / f).is_file()]
+
+
+def read_config(folder: Path, name: str | None = None) -> tuple[GPTConfig, bool]:
+    source = name or str(folder)
+    try:
+        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFileError(f"{source}: config.json is missing") from None
+    except (ValueError, RecursionError) as e:
+        raise ModelFileError(f"{source}: config.json is not valid JSON ({e})") from None
+    return parse_config(data, source)
+
+
+def load_model(folder: str | Path, limits: ModelLimits | None = None, name: str | None = None) -> GPT:
+    """The GPT in a folder (eval mode, float32 on the CPU), checked file by file before it is built."""
+    folder = Path(folder)
+    source = name or str(folder)
+    config, gpt2 = read_config(folder, source)
+    check_config(config, source, limits or ModelLimits())
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise ModelFileError(f"{source}: model.safetensors is missing")
+    check_weights(config, weights, gpt2)
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise ModelFileError(f"{source}: model.safetensors is unreadable or truncated ({e})") from None
+    if gpt2:
+        state = from_gpt2_tensors(tensors, config, source)
+    else:
+        state = {**tensors, "lm_head.weight": tensors.get("lm_head.weight", tensors.get("transformer.wte.weight"))}
+        state.setdefault("transformer.wte.weight", state["lm_head.weight"])
+    model = GPT(config)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def load_folder(folder: str | Path, device: torch.device | str = "cpu", limits: ModelLimits | None = None,
+                name: str | None = None) -> LM:  # fmt: skip
+    """Model and tokenizer of a folder (name: how errors should call it, e.g. the repo id)."""
+    folder = Path(folder)
+    missing = missing_files(folder)
+    if missing:
+        raise ModelFileError(
+            f"{name or folder}: {', '.join(missing)} missing (a model folder needs {', '.join(REQUIRED_FILES)})"
+        )
+    model = load_model(folder, limits, name)
+    tokenizer = CharTokenizer.load(folder / "tokenizer.json")
+    lm = LM(model.to(device), tokenizer)
+    lm.folder = folder
+    return lm
+
+
+def write_weights(model: GPT, folder: Path, boundary_id: int | None = None, dtype: torch.dtype = torch.float32) -> None:
+    """model.safetensors and config.json in the GPT-2 layout (weights in `dtype`; transformers computes in fp32)."""
+    tensors = {k: v.detach().to("cpu", dtype) for k, v in gpt2_tensors(model).items()}
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(config_json(model.config, boundary_id), indent=2))
+
+
+def read_metrics(folder: str | Path) -> dict:
+    path = Path(folder) / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_metrics(folder: Path, metrics: dict) -> None:
+    """The one writer of metrics.json."""
+    write_atomic(folder / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=1)))
+
+
+def write_card(folder: Path, config: GPTConfig, tokenizer: CharTokenizer) -> None:
+    """The one writer of a folder's README.md: the card made from its config, tokenizer and metrics.json."""
+    card = model_card(config, tokenizer, read_metrics(folder))
+    write_atomic(folder / "README.md", lambda p: p.write_text(card, encoding="utf-8"))
+
+
+def save_folder(model: GPT, tokenizer: CharTokenizer, out: str | Path, metrics: dict | None = None,
+                dtype: torch.dtype = torch.float32) -> None:  # fmt: skip
+    """Write a whole model folder: every file is written aside, then moved into place, the weights first."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = fresh_dir(out / ".saving")
+    try:
+        write_weights(model, tmp, tokenizer.boundary_id, dtype)
+        tokenizer.save(tmp)
+        for f in sorted(tmp.iterdir(), key=lambda f: f.name != "model.safetensors"):
+            os.chmod(f, file_mode())
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if metrics is not None:
+        write_metrics(out, metrics)
+    write_card(out, model.config, tokenizer)
+
+
+def upgrade(folder: str | Path) -> bool:
+    """Rewrite a folder of the first format in the transformers-readable one; False if it already is."""
+    folder = Path(folder)
+    lm = load_folder(folder)
+    _, gpt2 = read_config(folder)
+    tokenizer_data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    if gpt2 and tokenizer_data.get("type") != "char":
+        return False
+    dtype = next(iter(load_file(str(folder / "model.safetensors")).values())).dtype
+    save_folder(lm.model, lm.tokenizer, folder, dtype=dtype)
+    return True
+
+
+# Files.
 
 
 def file_mode() -> int:
@@ -125,3 +342,20 @@ def fresh_dir(path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m gpt.folder", description="Model folder tools.")
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("upgrade", help="rewrite folders of the first format so transformers reads them too")
+    up.add_argument("folders", nargs="+")
+    args = p.parse_args(argv)
+    try:
+        for folder in args.folders:
+            print(f"{folder}: {'upgraded' if upgrade(folder) else 'already in the current format'}")
+    except (ModelFileError, ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,17 +1,24 @@
 """The GPT model: a config dataclass, a decoder-only transformer and its KV cache, top to bottom in one file."""
 
-import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
-from safetensors import SafetensorError
-from safetensors.torch import load_model
+from huggingface_hub import PyTorchModelHubMixin
 from torch.nn import functional as F
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """cuda, then mps, then cpu, unless one is named."""
+    if device and device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
 
 
 class ModelFileError(ValueError):
@@ -27,6 +34,12 @@ class GPTConfig:
     n_embd: int = 384
     dropout: float = 0.0
     bias: bool = False  # biases in Linear and LayerNorm layers; False is a bit better and faster
+
+    def num_params(self) -> int:
+        """Parameters of a GPT with this config, without building it (the head is tied to the token embedding)."""
+        c, b = self.n_embd, 1 if self.bias else 0
+        block = 12 * c * c + 2 * c + (2 + 3 + 1 + 4 + 1) * c * b  # attention, MLP, two LayerNorms, their biases
+        return self.vocab_size * c + self.block_size * c + self.n_layer * block + (1 + b) * c
 
 
 class KVCache:
@@ -113,10 +126,10 @@ class Block(nn.Module):
 class GPT(
     nn.Module,
     PyTorchModelHubMixin,
-    library_name="pytorch",
+    library_name="transformers",
     license="mit",
     pipeline_tag="text-generation",
-    tags=["gpt", "character-level", "text-generation"],
+    tags=["gpt2", "character-level", "text-generation"],
 ):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -147,7 +160,7 @@ class GPT(
 
     def num_params(self) -> int:
         """Parameters counted once (the tied head shares the token embedding); position embeddings included."""
-        return sum(p.numel() for p in self.parameters())
+        return self.config.num_params()
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
         """Logits (B, T, vocab) and, with targets, the mean cross-entropy (targets of -1 are ignored).
@@ -198,58 +211,24 @@ class GPT(
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> "GPT":
-        """Load a model folder or Hub repo strictly, with an error naming the file when one is bad."""
-        path = str(pretrained_model_name_or_path)
-        if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
-            raise ModelFileError(
-                f"{path}: config.json is missing (a model folder needs config.json and model.safetensors)"
-            )
-        try:
-            return super().from_pretrained(path, **kwargs)
-        except json.JSONDecodeError as e:
-            raise ModelFileError(f"{path}: config.json is not valid JSON ({e})") from None
-        except (TypeError, AttributeError) as e:
-            raise ModelFileError(f"{path}: config.json does not describe a GPTConfig ({e})") from None
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | Path, *, revision: str | None = None, token: str | None = None,
+        limits=None,
+    ) -> "GPT":  # fmt: skip
+        """A model folder or Hub repo (owner/name[@revision]), checked before it is built; errors as gpt.load's."""
+        from gpt.folder import load_model  # the on-disk format lives in folder.py, the Hub in hub.py
+        from gpt.hub import resolve
 
-    @classmethod
-    def _from_pretrained(
-        cls,
-        *,
-        model_id: str,
-        revision: str | None,
-        cache_dir: str | Path | None,
-        force_download: bool,
-        local_files_only: bool,
-        token: str | bool | None,
-        map_location: str = "cpu",
-        strict: bool = True,
-        config: GPTConfig | None = None,
-        **model_kwargs,
-    ) -> "GPT":
-        if config is None:
-            raise ModelFileError(f"{model_id}: config.json is missing")
-        if os.path.isdir(model_id):
-            model_file = os.path.join(model_id, "model.safetensors")
-            if not os.path.isfile(model_file):
-                raise ModelFileError(f"{model_id}: model.safetensors is missing")
-        else:
-            model_file = hf_hub_download(
-                model_id,
-                "model.safetensors",
-                revision=revision,
-                cache_dir=cache_dir,
-                force_download=force_download,
-                token=token,
-                local_files_only=local_files_only,
-            )
-        from gpt.folder import ModelLimits, check_config, check_weights  # file checks live with the folder format
+        name = str(pretrained_model_name_or_path)
+        return load_model(resolve(name, revision, token), limits, name)
 
-        check_config(config, model_id, model_kwargs.pop("limits", None) or ModelLimits())
-        check_weights(config, model_file)
-        model = cls(config)
-        try:
-            load_model(model, model_file, strict=True, device=map_location)
-        except SafetensorError as e:
-            raise ModelFileError(f"{model_file}: model.safetensors is unreadable or truncated ({e})") from None
-        return model.eval()
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from gpt.folder import write_weights
+
+        write_weights(self, Path(save_directory))
+
+    def push_to_hub(self, *args, **kwargs):
+        raise NotImplementedError(
+            "a GPT alone has no tokenizer, so its repo would not load: push a model folder (gpt.train writes one) "
+            "with `python -m gpt.hub push FOLDER --repo owner/name`"
+        )

@@ -6,10 +6,18 @@ trained embedding, so silently mapping it to something would only hide the probl
 Document mode (one item per line, as names.txt): the newline is the boundary token (id 0). An item is fed as
 boundary + characters and ends when the model emits the boundary, so a model starts fresh items and says when one is
 finished.
+
+On disk it is a Hugging Face `tokenizers` file that transformers' AutoTokenizer reads: a BPE model whose vocabulary is
+the characters, with no merges, and a Fuse decoder, so encoding and decoding are exactly ours. In document mode the
+boundary is a special token that a post-processor puts before every text, and it is the BOS and EOS token.
+tokenizer_config.json beside it names those tokens for transformers. The first format (`{"type": "char", ...}`) still
+loads.
 """
 
 import json
 from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, processors
 
 BOUNDARY = "\n"
 
@@ -57,16 +65,40 @@ class CharTokenizer:
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in ids)
 
-    def save(self, path: str | Path) -> None:
-        data = {"type": "char", "version": 1, "documents": self.documents, "chars": self.chars}
-        Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+    def save(self, folder: str | Path) -> None:
+        """tokenizer.json and tokenizer_config.json in a folder."""
+        tok = Tokenizer(models.BPE(vocab=dict(self.stoi), merges=[], ignore_merges=True))
+        tok.decoder = decoders.Fuse()
+        settings = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
+                    "model_max_length": None}  # fmt: skip
+        if self.documents:
+            tok.add_special_tokens([BOUNDARY])
+            tok.post_processor = processors.TemplateProcessing(
+                single=f"{BOUNDARY} $A", special_tokens=[(BOUNDARY, self.boundary_id)]
+            )
+            settings.update(bos_token=BOUNDARY, eos_token=BOUNDARY)
+        folder = Path(folder)
+        (folder / "tokenizer.json").write_text(tok.to_str(pretty=True), encoding="utf-8")
+        (folder / "tokenizer_config.json").write_text(json.dumps({k: v for k, v in settings.items() if v is not None},
+                                                                 indent=1))  # fmt: skip
 
     @classmethod
     def load(cls, path: str | Path) -> "CharTokenizer":
+        """From a folder's tokenizer.json (or the file itself)."""
+        path = Path(path)
+        path = path / "tokenizer.json" if path.is_dir() else path
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-            return cls(data["chars"], bool(data.get("documents", False)))
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("type") == "char":  # the first format
+                return cls(data["chars"], bool(data.get("documents", False)))
+            if data["model"]["type"] != "BPE" or data["model"]["merges"]:
+                raise ValueError("not a character vocabulary (a BPE model with no merges)")
+            vocab = data["model"]["vocab"]
+            chars = sorted(vocab, key=vocab.get)
+            if [vocab[c] for c in chars] != list(range(len(chars))):
+                raise ValueError("token ids are not 0..n-1")
+            return cls(chars, documents=data.get("post_processor") is not None)
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: tokenizer.json is missing") from None
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
             raise ValueError(f"{path}: tokenizer.json is not a valid character tokenizer ({e})") from None

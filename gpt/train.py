@@ -25,10 +25,10 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from gpt.data import DataError, load_dataset, read_text
-from gpt.eval import record_validation_loss
-from gpt.folder import write_atomic
-from gpt.hub import pick_device, save_folder
-from gpt.model import GPT, GPTConfig, ModelFileError
+from gpt.eval import validation_loss
+from gpt.folder import load_folder, save_folder, write_atomic, write_card, write_metrics
+from gpt.generate import LM
+from gpt.model import GPT, GPTConfig, ModelFileError, pick_device
 from gpt.tokenizer import CharTokenizer, UnknownCharactersError
 
 DEFAULTS = dict(
@@ -235,6 +235,19 @@ def estimate_loss(model, batches: dict, steps: int, batch_size: int, seed: int, 
     return out
 
 
+SAMPLE_SETTINGS = dict(max_new_tokens=300, temperature=0.8, top_k=40, seed=0)
+
+
+def samples(lm: LM) -> dict:
+    """A few samples for the card, made once with fixed settings: the call that makes them and their text."""
+    if lm.tokenizer.documents:
+        settings = {**SAMPLE_SETTINGS, "max_new_tokens": lm.block_size}
+        call = f"lm.generate_batch([''] * 12, {', '.join(f'{k}={v}' for k, v in settings.items())})"
+        return {"call": call, "text": "\n".join(lm.generate_batch([""] * 12, **settings))}
+    call = f"lm.generate('\\n', {', '.join(f'{k}={v}' for k, v in SAMPLE_SETTINGS.items())})"
+    return {"call": call, "text": lm.generate("\n", **SAMPLE_SETTINGS).strip("\n")}
+
+
 def plot_loss(curve: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -281,7 +294,7 @@ def train(s: dict, out: Path, resume: bool = False, command: str = "") -> dict:
 
     torch.manual_seed(s["seed"] + rank)
     data_rng = torch.Generator().manual_seed(s["seed"] + rank)
-    tokenizer = CharTokenizer.load(out / "tokenizer.json") if resume else None
+    tokenizer = CharTokenizer.load(out) if resume else None
     tokenizer, train_data, val_data = load_dataset(s["data"], s["block_size"], s["docs"], tokenizer)
     config = GPTConfig(
         vocab_size=tokenizer.vocab_size, block_size=s["block_size"], n_layer=s["n_layer"], n_head=s["n_head"],
@@ -388,8 +401,11 @@ def train(s: dict, out: Path, resume: bool = False, command: str = "") -> dict:
         if curve:
             plot_loss(curve, out / "loss.png")
             summary["run"]["loss_png"] = True
-        write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(summary, indent=1)))
-        summary["run"]["exact_val_loss"] = record_validation_loss(out, read_text(s["data"]))
+        lm = load_folder(out)  # the best model, as saved
+        summary["run"]["exact_val_loss"] = validation_loss(lm, read_text(s["data"]))[0]
+        summary["samples"] = samples(lm)
+        write_metrics(out, summary)
+        write_card(out, lm.model.config, lm.tokenizer)
     if world > 1:
         dist.destroy_process_group()
     summary.update(interrupted=bool(stop_requested), step=step)

@@ -18,6 +18,7 @@ class Repo:
         self.commits: dict[str, dict[str, bytes]] = {}
         self.branches: dict[str, str] = {}
         self.variables: dict[str, str] = {}
+        self.secrets: dict[str, str] = {}
         self.commit("main", {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"})
 
     def commit(self, branch: str, files: dict[str, bytes]) -> str:
@@ -42,10 +43,10 @@ def make_app() -> tuple[FastAPI, dict]:
     def authorized(request: Request) -> bool:
         return request.headers.get("authorization", "").startswith("Bearer ")
 
-    def find(kind: str, repo_id: str, revision: str | None = None):
+    def find(kind: str, repo_id: str, revision: str | None = None, request: Request | None = None):
         repo = repos.get((kind, repo_id))
-        if repo is None:
-            return None, None, error(404, "RepoNotFound", f"Repository Not Found for url: {repo_id}")
+        if repo is None or (repo.private and request is not None and not authorized(request)):
+            return None, None, error(401 if repo else 404, "RepoNotFound", f"Repository Not Found for url: {repo_id}")
         sha = repo.resolve(revision) if revision else None
         if revision and sha is None:
             return repo, None, error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
@@ -106,17 +107,21 @@ def make_app() -> tuple[FastAPI, dict]:
         prefix = "spaces/" if kind == "space" else ""
         return {"commitUrl": f"{request.base_url}{prefix}{ns}/{name}/commit/{new}", "commitOid": new}
 
+    @app.get("/api/{kind}s/{ns}/{name}")
+    async def info(kind: str, ns: str, name: str, request: Request):
+        return await revision_info(kind, ns, name, "main", request)
+
     @app.get("/api/{kind}s/{ns}/{name}/revision/{revision:path}")
-    async def revision_info(kind: str, ns: str, name: str, revision: str):
-        repo, sha, failure = find(kind, f"{ns}/{name}", revision)
+    async def revision_info(kind: str, ns: str, name: str, revision: str, request: Request):
+        repo, sha, failure = find(kind, f"{ns}/{name}", revision, request)
         if failure:
             return failure
         siblings = [{"rfilename": path} for path in sorted(repo.commits[sha])]
         return {"id": f"{ns}/{name}", "sha": sha, "siblings": siblings, "private": repo.private}
 
     @app.get("/api/{kind}s/{ns}/{name}/tree/{revision}")
-    async def tree(kind: str, ns: str, name: str, revision: str):
-        repo, sha, failure = find(kind, f"{ns}/{name}", revision)
+    async def tree(kind: str, ns: str, name: str, revision: str, request: Request):
+        repo, sha, failure = find(kind, f"{ns}/{name}", revision, request)
         if failure:
             return failure
         files = repo.commits[sha]
@@ -134,8 +139,17 @@ def make_app() -> tuple[FastAPI, dict]:
         repo.variables[body["key"]] = body["value"]
         return {k: {"value": v, "updatedAt": "2026-11-22T00:00:00.000Z"} for k, v in repo.variables.items()}
 
-    def serve(kind: str, repo_id: str, revision: str, path: str, head: bool):
-        repo, sha, failure = find(kind, repo_id, revision)
+    @app.post("/api/spaces/{ns}/{name}/secrets")
+    async def secrets(ns: str, name: str, request: Request):
+        repo, _, failure = find("space", f"{ns}/{name}", None, request)
+        if failure:
+            return failure
+        body = await request.json()
+        repo.secrets[body["key"]] = body["value"]
+        return {}
+
+    def serve(kind: str, repo_id: str, revision: str, path: str, request: Request):
+        repo, sha, failure = find(kind, repo_id, revision, request)
         if failure:
             return failure
         content = repo.commits[sha].get(path)
@@ -146,15 +160,16 @@ def make_app() -> tuple[FastAPI, dict]:
             "ETag": f'"{hashlib.sha1(content).hexdigest()}"',
             "Content-Length": str(len(content)),
         }
-        return Response(b"" if head else content, headers=headers, media_type="application/octet-stream")
+        body = b"" if request.method == "HEAD" else content
+        return Response(body, headers=headers, media_type="application/octet-stream")
 
     @app.api_route("/spaces/{ns}/{name}/resolve/{revision}/{path:path}", methods=["GET", "HEAD"])
     async def resolve_space(ns: str, name: str, revision: str, path: str, request: Request):
-        return serve("space", f"{ns}/{name}", revision, path, request.method == "HEAD")
+        return serve("space", f"{ns}/{name}", revision, path, request)
 
     @app.api_route("/{ns}/{name}/resolve/{revision}/{path:path}", methods=["GET", "HEAD"])
     async def resolve_model(ns: str, name: str, revision: str, path: str, request: Request):
-        return serve("model", f"{ns}/{name}", revision, path, request.method == "HEAD")
+        return serve("model", f"{ns}/{name}", revision, path, request)
 
     return app, repos
 

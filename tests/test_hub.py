@@ -5,18 +5,21 @@ import shutil
 import subprocess
 import sys
 
-import gradio
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
-from conftest import ROOT
 from huggingface_hub import CommitOperationDelete, HfApi, SpaceCard
 
 import gpt
-from gpt.hub import MODEL_FILES, ModelNotFoundError, deploy, push
+from gpt.folder import MODEL_FILES
+from gpt.hub import ModelNotFoundError, app_files, deploy, pinned_version, push
 from gpt.model import GPT, ModelFileError
 
 TOKEN = "hf_local_test_token"
+ROOT = Path(__file__).resolve().parents[1]
+GRADIO = pinned_version(ROOT / "requirements.txt", "gradio")
 
 
 def cli(*args, token=True, **env):
@@ -110,11 +113,9 @@ def test_deploy_a_space_serving_a_hub_model(hub, token):
     }
     assert set(files) == expected
     meta = front_matter(files["README.md"])
-    assert meta["sdk"] == "gradio" and meta["sdk_version"] == gradio.__version__
-    assert f"gradio=={gradio.__version__}" in files["requirements.txt"].decode()
-    assert (
-        meta["app_file"] == "app.py" and meta["python_version"] == f"{sys.version_info.major}.{sys.version_info.minor}"
-    )
+    assert meta["sdk"] == "gradio" and meta["sdk_version"] == GRADIO
+    assert f"gradio=={GRADIO}" in files["requirements.txt"].decode()
+    assert meta["app_file"] == "app.py" and meta["python_version"] == "3.11"
     assert meta["models"] == ["alice/play"] and meta["preload_from_hub"][0].startswith("alice/play config.json")
     assert meta["short_description"] and meta["license"] == "mit"
     assert hub.repos[("space", "alice/chat")].variables == {"MODEL_ID": "alice/play"}
@@ -124,10 +125,81 @@ def test_deploy_a_space_serving_a_hub_model(hub, token):
 def test_deploy_a_space_with_a_bundled_model(hub, token, tiny_model, tmp_path):
     bundle = tmp_path / "play"
     shutil.copytree(tiny_model, bundle, ignore=shutil.ignore_patterns("checkpoint"))
-    url = deploy("alice/bundled", bundle=bundle)
+    url = deploy("alice/bundled", app_files(ROOT), "MODEL_ID", bundle=bundle)
     assert url.endswith("/spaces/alice/bundled")
     files = hub.files("space", "alice/bundled")
     assert {f"weights/play/{f}" for f in MODEL_FILES} <= set(files)
     assert not any("checkpoint" in f or f.startswith(("tests/", "bench/")) for f in files)
     assert "models" not in front_matter(files["README.md"])
     assert hub.repos[("space", "alice/bundled")].variables == {"MODEL_ID": "weights/play"}
+
+
+def test_deploy_checks_the_model_first(hub, token):
+    for model, message in [("alice/missing", "no such model repo"), ("alice/play@nope", "revision 'nope' does not")]:
+        r = cli("-m", "gpt.hub", "deploy", "--space", "alice/never", "--model", model)
+        assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr
+    assert ("space", "alice/never") not in hub.repos
+
+
+def test_deploy_pins_a_revision_and_redeploys_exactly(hub, token, tiny_model):
+    _, commit = push(tiny_model, "alice/pinned")
+    deploy("alice/switch", app_files(ROOT), "MODEL_ID", bundle=tiny_model)
+    assert any(f.startswith("weights/") for f in hub.files("space", "alice/switch"))
+    deploy("alice/switch", app_files(ROOT), "MODEL_ID", model=f"alice/pinned@{commit}")
+    files = hub.files("space", "alice/switch")
+    assert not any(f.startswith("weights/") for f in files)
+    assert set(files) == {".gitattributes", "README.md", *app_files(ROOT)}
+    assert hub.repos[("space", "alice/switch")].variables["MODEL_ID"] == f"alice/pinned@{commit}"
+    assert front_matter(files["README.md"])["models"] == ["alice/pinned"]
+
+
+def test_private_models_need_a_token_and_a_space_can_get_one(hub, token, tiny_model, tmp_path, monkeypatch):
+    push(tiny_model, "alice/secret", private=True)
+    fresh_cache(tmp_path, monkeypatch)
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(ModelNotFoundError, match="private: log in, or pass a token"):
+        gpt.load("alice/secret", device="cpu")
+    assert gpt.load("alice/secret", device="cpu", token=TOKEN).generate("ROMEO:", max_new_tokens=5)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    r = cli("-m", "gpt.hub", "deploy", "--space", "alice/private-chat", "--model", "alice/secret", "--share-token")
+    assert r.returncode == 0, r.stderr
+    assert hub.repos[("space", "alice/private-chat")].secrets == {"HF_TOKEN": TOKEN}
+    deploy("alice/public-chat", app_files(ROOT), "MODEL_ID", model="alice/secret")
+    assert hub.repos[("space", "alice/public-chat")].secrets == {}
+
+
+def test_repo_id_with_a_revision_loads_everywhere(hub, token, tiny_model, names_model, tmp_path, monkeypatch):
+    _, first = push(tiny_model, "alice/at-revision")
+    push(names_model, "alice/at-revision")
+    fresh_cache(tmp_path, monkeypatch)
+    assert not gpt.load(f"alice/at-revision@{first}", device="cpu").tokenizer.documents
+    assert GPT.from_pretrained(f"alice/at-revision@{first}").config.block_size == 32
+    r = cli("-m", "gpt.sample", f"alice/at-revision@{first}", "--max-new-tokens", "5", "--prompt", "ROMEO:")
+    assert r.returncode == 0 and r.stdout.startswith("ROMEO:"), r.stderr
+
+
+@pytest.mark.parametrize(
+    "name, revision, message",
+    [("alice/nothing-here", None, "no such model repo"), ("alice/play", "nope", "revision 'nope' does not exist"),
+     ("not/a/repo", None, "neither a model folder nor a Hub repo id")],  # fmt: skip
+)
+def test_from_pretrained_errors_are_gpt_loads(hub, token, tmp_path, monkeypatch, name, revision, message):
+    fresh_cache(tmp_path, monkeypatch)
+    with pytest.raises(ModelNotFoundError, match=message):
+        GPT.from_pretrained(name, revision=revision)
+
+
+def test_from_pretrained_offline_and_uncached_says_so(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    fresh_cache(tmp_path, monkeypatch)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelNotFoundError, match="not in the local Hugging Face cache"):
+        GPT.from_pretrained("alice/never-seen")
+
+
+def test_a_bare_gpt_does_not_push_an_incomplete_repo():
+    from gpt.model import GPTConfig
+
+    with pytest.raises(NotImplementedError, match="python -m gpt.hub push"):
+        GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8)).push_to_hub("alice/bare")

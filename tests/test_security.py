@@ -310,17 +310,19 @@ def crafted_folder(root, **config_changes):
         ({"n_layer": 100_000}, "n_layer must be from 1 to 1,024"),
         ({"n_embd": 1 << 16, "n_head": 1, "n_layer": 1000}, "over this loader's limit"),
         ({"vocab_size": 10**12}, "vocab_size must be from 1"),
-        ({"block_size": 10**9}, "block_size must be from 1"),
+        ({"n_positions": 10**9}, "block_size must be from 1"),
         ({"n_head": 0}, "n_head must be from 1"),
         ({"vocab_size": -5}, "vocab_size must be from 1"),
         ({"n_embd": "32"}, "n_embd must be a whole number"),
         ({"n_layer": 2.0}, "n_layer must be a whole number"),
-        ({"dropout": 2}, "dropout must be a number in"),
+        ({"resid_pdrop": 2}, "dropout must be a number in"),
         ({"bias": "no"}, "bias must be true or false"),
         ({"n_head": 3}, "not divisible by n_head"),
         ({"n_layer": 3}, "does not match config.json .missing transformer.h.2"),
         ({"n_embd": 64}, "does not match config.json"),
-        ({"vocab_size": 21}, "lm_head.weight is .20, 32., config.json needs .21, 32."),
+        ({"vocab_size": 21}, "wte.weight is .20, 32., config.json needs .21, 32."),
+        ({"model_type": "llama"}, "this library runs gpt2 ones"),
+        ({"activation_function": "gelu_new"}, "GPT-2 variant"),
     ],
 )
 def test_crafted_configs_are_refused_before_the_model_is_built(tmp_path, changes, message):
@@ -335,7 +337,7 @@ def test_a_config_that_is_a_list_is_refused(tmp_path):
 
     folder = crafted_folder(tmp_path)
     (folder / "config.json").write_text("[1, 2, 3]")
-    with pytest.raises(ModelFileError, match="config.json does not describe a GPTConfig"):
+    with pytest.raises(ModelFileError, match="config.json must be a JSON object"):
         gpt.load(folder, device="cpu")
 
 
@@ -344,7 +346,7 @@ def test_refusing_a_huge_config_allocates_nothing_big(tmp_path):
     import subprocess
     import sys
 
-    folder = crafted_folder(tmp_path, n_layer=1000, n_embd=4096, n_head=32)
+    folder = crafted_folder(tmp_path, n_layer=1000, n_embd=4096, n_head=32)  # the limit on parameters
     code = (
         "import resource, gpt\n"
         "from gpt.model import ModelFileError\n"

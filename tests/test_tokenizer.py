@@ -26,15 +26,22 @@ def test_document_mode_boundary_is_token_zero():
     assert tok.decode([0, *tok.encode("emma"), 0]) == "\nemma\n"
 
 
-def test_save_load(tmp_path):
-    tok = CharTokenizer.from_text("hello\nworld\n", documents=True)
-    tok.save(tmp_path / "tokenizer.json")
-    loaded = CharTokenizer.load(tmp_path / "tokenizer.json")
-    assert loaded.chars == tok.chars and loaded.documents
+@pytest.mark.parametrize("documents", [False, True])
+def test_save_load(tmp_path, documents):
+    tok = CharTokenizer.from_text("hello\nworld \t\"{}\\\n", documents=documents)
+    tok.save(tmp_path)
+    loaded = CharTokenizer.load(tmp_path)
+    assert loaded.chars == tok.chars and loaded.documents == documents
+
+
+def test_the_first_format_still_loads(tmp_path):
+    (tmp_path / "tokenizer.json").write_text('{"type": "char", "version": 1, "documents": true, "chars": ["\\n", "a"]}')
+    loaded = CharTokenizer.load(tmp_path)
+    assert loaded.chars == ["\n", "a"] and loaded.documents
 
 
 def test_bad_tokenizer_file(tmp_path):
-    (tmp_path / "tokenizer.json").write_text('{"chars": ["a", "a"]}')
+    (tmp_path / "tokenizer.json").write_text('{"type": "char", "chars": ["a", "a"]}')
     with pytest.raises(ValueError, match="tokenizer.json is not a valid"):
         CharTokenizer.load(tmp_path / "tokenizer.json")
     with pytest.raises(FileNotFoundError, match="tokenizer.json is missing"):

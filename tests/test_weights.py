@@ -3,15 +3,17 @@
 import json
 import re
 
+from pathlib import Path
+
 import pytest
-from conftest import ROOT
 from safetensors import safe_open
 
 import gpt
-from gpt.hub import MODEL_FILES
+from gpt.folder import MODEL_FILES
 from gpt.model import GPT
+from gpt.tokenizer import CharTokenizer
 
-WEIGHTS = ROOT / "weights"
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 SHIPPED = ["shakespeare-char", "names"]
 
 
@@ -22,14 +24,14 @@ def test_shipped_folder_is_complete_and_consistent(name):
         assert (folder / f).is_file(), f"{name}/{f}"
         assert (folder / f).stat().st_size <= 25 * 2**20
     config = json.loads((folder / "config.json").read_text())
-    tokenizer = json.loads((folder / "tokenizer.json").read_text())
-    assert config["vocab_size"] == len(tokenizer["chars"])
+    assert config["model_type"] == "gpt2" and config["architectures"] == ["GPT2LMHeadModel"]
+    assert config["vocab_size"] == CharTokenizer.load(folder).vocab_size
     with safe_open(folder / "model.safetensors", "pt") as f:
-        embedding = "transformer.wte.weight" if "transformer.wte.weight" in f.keys() else "lm_head.weight"  # tied
-        assert f.get_slice(embedding).get_shape() == [config["vocab_size"], config["n_embd"]]
-        assert f.get_slice("transformer.wpe.weight").get_shape() == [config["block_size"], config["n_embd"]]
+        assert f.get_slice("transformer.wte.weight").get_shape() == [config["vocab_size"], config["n_embd"]]
+        assert f.get_slice("transformer.wpe.weight").get_shape() == [config["n_positions"], config["n_embd"]]
     card = (folder / "README.md").read_text()
     assert card.startswith("---\n") and "pipeline_tag: text-generation" in card and "python -m gpt.train" in card
+    assert "library_name: transformers" in card and "model-index" in card and "## Samples" in card
     assert GPT.from_pretrained(folder).config.n_layer == config["n_layer"]
 
 

@@ -1,0 +1,111 @@
+"""Every model folder is also a transformers GPT-2 model: same tokens, same logits, same greedy text, no remote code."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import gpt
+from gpt.folder import save_folder
+from gpt.model import GPT, GPTConfig
+from gpt.tokenizer import CharTokenizer
+
+transformers = pytest.importorskip("transformers")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bias_model(tmp_path_factory, play_file):
+    """A model with biases (random weights): GPT-2's biases must carry over, not just zeros."""
+    text = play_file.read_text()
+    tokenizer = CharTokenizer.from_text(text)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=48, n_layer=2, n_head=2, n_embd=32, bias=True))
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    out = tmp_path_factory.mktemp("models") / "bias"
+    save_folder(model, tokenizer, out)
+    return out
+
+
+FOLDERS = ["tiny_model", "names_model", "bias_model"]
+
+
+def hf(folder):
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    return model, transformers.AutoTokenizer.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("which", FOLDERS)
+def test_same_tokens_and_logits(request, which):
+    folder = request.getfixturevalue(which)
+    lm = gpt.load(folder, device="cpu")
+    model, tokenizer = hf(folder)
+    assert type(model).__name__ == "GPT2LMHeadModel"
+    prompt = "emma" if lm.tokenizer.documents else "ROMEO:\nWhat, ho! 'Tis so."
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    assert ids[0].tolist() == lm.encode_prompt(prompt)
+    with torch.no_grad():
+        difference = (model(ids).logits - lm.model(ids)[0]).abs().max().item()
+    assert difference <= 1e-4
+
+
+@pytest.mark.parametrize("which", FOLDERS)
+def test_same_greedy_text(request, which):
+    folder = request.getfixturevalue(which)
+    lm = gpt.load(folder, device="cpu")
+    model, tokenizer = hf(folder)
+    prompt = "an" if lm.tokenizer.documents else "JULIET:\n"
+    room = lm.block_size - len(lm.encode_prompt(prompt))
+    inputs = tokenizer(prompt, return_tensors="pt")  # with its attention mask: the pad id is a real character here
+    out = model.generate(**inputs, max_new_tokens=room, do_sample=False, pad_token_id=0)
+    theirs = tokenizer.decode(out[0, inputs.input_ids.size(1) :], skip_special_tokens=True)
+    ours = lm.generate(prompt, max_new_tokens=room, temperature=0)
+    assert theirs == ours
+
+
+def test_pipeline_text_generation(tiny_model):
+    generate = transformers.pipeline("text-generation", model=str(tiny_model))
+    text = generate("ROMEO:", max_new_tokens=20, do_sample=False)[0]["generated_text"]
+    assert text == "ROMEO:" + gpt.load(tiny_model, device="cpu").generate("ROMEO:", max_new_tokens=20, temperature=0)
+
+
+def test_tokenizer_round_trips_every_character(tiny_model, play_file):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model)
+    ours = CharTokenizer.load(tiny_model)
+    text = play_file.read_text()[:3000] + "".join(ours.chars) + "  \n\n \t"[: 0 if "\t" not in ours.chars else 6]
+    ids = tokenizer(text).input_ids
+    assert ids == ours.encode(text)
+    assert tokenizer.decode(ids) == text
+
+
+def test_document_boundary_round_trips(names_model):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(names_model)
+    assert tokenizer.bos_token == tokenizer.eos_token == "\n" and tokenizer.eos_token_id == 0
+    ids = tokenizer("emma").input_ids
+    assert ids[0] == 0 and tokenizer.decode(ids, skip_special_tokens=True) == "emma"
+    assert tokenizer.decode(ids) == "\nemma"
+
+
+def test_a_pushed_repo_loads_in_transformers_by_repo_id(hub, tiny_model, monkeypatch):
+    from gpt.hub import push
+
+    monkeypatch.setenv("HF_TOKEN", "hf_local_test_token")
+    push(tiny_model, "alice/for-transformers")
+    model = transformers.AutoModelForCausalLM.from_pretrained("alice/for-transformers").eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained("alice/for-transformers")
+    lm = gpt.load("alice/for-transformers", device="cpu")
+    ids = tokenizer("ROMEO:", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert (model(ids).logits - lm.model(ids)[0]).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["shakespeare-char", "names"])
+def test_shipped_folders_load_in_transformers(name):
+    folder = ROOT / "weights" / name
+    lm = gpt.load(folder, device="cpu")
+    model, tokenizer = hf(folder)
+    prompt = "em" if lm.tokenizer.documents else "ROMEO:"
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert (model(ids).logits - lm.model(ids)[0]).abs().max().item() <= 1e-4
