@@ -4,7 +4,6 @@ import os
 import shutil
 import subprocess
 import sys
-
 from pathlib import Path
 
 import pytest
@@ -180,8 +179,11 @@ def test_repo_id_with_a_revision_loads_everywhere(hub, token, tiny_model, names_
 
 @pytest.mark.parametrize(
     "name, revision, message",
-    [("alice/nothing-here", None, "no such model repo"), ("alice/play", "nope", "revision 'nope' does not exist"),
-     ("not/a/repo", None, "neither a model folder nor a Hub repo id")],  # fmt: skip
+    [
+        ("alice/nothing-here", None, "no such model repo"),
+        ("alice/play", "nope", "revision 'nope' does not exist"),
+        ("not/a/repo", None, "neither a model folder nor a Hub repo id"),
+    ],  # fmt: skip
 )
 def test_from_pretrained_errors_are_gpt_loads(hub, token, tmp_path, monkeypatch, name, revision, message):
     fresh_cache(tmp_path, monkeypatch)

@@ -28,7 +28,7 @@ def test_document_mode_boundary_is_token_zero():
 
 @pytest.mark.parametrize("documents", [False, True])
 def test_save_load(tmp_path, documents):
-    tok = CharTokenizer.from_text("hello\nworld \t\"{}\\\n", documents=documents)
+    tok = CharTokenizer.from_text('hello\nworld \t"{}\\\n', documents=documents)
     tok.save(tmp_path)
     loaded = CharTokenizer.load(tmp_path)
     assert loaded.chars == tok.chars and loaded.documents == documents
