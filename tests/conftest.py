@@ -136,6 +136,24 @@ class AppProcess:
         self.stop()
 
 
+def _cli(*args: str, env: dict | None = None, drop: tuple[str, ...] = (), timeout: float = 300):
+    """`python ARGS` from the repository root, as a user runs the commands; output captured."""
+    full = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in drop}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=full, cwd=ROOT, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """cli(*args, env={...}, drop=(names,)) -> CompletedProcess of `python ARGS` run in the repository root."""
+    return _cli
+
+
+@pytest.fixture(scope="session")
+def tiny_args() -> list[str]:
+    """Flags for a model small enough to train in seconds."""
+    return list(TINY)
+
+
 @pytest.fixture
 def free_port() -> int:
     return _free_port()

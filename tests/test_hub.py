@@ -1,9 +1,6 @@
 """Publish, download and deploy with the real huggingface_hub client against the local Hub server."""
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,12 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 GRADIO = pinned_version(ROOT / "requirements.txt", "gradio")
 
 
-def cli(*args, token=True, **env):
-    full = {**os.environ, "PYTHONPATH": str(ROOT), **env}
-    full.pop("HF_TOKEN", None)
-    if token:
-        full["HF_TOKEN"] = TOKEN
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=full, cwd=ROOT, timeout=180)
+@pytest.fixture
+def hub_cli(cli):
+    """cli with the test token in HF_TOKEN (token=False: none at all)."""
+    return lambda *args, token=True, **env: cli(*args, env={**env, "HF_TOKEN": TOKEN} if token else env,
+                                                drop=() if token else ("HF_TOKEN",))  # fmt: skip
 
 
 @pytest.fixture
@@ -40,8 +36,8 @@ def fresh_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
 
 
-def test_push_then_load_by_repo_id_gives_the_same_model(hub, tiny_model, tmp_path, monkeypatch):
-    r = cli("-m", "gpt.hub", "push", str(tiny_model), "--repo", "alice/play", "--message", "first model")
+def test_push_then_load_by_repo_id_gives_the_same_model(hub, tiny_model, tmp_path, monkeypatch, hub_cli):
+    r = hub_cli("-m", "gpt.hub", "push", str(tiny_model), "--repo", "alice/play", "--message", "first model")
     assert r.returncode == 0, r.stderr
     assert "alice/play" in r.stdout and "commit" in r.stdout
     files = hub.files("model", "alice/play")
@@ -63,7 +59,7 @@ def test_push_then_load_by_repo_id_gives_the_same_model(hub, tiny_model, tmp_pat
     assert GPT.from_pretrained("alice/play").config == local.model.config
 
 
-def test_pinned_revision_branch_and_offline_cache(hub, token, tiny_model, names_model, tmp_path, monkeypatch):
+def test_pinned_revision_branch_and_offline_cache(hub, token, tiny_model, names_model, tmp_path, monkeypatch, hub_cli):
     _, first = push(tiny_model, "alice/evolving")
     _, second = push(names_model, "alice/evolving", message="now a names model")
     assert first != second
@@ -76,16 +72,16 @@ def test_pinned_revision_branch_and_offline_cache(hub, token, tiny_model, names_
     assert hub.repos[("model", "alice/evolving")].branches["main"] == second
 
     cache = {"HF_HUB_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
-    r = cli("-m", "gpt.sample", "alice/evolving", "--max-new-tokens", "20", "--seed", "0", **cache)
+    r = hub_cli("-m", "gpt.sample", "alice/evolving", "--max-new-tokens", "20", "--seed", "0", **cache)
     assert r.returncode == 0, r.stderr
-    r = cli("-m", "gpt.sample", "alice/never-downloaded", **cache)
+    r = hub_cli("-m", "gpt.sample", "alice/never-downloaded", **cache)
     assert r.returncode != 0 and "not in the local Hugging Face cache" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_errors_are_clear(hub, token, tiny_model, tmp_path, monkeypatch):
-    r = cli("-m", "gpt.hub", "push", str(tiny_model), "--repo", "not a repo")
+def test_errors_are_clear(hub, token, tiny_model, tmp_path, monkeypatch, hub_cli):
+    r = hub_cli("-m", "gpt.hub", "push", str(tiny_model), "--repo", "not a repo")
     assert r.returncode != 0 and "not a valid repo id" in r.stderr and "Traceback" not in r.stderr
-    r = cli("-m", "gpt.hub", "push", str(tiny_model), "--repo", "alice/x", token=False)
+    r = hub_cli("-m", "gpt.hub", "push", str(tiny_model), "--repo", "alice/x", token=False)
     assert r.returncode != 0 and "no Hugging Face token" in r.stderr and "hf auth login" in r.stderr
     fresh_cache(tmp_path, monkeypatch)
     with pytest.raises(ModelNotFoundError, match="no such model repo"):
@@ -102,8 +98,8 @@ def front_matter(card: bytes) -> dict:
     return SpaceCard(card.decode()).data.to_dict()
 
 
-def test_deploy_a_space_serving_a_hub_model(hub, token):
-    r = cli("-m", "gpt.hub", "deploy", "--space", "alice/chat", "--model", "alice/play", "--hardware", "zero-a10g")
+def test_deploy_a_space_serving_a_hub_model(hub, token, hub_cli):
+    r = hub_cli("-m", "gpt.hub", "deploy", "--space", "alice/chat", "--model", "alice/play", "--hardware", "zero-a10g")
     assert r.returncode == 0, r.stderr
     assert "spaces/alice/chat" in r.stdout
     files = hub.files("space", "alice/chat")
@@ -133,9 +129,9 @@ def test_deploy_a_space_with_a_bundled_model(hub, token, tiny_model, tmp_path):
     assert hub.repos[("space", "alice/bundled")].variables == {"MODEL_ID": "weights/play"}
 
 
-def test_deploy_checks_the_model_first(hub, token):
+def test_deploy_checks_the_model_first(hub, token, hub_cli):
     for model, message in [("alice/missing", "no such model repo"), ("alice/play@nope", "revision 'nope' does not")]:
-        r = cli("-m", "gpt.hub", "deploy", "--space", "alice/never", "--model", model)
+        r = hub_cli("-m", "gpt.hub", "deploy", "--space", "alice/never", "--model", model)
         assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr
     assert ("space", "alice/never") not in hub.repos
 
@@ -152,7 +148,7 @@ def test_deploy_pins_a_revision_and_redeploys_exactly(hub, token, tiny_model):
     assert front_matter(files["README.md"])["models"] == ["alice/pinned"]
 
 
-def test_private_models_need_a_token_and_a_space_can_get_one(hub, token, tiny_model, tmp_path, monkeypatch):
+def test_private_models_need_a_token_and_a_space_can_get_one(hub, token, tiny_model, tmp_path, monkeypatch, hub_cli):
     push(tiny_model, "alice/secret", private=True)
     fresh_cache(tmp_path, monkeypatch)
     monkeypatch.delenv("HF_TOKEN")
@@ -160,20 +156,20 @@ def test_private_models_need_a_token_and_a_space_can_get_one(hub, token, tiny_mo
         gpt.load("alice/secret", device="cpu")
     assert gpt.load("alice/secret", device="cpu", token=TOKEN).generate("ROMEO:", max_new_tokens=5)
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    r = cli("-m", "gpt.hub", "deploy", "--space", "alice/private-chat", "--model", "alice/secret", "--share-token")
+    r = hub_cli("-m", "gpt.hub", "deploy", "--space", "alice/private-chat", "--model", "alice/secret", "--share-token")
     assert r.returncode == 0, r.stderr
     assert hub.repos[("space", "alice/private-chat")].secrets == {"HF_TOKEN": TOKEN}
     deploy("alice/public-chat", app_files(ROOT), "MODEL_ID", model="alice/secret")
     assert hub.repos[("space", "alice/public-chat")].secrets == {}
 
 
-def test_repo_id_with_a_revision_loads_everywhere(hub, token, tiny_model, names_model, tmp_path, monkeypatch):
+def test_repo_id_with_a_revision_loads_everywhere(hub, token, tiny_model, names_model, tmp_path, monkeypatch, hub_cli):
     _, first = push(tiny_model, "alice/at-revision")
     push(names_model, "alice/at-revision")
     fresh_cache(tmp_path, monkeypatch)
     assert not gpt.load(f"alice/at-revision@{first}", device="cpu").tokenizer.documents
     assert GPT.from_pretrained(f"alice/at-revision@{first}").config.block_size == 32
-    r = cli("-m", "gpt.sample", f"alice/at-revision@{first}", "--max-new-tokens", "5", "--prompt", "ROMEO:")
+    r = hub_cli("-m", "gpt.sample", f"alice/at-revision@{first}", "--max-new-tokens", "5", "--prompt", "ROMEO:")
     assert r.returncode == 0 and r.stdout.startswith("ROMEO:"), r.stderr
 
 

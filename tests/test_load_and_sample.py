@@ -1,21 +1,15 @@
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT
 
 import gpt
 from gpt.hub import ModelNotFoundError
 from gpt.model import ModelFileError
 
 
-def sample(*args):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "gpt.sample", *args], capture_output=True, text=True, env=env, timeout=120
-    )
+@pytest.fixture
+def sample(cli):
+    return lambda *args: cli("-m", "gpt.sample", *args, env={"HF_HUB_OFFLINE": "1"})
 
 
 def test_load_gives_a_working_lm(tiny_model):
@@ -36,7 +30,7 @@ def test_missing_files_and_bad_names(tmp_path, tiny_model):
         gpt.load("not a repo id!")
 
 
-def test_sample_cli(tiny_model):
+def test_sample_cli(tiny_model, sample):
     r = sample(str(tiny_model), "--prompt", "ROMEO:", "--max-new-tokens", "40", "--temperature", "0")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ROMEO:") and len(r.stdout.rstrip("\n")) >= 40
@@ -56,12 +50,12 @@ def test_sample_cli(tiny_model):
         (["--prompt", "ROMEO#"], "'#'"),
     ],
 )
-def test_sample_cli_bad_input(tiny_model, args, message):
+def test_sample_cli_bad_input(tiny_model, args, message, sample):
     r = sample(str(tiny_model), *args)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr
 
 
-def test_sample_cli_missing_model(tmp_path):
+def test_sample_cli_missing_model(tmp_path, sample):
     r = sample(str(tmp_path / "none"))
     assert r.returncode != 0 and "neither a model folder nor a Hub repo id" in r.stderr and "Traceback" not in r.stderr

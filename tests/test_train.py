@@ -1,5 +1,4 @@
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -7,15 +6,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY
 
 import gpt
 from gpt.train import PRESETS, build_parser, learning_rate, resolve_settings
 
-
-def run(*args, **kw):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, **kw)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def curve(folder: Path) -> list[dict]:
@@ -39,9 +34,9 @@ def test_training_writes_a_model_folder_that_learns(tiny_model):
     assert not list(tiny_model.glob(".saving-*"))
 
 
-def test_cli_progress_and_final_line(tmp_path, play_file):
+def test_cli_progress_and_final_line(tmp_path, play_file, cli, tiny_args):
     out = tmp_path / "m"
-    r = run("-m", "gpt.train", "--data", str(play_file), "--out", str(out), *TINY, "--max-steps", "20",
+    r = cli("-m", "gpt.train", "--data", str(play_file), "--out", str(out), *tiny_args, "--max-steps", "20",
             "--eval-interval", "10", "--eval-steps", "2")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "tok_s=" in r.stderr and "20/20" in r.stderr  # tqdm bar with throughput
@@ -49,8 +44,8 @@ def test_cli_progress_and_final_line(tmp_path, play_file):
     assert last.startswith("best val loss ") and "tokens seen 10,240" in last and "wall time" in last
 
 
-def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, play_file):
-    common = ["--data", str(play_file), *TINY, "--eval-interval", "5", "--eval-steps", "2", "--dropout", "0.1"]
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, play_file, tiny_args):
+    common = ["--data", str(play_file), *tiny_args, "--eval-interval", "5", "--eval-steps", "2", "--dropout", "0.1"]
     gpt.train.main([*common, "--out", str(tmp_path / "full"), "--max-steps", "20"])
     gpt.train.main([*common, "--out", str(tmp_path / "split"), "--max-steps", "10", "--lr-decay-steps", "20"])
     assert curve(tmp_path / "split")[-1]["step"] == 10
@@ -61,11 +56,10 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, play_fil
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["INT", "TERM", "HUP"])
-def test_a_stop_signal_saves_state_and_resume_finishes(tmp_path, play_file, sig):
+def test_a_stop_signal_saves_state_and_resume_finishes(tmp_path, play_file, sig, cli, tiny_args):
     out = tmp_path / "m"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = ["--data", str(play_file), "--out", str(out), *TINY, "--max-steps", "100000", "--eval-interval", "50"]
-    proc = subprocess.Popen([sys.executable, "-m", "gpt.train", *args], cwd=ROOT, env=env, text=True,
+    args = ["--data", str(play_file), "--out", str(out), *tiny_args, "--max-steps", "100000", "--eval-interval", "50"]
+    proc = subprocess.Popen([sys.executable, "-m", "gpt.train", *args], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     deadline = time.time() + 120
     while not (out / "checkpoint" / "state.json").exists() and time.time() < deadline:
@@ -77,7 +71,7 @@ def test_a_stop_signal_saves_state_and_resume_finishes(tmp_path, play_file, sig)
     assert "interrupted at step" in stdout and "--resume" in stdout
     step = json.loads((out / "checkpoint" / "state.json").read_text())["step"]
     assert step > 0
-    r = run("-m", "gpt.train", "--out", str(out), "--resume", "--max-steps", str(step + 10))
+    r = cli("-m", "gpt.train", "--out", str(out), "--resume", "--max-steps", str(step + 10))
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == step + 10
 
@@ -95,18 +89,17 @@ def checkpoint_is_consistent(out: Path) -> int:
     return meta["step"]
 
 
-def test_kill_9_at_random_moments_leaves_a_consistent_checkpoint_and_folder(tmp_path, play_file):
+def test_kill_9_at_random_moments_leaves_a_consistent_checkpoint_and_folder(tmp_path, play_file, tiny_args):
     """A checkpoint every step, so most kills land in or near a write; each time the run resumes from what is left."""
     import random
 
     out = tmp_path / "m"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     common = ["--out", str(out), "--max-steps", "100000", "--eval-interval", "1", "--eval-steps", "1"]
     rng = random.Random(0)
     steps = []
     for attempt in range(5):
-        args = ["--resume"] if attempt else ["--data", str(play_file), *TINY, "--n-embd", "128"]
-        proc = subprocess.Popen([sys.executable, "-m", "gpt.train", *args, *common], cwd=ROOT, env=env,
+        args = ["--resume"] if attempt else ["--data", str(play_file), *tiny_args, "--n-embd", "128"]
+        proc = subprocess.Popen([sys.executable, "-m", "gpt.train", *args, *common], cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         deadline = time.time() + 120
         start = steps[-1] if steps else -1
@@ -128,9 +121,9 @@ def test_kill_9_at_random_moments_leaves_a_consistent_checkpoint_and_folder(tmp_
 
 
 @pytest.mark.parametrize("damage", ["truncate", "drop", "other-step"])
-def test_a_damaged_checkpoint_is_refused_in_one_line(tmp_path, play_file, damage):
+def test_a_damaged_checkpoint_is_refused_in_one_line(tmp_path, play_file, damage, cli, tiny_args):
     out = tmp_path / "m"
-    gpt.train.main(["--data", str(play_file), "--out", str(out), *TINY, "--max-steps", "4", "--eval-interval", "2",
+    gpt.train.main(["--data", str(play_file), "--out", str(out), *tiny_args, "--max-steps", "4", "--eval-interval", "2",
                     "--eval-steps", "1"])  # fmt: skip
     folder = out / "checkpoint"
     meta = json.loads((folder / "state.json").read_text())
@@ -141,16 +134,16 @@ def test_a_damaged_checkpoint_is_refused_in_one_line(tmp_path, play_file, damage
         tensors.unlink()
     else:
         (folder / "state.json").write_text(json.dumps({**meta, "step": 2}))
-    r = run("-m", "gpt.train", "--out", str(out), "--resume", "--max-steps", "8")
+    r = cli("-m", "gpt.train", "--out", str(out), "--resume", "--max-steps", "8")
     lines = r.stderr.strip().splitlines()
     assert r.returncode != 0 and len(lines) == 1 and "Traceback" not in r.stderr
     assert "without --resume" in lines[0]
 
 
-def test_ddp_two_processes_on_cpu(tmp_path, play_file, free_port):
+def test_ddp_two_processes_on_cpu(tmp_path, play_file, free_port, cli, tiny_args):
     out = tmp_path / "ddp"
-    r = run("-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port), "-m", "gpt.train",
-            "--data", str(play_file), "--out", str(out), *TINY, "--max-steps", "20", "--eval-interval", "10",
+    r = cli("-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port), "-m", "gpt.train",
+            "--data", str(play_file), "--out", str(out), *tiny_args, "--max-steps", "20", "--eval-interval", "10",
             "--eval-steps", "2", "--device", "cpu")  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("best val loss") == 1  # only rank 0 reports and writes
@@ -172,10 +165,10 @@ def test_ddp_two_processes_on_cpu(tmp_path, play_file, free_port):
         (["--out", "README.md"], "is a file: give a folder"),
     ],
 )
-def test_bad_input_is_one_line_and_nonzero(tmp_path, play_file, args, message):
+def test_bad_input_is_one_line_and_nonzero(tmp_path, play_file, args, message, cli):
     if "--data" not in args and "--resume" not in args and args:
         args = ["--data", str(play_file), *args]
-    r = run("-m", "gpt.train", "--out", str(tmp_path / "x"), *args)
+    r = cli("-m", "gpt.train", "--out", str(tmp_path / "x"), *args)
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr
@@ -198,22 +191,22 @@ def test_learning_rate_schedule():
     assert learning_rate(110, s) == pytest.approx(0.1) and learning_rate(500, s) == 0.1
 
 
-def test_help_explains_every_flag():
-    r = run("-m", "gpt.train", "--help")
+def test_help_explains_every_flag(cli):
+    r = cli("-m", "gpt.train", "--help")
     for action in build_parser()._actions:
         assert action.help, action.dest
     assert r.returncode == 0 and "--max-steps" in r.stdout and "preset" in r.stdout
 
 
-def test_eval_cli_prints_the_cards_figure(tiny_model, play_file, names_model, names_file):
-    r = run("-m", "gpt.eval", str(tiny_model), "--data", str(play_file))
+def test_eval_cli_prints_the_cards_figure(tiny_model, play_file, names_model, names_file, cli):
+    r = cli("-m", "gpt.eval", str(tiny_model), "--data", str(play_file))
     assert r.returncode == 0, r.stderr
     figure = r.stdout.split()[2]
     assert f"**{figure}**" in (tiny_model / "README.md").read_text()
     assert json.loads((tiny_model / "metrics.json").read_text())["run"]["exact_val_loss"] == pytest.approx(
         float(figure), abs=1e-4
     )
-    r = run("-m", "gpt.eval", str(names_model), "--data", str(names_file), "--docs")
+    r = cli("-m", "gpt.eval", str(names_model), "--data", str(names_file), "--docs")
     assert r.returncode == 0 and float(r.stdout.split()[2]) < 3
-    r = run("-m", "gpt.eval", str(names_model), "--data", str(names_file))
+    r = cli("-m", "gpt.eval", str(names_model), "--data", str(names_file))
     assert r.returncode != 0 and "add --docs" in r.stderr and "Traceback" not in r.stderr
