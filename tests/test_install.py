@@ -1,0 +1,37 @@
+"""`pip install .` and `pip install git+<repo>` give an importable gpt package and its commands, from any folder."""
+
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def env_python(tmp_path_factory):
+    """A fresh virtual environment that sees the installed dependencies but not this checkout."""
+    where = tmp_path_factory.mktemp("venv")
+    venv.create(where, system_site_packages=True, with_pip=True)
+    return where / "bin" / "python"
+
+
+def run(python, *args, cwd):
+    return subprocess.run([str(python), *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("source", ["path", "git"])
+def test_pip_install_gives_the_package_and_its_commands(env_python, tmp_path, source):
+    target = str(ROOT) if source == "path" else f"git+file://{ROOT}"
+    r = run(env_python, "-m", "pip", "install", "--quiet", "--force-reinstall", "--no-deps", target, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run(env_python, "-c", "import gpt; print(gpt.__file__)", cwd=tmp_path)
+    assert r.returncode == 0 and "site-packages" in r.stdout and str(ROOT) not in r.stdout, r.stdout + r.stderr
+    r = run(env_python, "-m", "gpt.sample", str(ROOT / "weights" / "names"), "--num-samples", "2", "--seed", "0",
+            cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr
+    for command in ("gpt-train", "gpt-sample", "gpt-eval", "gpt-hub", "gpt-folder"):
+        r = subprocess.run([str(env_python.parent / command), "--help"], capture_output=True, text=True, cwd=tmp_path)
+        assert r.returncode == 0 and "usage" in r.stdout, (command, r.stderr)
