@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -31,12 +32,60 @@ from gpt.generate import LM
 from gpt.model import GPT, GPTConfig, ModelFileError, pick_device
 from gpt.tokenizer import CharTokenizer, UnknownCharactersError
 
-DEFAULTS = dict(
-    n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False,
-    batch_size=32, max_steps=2000, lr=1e-3, min_lr=1e-4, warmup_steps=100, lr_decay_steps=None,
-    weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, eval_interval=250, eval_steps=20,
-    device="auto", dtype="auto", save_dtype="float32", compile=False, seed=1337, docs=False, dataset=None,
-)  # fmt: skip
+
+@dataclass
+class TrainConfig:
+    """One run's settings: the defaults below <- a preset <- explicit flags; checked when made."""
+
+    data: str | None = None  # the UTF-8 text file
+    docs: bool = False  # document mode: one item per line
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 64
+    dropout: float = 0.0
+    bias: bool = False
+    batch_size: int = 32
+    max_steps: int = 2000
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    lr_decay_steps: int | None = None  # where the cosine reaches min_lr (default: max_steps)
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    eval_interval: int = 250
+    eval_steps: int = 20
+    device: str = "auto"
+    dtype: str = "auto"
+    save_dtype: str = "float32"
+    compile: bool = False
+    seed: int = 1337
+    dataset: str | None = None  # Hub dataset id, for the card
+    preset: str | None = None
+
+    def __post_init__(self):
+        if not self.data:
+            raise ValueError("--data is required: give a UTF-8 text file to train on")
+        counts = ["n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_steps", "eval_interval", "eval_steps"]
+        for k in counts:
+            if getattr(self, k) < 1:
+                raise ValueError(f"--{k.replace('_', '-')} must be at least 1")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"--n-embd {self.n_embd} must be divisible by --n-head {self.n_head}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError("--dropout must be in [0, 1)")
+        if self.warmup_steps < 0 or self.lr <= 0 or self.min_lr < 0:
+            raise ValueError("--lr must be > 0, --min-lr and --warmup-steps >= 0")
+
+    @property
+    def model(self) -> GPTConfig:
+        """The model's shape, for a vocabulary of vocab_size tokens (set once the data is read)."""
+        return GPTConfig(block_size=self.block_size, n_layer=self.n_layer, n_head=self.n_head, n_embd=self.n_embd,
+                         dropout=self.dropout, bias=self.bias)  # fmt: skip
+
+
 PRESETS = {
     # nanoGPT's shakespeare_char recipe (10.65M parameters): a GPU run of a few minutes.
     "shakespeare-char": dict(
@@ -64,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m gpt.train",
         description="Train a character-level GPT on a UTF-8 text file. A preset fills the defaults; explicit flags "
-        "override it. Defaults without a preset: " + ", ".join(f"{k}={v}" for k, v in DEFAULTS.items()),
+        "override it. Defaults without a preset: "
+        + ", ".join(f"{f.name}={f.default}" for f in fields(TrainConfig) if f.name not in ("data", "preset")),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     a = p.add_argument
@@ -100,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_settings(args: argparse.Namespace) -> dict:
+def resolve_settings(args: argparse.Namespace) -> TrainConfig:
     """Defaults <- preset <- explicit flags; on --resume the saved run's settings stand in for the defaults."""
     explicit = {k: v for k, v in vars(args).items() if v is not None and k not in ("out", "resume", "preset")}
     if Path(args.out).exists() and not Path(args.out).is_dir():
@@ -112,29 +162,19 @@ def resolve_settings(args: argparse.Namespace) -> dict:
                 raise ValueError(
                     f"--{k.replace('_', '-')} {explicit[k]} differs from the run being resumed ({saved[k]})"
                 )
-        return {**saved, **explicit}
-    settings = {**DEFAULTS, **PRESETS.get(args.preset, {}), **explicit, "preset": args.preset}
-    if not settings.get("data"):
-        raise ValueError("--data is required: give a UTF-8 text file to train on")
-    for k in ["n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_steps", "eval_interval", "eval_steps"]:
-        if settings[k] < 1:
-            raise ValueError(f"--{k.replace('_', '-')} must be at least 1")
-    if settings["n_embd"] % settings["n_head"]:
-        raise ValueError(f"--n-embd {settings['n_embd']} must be divisible by --n-head {settings['n_head']}")
-    if not 0 <= settings["dropout"] < 1:
-        raise ValueError("--dropout must be in [0, 1)")
-    return settings
+        return TrainConfig(**{**saved, **explicit})
+    return TrainConfig(**{**PRESETS.get(args.preset, {}), **explicit, "preset": args.preset})
 
 
-def learning_rate(step: int, s: dict) -> float:
+def learning_rate(step: int, c: TrainConfig) -> float:
     """Linear warmup, then cosine decay to min_lr at lr_decay_steps, then flat."""
-    decay_steps = s["lr_decay_steps"] or s["max_steps"]
-    if step < s["warmup_steps"]:
-        return s["lr"] * (step + 1) / (s["warmup_steps"] + 1)
+    decay_steps = c.lr_decay_steps or c.max_steps
+    if step < c.warmup_steps:
+        return c.lr * (step + 1) / (c.warmup_steps + 1)
     if step >= decay_steps:
-        return s["min_lr"]
-    ratio = (step - s["warmup_steps"]) / max(1, decay_steps - s["warmup_steps"])
-    return s["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (s["lr"] - s["min_lr"])
+        return c.min_lr
+    ratio = (step - c.warmup_steps) / max(1, decay_steps - c.warmup_steps)
+    return c.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (c.lr - c.min_lr)
 
 
 # Resume state: tensors in state-STEP.safetensors, everything else in state.json, which names that file. Writing the
@@ -267,23 +307,23 @@ def plot_loss(curve: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def train(s: dict, out: Path, resume: bool = False, command: str = "") -> dict:
+def train(c: TrainConfig, out: Path, resume: bool = False, command: str = "") -> dict:
     """Run the training loop with resolved settings; returns the run summary written to metrics.json."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
     if world > 1:
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        backend = "nccl" if torch.cuda.is_available() and s["device"] in ("auto", "cuda") else "gloo"
+        backend = "nccl" if torch.cuda.is_available() and c.device in ("auto", "cuda") else "gloo"
         dist.init_process_group(backend)
-        device = torch.device(f"cuda:{local_rank}") if backend == "nccl" else pick_device(s["device"])
+        device = torch.device(f"cuda:{local_rank}") if backend == "nccl" else pick_device(c.device)
         if device.type == "cuda":
             torch.cuda.set_device(device)
     else:
-        device = pick_device(s["device"])
+        device = pick_device(c.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but no CUDA GPU is available")
     master = rank == 0
-    dtype_name = s["dtype"]
+    dtype_name = c.dtype
     if dtype_name == "auto":
         dtype_name = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
     amp_dtype = DTYPES[dtype_name]
@@ -292,16 +332,12 @@ def train(s: dict, out: Path, resume: bool = False, command: str = "") -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    torch.manual_seed(s["seed"] + rank)
-    data_rng = torch.Generator().manual_seed(s["seed"] + rank)
+    torch.manual_seed(c.seed + rank)
+    data_rng = torch.Generator().manual_seed(c.seed + rank)
     tokenizer = CharTokenizer.load(out) if resume else None
-    tokenizer, train_data, val_data = load_dataset(s["data"], s["block_size"], s["docs"], tokenizer)
-    config = GPTConfig(
-        vocab_size=tokenizer.vocab_size, block_size=s["block_size"], n_layer=s["n_layer"], n_head=s["n_head"],
-        n_embd=s["n_embd"], dropout=s["dropout"], bias=s["bias"],
-    )  # fmt: skip
-    model = GPT(config).to(device)
-    optimizer = model.configure_optimizer(s["weight_decay"], s["lr"], (s["beta1"], s["beta2"]), device.type == "cuda")
+    tokenizer, train_data, val_data = load_dataset(c.data, c.block_size, c.docs, tokenizer)
+    model = GPT(replace(c.model, vocab_size=tokenizer.vocab_size)).to(device)
+    optimizer = model.configure_optimizer(c.weight_decay, c.lr, (c.beta1, c.beta2), device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     start, best_val, curve, tokens_seen, elapsed = 0, float("inf"), [], 0, 0.0
     if resume:
@@ -314,7 +350,7 @@ def train(s: dict, out: Path, resume: bool = False, command: str = "") -> dict:
         if device.type == "cuda" and "cuda" in rng:
             torch.cuda.set_rng_state(rng["cuda"][rank])
     raw_model = model
-    if s["compile"]:
+    if c.compile:
         model = torch.compile(model)
     if world > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -324,13 +360,13 @@ def train(s: dict, out: Path, resume: bool = False, command: str = "") -> dict:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, lambda *_: stop_requested.append(True))
 
-    tokens_per_step = s["batch_size"] * s["block_size"] * world
+    tokens_per_step = c.batch_size * c.block_size * world
     splits = {"train": train_data, "val": val_data}
     run = {
-        "name": out.name, "data": str(s["data"]), "command": command, "device": str(device).split(":")[0],
+        "name": out.name, "data": str(c.data), "command": command, "device": str(device).split(":")[0],
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
         f"{device.type} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)",
-        "parameters": raw_model.num_params(), "world_size": world, "dtype": dtype_name, "settings": s,
+        "parameters": raw_model.num_params(), "world_size": world, "dtype": dtype_name, "settings": asdict(c),
     }  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
 
@@ -341,7 +377,7 @@ def train(s: dict, out: Path, resume: bool = False, command: str = "") -> dict:
             rng["cuda"] = gather_states(torch.cuda.get_rng_state(device), world, device)
         if master:
             meta = {"step": step, "best_val_loss": best_val, "curve": curve, "tokens_seen": tokens_seen}
-            meta.update({"wall_time_s": elapsed + time.time() - t0, "settings": s})
+            meta.update({"wall_time_s": elapsed + time.time() - t0, "settings": asdict(c)})
             save_checkpoint(out, raw_model, optimizer, meta, rng)
 
     def metrics() -> dict:
@@ -352,43 +388,43 @@ def train(s: dict, out: Path, resume: bool = False, command: str = "") -> dict:
         return {"run": {**run, **summary}, "curve": curve}
 
     t0 = time.time()
-    bar = tqdm(total=s["max_steps"], initial=start, disable=not master, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=c.max_steps, initial=start, disable=not master, unit="step", dynamic_ncols=True)
     last_loss, interval_start, interval_tokens = float("nan"), time.time(), 0
     step = start
     while True:
-        if (step % s["eval_interval"] == 0 or step == s["max_steps"]) and not (resume and step == start):
-            losses = estimate_loss(model, splits, s["eval_steps"], s["batch_size"], s["seed"], ctx, device, world)
+        if (step % c.eval_interval == 0 or step == c.max_steps) and not (resume and step == start):
+            losses = estimate_loss(model, splits, c.eval_steps, c.batch_size, c.seed, ctx, device, world)
             tok_s = interval_tokens / max(time.time() - interval_start, 1e-9)
             entry = {"step": step, "train_loss": losses["train"], "val_loss": losses["val"]}
-            entry.update({"lr": learning_rate(max(step - 1, 0), s), "tokens_per_s": round(tok_s)})
+            entry.update({"lr": learning_rate(max(step - 1, 0), c), "tokens_per_s": round(tok_s)})
             curve.append(entry)
             if master:
                 bar.write(f"step {step}: train {losses['train']:.4f}, val {losses['val']:.4f}")
             if losses["val"] < best_val:
                 best_val = losses["val"]
                 if master:
-                    save_folder(raw_model, tokenizer, out, metrics(), DTYPES[s["save_dtype"]])
+                    save_folder(raw_model, tokenizer, out, metrics(), DTYPES[c.save_dtype])
             checkpoint(step)
             interval_start, interval_tokens = time.time(), 0
-        if step >= s["max_steps"] or stop_requested:
+        if step >= c.max_steps or stop_requested:
             break
-        lr = learning_rate(step, s)
+        lr = learning_rate(step, c)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x, y = train_data.sample(s["batch_size"], data_rng)
+        x, y = train_data.sample(c.batch_size, data_rng)
         with ctx:
             _, loss = model(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
         scaler.scale(loss).backward()
-        if s["grad_clip"]:
+        if c.grad_clip:
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), s["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         tokens_seen += tokens_per_step
         interval_tokens += tokens_per_step
-        if master and (step % 10 == 0 or step == s["max_steps"]):
+        if master and (step % 10 == 0 or step == c.max_steps):
             last_loss = loss.item()
             tok_s = interval_tokens / max(time.time() - interval_start, 1e-9)
             bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{tok_s:,.0f}", lr=f"{lr:.2e}", refresh=False)
@@ -402,7 +438,7 @@ def train(s: dict, out: Path, resume: bool = False, command: str = "") -> dict:
             plot_loss(curve, out / "loss.png")
             summary["run"]["loss_png"] = True
         lm = load_folder(out)  # the best model, as saved
-        summary["run"]["exact_val_loss"] = validation_loss(lm, read_text(s["data"]))[0]
+        summary["run"]["exact_val_loss"] = validation_loss(lm, read_text(c.data))[0]
         summary["samples"] = samples(lm)
         write_metrics(out, summary)
         write_card(out, lm.model.config, lm.tokenizer)

@@ -1,7 +1,6 @@
 """`pip install .` and `pip install git+<repo>` give an importable gpt package and its commands, from any folder."""
 
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
