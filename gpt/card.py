@@ -8,10 +8,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from gpt.model import GPTConfig
+from gpt.model import HUB_TAGS, GPTConfig
 from gpt.tokenizer import CharTokenizer
-
-TAGS = ["gpt2", "character-level", "text-generation", "from-scratch"]
 
 
 def public_command(run: dict) -> str:
@@ -33,7 +31,7 @@ def metadata(config: GPTConfig, tokenizer: CharTokenizer, run: dict, name: str) 
         license="mit",
         library_name="transformers",
         pipeline_tag="text-generation",
-        tags=TAGS + (["document-mode"] if tokenizer.documents else []),
+        tags=HUB_TAGS + (["document-mode"] if tokenizer.documents else []),
         datasets=[dataset] if dataset else None,
         model_name=name,
         eval_results=results,

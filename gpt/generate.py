@@ -31,7 +31,7 @@ class SamplingParams:
     seed: int | None = None
 
     def __post_init__(self):
-        def number(name, value, ok, rule):
+        def check(name, value, ok, rule):
             if (
                 isinstance(value, bool)
                 or not isinstance(value, (int, float))
@@ -40,11 +40,11 @@ class SamplingParams:
             ):
                 raise ValueError(f"{name} must be {rule}, got {value!r}")
 
-        number("max_new_tokens", self.max_new_tokens, lambda v: v >= 0 and v == int(v), "a whole number >= 0")
-        number("temperature", self.temperature, lambda v: v >= 0, "a number >= 0 (0 means greedy)")
-        number("top_k", self.top_k, lambda v: v >= 0 and v == int(v), "a whole number >= 0 (0 means off)")
-        number("top_p", self.top_p, lambda v: 0 < v <= 1, "in (0, 1] (1 means off)")
-        number("repetition_penalty", self.repetition_penalty, lambda v: v > 0, "a number > 0 (1 means off)")
+        check("max_new_tokens", self.max_new_tokens, lambda v: v >= 0 and v == int(v), "a whole number >= 0")
+        check("temperature", self.temperature, lambda v: v >= 0, "a number >= 0 (0 means greedy)")
+        check("top_k", self.top_k, lambda v: v >= 0 and v == int(v), "a whole number >= 0 (0 means off)")
+        check("top_p", self.top_p, lambda v: 0 < v <= 1, "in (0, 1] (1 means off)")
+        check("repetition_penalty", self.repetition_penalty, lambda v: v > 0, "a number > 0 (1 means off)")
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
         if any(not isinstance(s, str) or not s for s in stop):
             raise ValueError(f"stop must be non-empty strings, got {self.stop!r}")

@@ -123,13 +123,16 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x)), attention
 
 
+HUB_TAGS = ["gpt2", "character-level", "text-generation", "from-scratch"]  # the Hub tags of every card
+
+
 class GPT(
     nn.Module,
     PyTorchModelHubMixin,
     library_name="transformers",
     license="mit",
     pipeline_tag="text-generation",
-    tags=["gpt2", "character-level", "text-generation"],
+    tags=HUB_TAGS,
 ):
     def __init__(self, config: GPTConfig):
         super().__init__()

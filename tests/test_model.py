@@ -88,24 +88,29 @@ def test_half_precision_weights_load_as_float32(tmp_path):
     assert torch.allclose(loaded.lm_head.weight, m.lm_head.weight.float())
 
 
-def test_bad_folders_name_the_file(tmp_path):
+def truncate_weights(folder):
+    weights = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+
+
+def widen_config(folder):
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "n_embd": 64}))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (truncate_weights, "model.safetensors is unreadable or truncated"),
+        (widen_config, "does not match config.json"),
+        (lambda f: (f / "config.json").write_text('{"n_embd": '), "config.json is not valid JSON"),
+        (lambda f: (f / "config.json").unlink(), "config.json is missing"),
+        (lambda f: (f / "model.safetensors").unlink(), "model.safetensors is missing"),
+    ],
+    ids=["truncated-weights", "mismatched-config", "bad-json", "no-config", "no-weights"],
+)
+def test_a_bad_folder_names_the_file(tmp_path, damage, message):
     model().save_pretrained(tmp_path)
-    weights = (tmp_path / "model.safetensors").read_bytes()
-    (tmp_path / "model.safetensors").write_bytes(weights[: len(weights) // 2])
-    with pytest.raises(ModelFileError, match="model.safetensors is unreadable or truncated"):
-        GPT.from_pretrained(tmp_path)
-    (tmp_path / "model.safetensors").write_bytes(weights)
-    config = json.loads((tmp_path / "config.json").read_text())
-    (tmp_path / "config.json").write_text(json.dumps({**config, "n_embd": 64}))
-    with pytest.raises(ModelFileError, match="does not match config.json"):
-        GPT.from_pretrained(tmp_path)
-    (tmp_path / "config.json").write_text('{"n_embd": ')
-    with pytest.raises(ModelFileError, match="config.json is not valid JSON"):
-        GPT.from_pretrained(tmp_path)
-    (tmp_path / "config.json").unlink()
-    with pytest.raises(ModelFileError, match="config.json is missing"):
-        GPT.from_pretrained(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    (tmp_path / "model.safetensors").unlink()
-    with pytest.raises(ModelFileError, match="model.safetensors is missing"):
+    damage(tmp_path)
+    with pytest.raises(ModelFileError, match=message):
         GPT.from_pretrained(tmp_path)

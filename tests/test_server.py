@@ -29,26 +29,44 @@ def client(url, key="unused"):
     return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
 
 
-def test_openai_client_completions(api, lm):
-    c = client(api)
-    r = c.completions.create(model="play", prompt="ROMEO:", max_tokens=30, temperature=0)
+GREEDY = dict(model="play", prompt="ROMEO:", temperature=0)
+
+
+def test_completion_equals_the_library_and_counts_usage(api, lm):
+    r = client(api).completions.create(**GREEDY, max_tokens=30)
     assert r.choices[0].text == lm.generate("ROMEO:", max_new_tokens=30, temperature=0)
     assert r.choices[0].finish_reason == "length"
     assert r.usage.prompt_tokens == 6 and r.usage.completion_tokens == 30
-    pieces = c.completions.create(model="play", prompt="ROMEO:", max_tokens=30, temperature=0, stream=True)
-    chunks = list(pieces)
-    assert "".join(ch.choices[0].text for ch in chunks) == r.choices[0].text
+
+
+def test_streamed_completion_joins_to_the_whole_one(api):
+    whole = client(api).completions.create(**GREEDY, max_tokens=30).choices[0].text
+    chunks = list(client(api).completions.create(**GREEDY, max_tokens=30, stream=True))
+    assert "".join(ch.choices[0].text for ch in chunks) == whole
     assert chunks[-1].choices[0].finish_reason == "length" and len(chunks) >= 3
-    stopped = c.completions.create(
-        model="play", prompt="ROMEO:", max_tokens=200, temperature=0, stop=[r.choices[0].text[5:8]]
-    )
-    assert stopped.choices[0].finish_reason == "stop" and stopped.choices[0].text == r.choices[0].text[:5]
-    n = c.completions.create(model="play", prompt="ROMEO:", max_tokens=20, temperature=1.0, seed=3, n=3)
-    assert [ch.text for ch in n.choices] == lm.generate_batch(
-        ["ROMEO:"] * 3, max_new_tokens=20, temperature=1.0, seed=3
-    )
-    lp = c.completions.create(model="play", prompt="ROMEO:", max_tokens=5, temperature=0, logprobs=3)
+
+
+def test_stop_string_ends_the_completion_before_it(api):
+    whole = client(api).completions.create(**GREEDY, max_tokens=30).choices[0].text
+    stopped = client(api).completions.create(**GREEDY, max_tokens=200, stop=[whole[5:8]])
+    assert stopped.choices[0].finish_reason == "stop" and stopped.choices[0].text == whole[: whole.find(whole[5:8])]
+
+
+def test_n_choices_equal_a_seeded_batch(api, lm):
+    n = client(api).completions.create(model="play", prompt="ROMEO:", max_tokens=20, temperature=1.0, seed=3, n=3)
+    assert [ch.text for ch in n.choices] == lm.generate_batch(["ROMEO:"] * 3, max_new_tokens=20, temperature=1.0,
+                                                              seed=3)  # fmt: skip
+
+
+def test_logprobs_list_the_top_alternatives(api):
+    lp = client(api).completions.create(**GREEDY, max_tokens=5, logprobs=3)
     assert len(lp.choices[0].logprobs.tokens) == 5 and len(lp.choices[0].logprobs.top_logprobs[0]) == 3
+    assert all(v <= 0 for v in lp.choices[0].logprobs.token_logprobs)
+
+
+def test_logprobs_are_absent_unless_asked(api):
+    chunks = list(client(api).completions.create(**GREEDY, max_tokens=10, stream=True))
+    assert all(ch.choices[0].logprobs is None for ch in chunks)
 
 
 def test_openai_client_chat(api):
