@@ -109,3 +109,36 @@ def test_shipped_folders_load_in_transformers(name):
     ids = tokenizer(prompt, return_tensors="pt").input_ids
     with torch.no_grad():
         assert (model(ids).logits - lm.model(ids)[0]).abs().max().item() <= 1e-4
+
+
+def first_format_folder(root, play_file):
+    """A folder as the first version of this library wrote it: flat config, nn.Linear layout, {"type": "char"}."""
+    import json
+
+    from safetensors.torch import save_model
+
+    chars = sorted(set(play_file.read_text()))
+    torch.manual_seed(1)
+    model = GPT(GPTConfig(vocab_size=len(chars), block_size=32, n_layer=2, n_head=2, n_embd=32))
+    folder = root / "old"
+    folder.mkdir()
+    save_model(model, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(vars(model.config)))
+    (folder / "tokenizer.json").write_text(json.dumps({"type": "char", "version": 1, "documents": False,
+                                                       "chars": chars}))  # fmt: skip
+    return folder, model
+
+
+def test_first_format_folders_load_and_upgrade_in_one_command(tmp_path, play_file, cli):
+    folder, model = first_format_folder(tmp_path, play_file)
+    ids = torch.tensor([gpt.load(folder, device="cpu").encode_prompt("ROMEO:")])
+    with torch.no_grad():
+        expected = model(ids)[0]
+        assert torch.equal(gpt.load(folder, device="cpu").model(ids)[0], expected)
+    r = cli("-m", "gpt.folder", "upgrade", str(folder))
+    assert r.returncode == 0 and "upgraded" in r.stdout, r.stderr
+    hf_model, _ = hf(folder)
+    with torch.no_grad():
+        assert (hf_model(ids).logits - expected).abs().max().item() <= 1e-4
+        assert torch.equal(gpt.load(folder, device="cpu").model(ids)[0], expected)
+    assert "already" in cli("-m", "gpt.folder", "upgrade", str(folder)).stdout
