@@ -6,6 +6,7 @@ time without recomputing, and this keeps decoding incremental for 1/4 of a block
 """
 
 import math
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -175,7 +176,7 @@ class StopStrings:
     def __init__(self, stops: tuple[str, ...]):
         self.stops = stops
         self.matchers = [StopMatcher(s) for s in stops]
-        self.pending: list[Token] = []
+        self.pending: deque[Token] = deque()
         self.pending_chars = 0
 
     def feed(self, token: Token) -> tuple[list[Token], bool]:
@@ -194,16 +195,15 @@ class StopStrings:
 
     def _release(self, chars: int) -> list[Token]:
         """The pending tokens that lie wholly within the first `chars` pending characters."""
-        n, used = 0, 0
-        while n < len(self.pending) and used + len(self.pending[n].text) <= chars:
-            used += len(self.pending[n].text)
-            n += 1
-        out, self.pending = self.pending[:n], self.pending[n:]
+        out, used = [], 0
+        while self.pending and used + len(self.pending[0].text) <= chars:
+            used += len(self.pending[0].text)
+            out.append(self.pending.popleft())
         self.pending_chars -= used
         return out
 
     def flush(self) -> list[Token]:
-        out, self.pending, self.pending_chars = self.pending, [], 0
+        out, self.pending, self.pending_chars = list(self.pending), deque(), 0
         return out
 
 
