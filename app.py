@@ -15,6 +15,7 @@ import hmac
 import html
 import math
 import os
+import random
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -25,11 +26,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
-from gpt.chat import chat_prompt, layout, message_text, turns_of  # noqa: E402
+from gpt.chat import chat_prompt, layout, message_text, natural_end, turns_of  # noqa: E402
 from gpt.folder import read_metrics  # noqa: E402
-from gpt.generate import LM  # noqa: E402
+from gpt.generate import LM, SEED_MAX, SEED_MIN  # noqa: E402
 from gpt.hub import ModelNotFoundError, load  # noqa: E402
 from gpt.model import ModelFileError  # noqa: E402
+from gpt.tokenizer import UnknownCharactersError  # noqa: E402
 
 try:  # ZeroGPU Spaces: run the model calls on a GPU slice; elsewhere a no-op
     import spaces
@@ -41,6 +43,7 @@ except ImportError:
 ROOT = Path(__file__).resolve().parent
 SHIPPED = str(ROOT / "weights" / "*")
 ATTENTION_MAX_CHARS = 64
+API_KEY = os.environ.get("GPT_API_KEY")  # set from --api-key too: the API usage text mentions the key
 
 
 @dataclass
@@ -122,118 +125,181 @@ def describe(name: str, lm: LM) -> dict:
     }
 
 
-def controls(temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed) -> dict:
+def controls(temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed: int) -> dict:
     return dict(
         temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), max_new_tokens=int(max_new_tokens),
-        repetition_penalty=float(repetition_penalty), seed=None if seed in (None, "") else int(seed),
+        repetition_penalty=float(repetition_penalty), seed=seed,
     )  # fmt: skip
 
 
-def checked_prompt(lm: LM, text: str) -> str:
-    """The prompt as the model will see it: unknown characters are an error, an over-long one is cut and said so."""
+def parse_seed(seed) -> int | None:
+    """The seed field: blank means random; otherwise a whole number. None if it is not one."""
+    text = str(seed if seed is not None else "").strip()
+    if not text:
+        return random.randrange(2**31)
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if SEED_MIN <= value <= SEED_MAX else None
+
+
+def unknown_characters(lm: LM, text: str) -> str | None:
+    """What to tell a user whose text has characters the model does not know (None when it has none)."""
     unknown = lm.tokenizer.unknown(text)
-    if unknown:
-        shown = " ".join(repr(c) for c in unknown)
-        raise gr.Error(f"This model does not know these characters: {shown}. Remove or replace them.")
+    if not unknown:
+        return None
+    message = str(UnknownCharactersError(unknown, lm.tokenizer.chars))
+    return message[0].upper() + message[1:] + "."
+
+
+def fitted(lm: LM, text: str) -> str:
+    """The text as the model will see it: a prompt longer than the context keeps its end, and the user is told once."""
     keep = lm.block_size - (1 if lm.tokenizer.documents else 0)
     if len(text) > keep:
-        gr.Warning(
-            f"The prompt is longer than the model's context ({lm.block_size}): "
-            f"only its last {keep} characters are used."
-        )
+        gr.Warning(f"The text is longer than the model's context ({lm.block_size}): only its last {keep} characters "
+                   "are used.")  # fmt: skip
         text = text[-keep:]
     return text
 
 
+VALID = gr.validate(True, "")  # a validator answers for each input of its event, in order
+
+
+def check_settings(seed) -> list:
+    """The settings' answers, in order: the sliders are range-checked by Gradio itself; the seed is checked here."""
+    seed_ok = parse_seed(seed) is not None
+    return [*[VALID] * 5, gr.validate(seed_ok, f"The seed must be a whole number ({SEED_MIN} to {SEED_MAX}) or blank.")]
+
+
+def model_problem(name: str) -> str | None:
+    try:
+        get_lm(name)
+    except gr.Error as e:
+        return e.message
+    return None
+
+
+def check_chat(message, history, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed):
+    """Checks before a chat turn starts: a problem is shown at the box, which keeps the message and stays usable."""
+    message, bad_model = message_text(message), model_problem(model_name)
+    problem = "The message is empty: type something to say." if not message.strip() else None
+    problem = problem or (None if bad_model else unknown_characters(get_lm(model_name), message))
+    return [gr.validate(problem is None, problem or ""), VALID, gr.validate(bad_model is None, bad_model or ""),
+            *check_settings(seed)]  # fmt: skip
+
+
 @gpu
 def chat(message, history, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed):
+    """One chat turn, streamed: yields (the cleared box, the conversation, a note on seed and memory)."""
     lm = get_lm(model_name)
-    message = message_text(message)
-    if not message.strip():
-        raise gr.Error("The message is empty: type something to say.")
-    checked_prompt(lm, message)
+    message = message_text(message).strip()
+    seed = parse_seed(seed)
     settings = controls(temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed)
-    prompt = chat_prompt(lm, turns_of(history), message)
-    if prompt.dropped_turns and layout(lm) != "document":
-        gr.Info(f"{prompt.dropped_turns} earlier turn(s) left out to fit the model's context.")
-    text = checked_prompt(lm, prompt.text)
-    reply = prompt.text if layout(lm) == "document" else ""
-    stream = lm.stream(text, **{**settings, "stop": prompt.stop})
+    prompt = chat_prompt(lm, turns_of(history), fitted(lm, message))
+    note = f"seed {seed}" + (f" · the model does not see the {prompt.dropped_turns} oldest turn(s)"
+                             if prompt.dropped_turns and layout(lm) != "document" else "")  # fmt: skip
+    history = [*(history or []), {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
+    reply = prompt.reply_prefix
+    completion = lm.complete(fitted(lm, prompt.text) if len(prompt.text) > lm.block_size else prompt.text,
+                             **{**settings, "stop": prompt.stop})  # fmt: skip
     try:
-        for piece in stream:
-            reply += piece
-            yield reply
-    except ValueError as e:
-        raise gr.Error(str(e)) from None
+        for token in completion:
+            reply += token.text
+            history[-1]["content"] = reply
+            yield "", history, note
     finally:
-        stream.close()
-    if not reply.strip():
-        yield "…"
+        completion.close()
+    if completion.finish_reason == "length":
+        reply = natural_end(reply)
+    history[-1]["content"] = reply if reply.strip() else "…"
+    yield "", history, note
+
+
+def shown(text: str) -> str:
+    """A character as a table cell shows it: space and newline made visible."""
+    return text.replace(" ", "␣").replace("\n", "↵")
 
 
 def alternatives_table(tokens) -> list[list]:
     """Per generated token: its probability and the five the model found most likely, with theirs."""
-    return [[t.text, round(math.exp(t.logprob), 4)] + [f"{a!r} {math.exp(lp):.3f}" for a, lp in t.top] for t in tokens]
+    return [[shown(t.text), f"{math.exp(t.logprob):.3f}"] + [f"{shown(a)} {math.exp(lp):.3f}" for a, lp in t.top]
+            for t in tokens]  # fmt: skip
 
 
 def probability_html(tokens) -> str:
-    """Each generated token on a background as strong as its probability; hover shows the top alternatives."""
+    """Each generated token on a background as strong as its probability; hover or tap shows the top alternatives."""
     spans = []
     for t in tokens:
         p = math.exp(t.logprob)
-        alternatives = " | ".join(f"{a!r} {math.exp(lp):.1%}" for a, lp in t.top)
+        alternatives = "  ".join(f"{shown(a)} {math.exp(lp):.1%}" for a, lp in t.top)
         label = html.escape(t.text).replace("\n", "↵<br>") or "&nbsp;"
         spans.append(
-            f'<span class="tok" title="{html.escape(alternatives)}" data-p="{p:.3f}" '
+            f'<span class="tok" tabindex="0" data-alt="{html.escape(alternatives)}" data-p="{p:.3f}" '
             f'style="background: hsl({120 * p:.0f}, 75%, 80%)">{label}</span>'
         )
-    legend = "<p><small>Green: the model was sure; red: it was not. Hover a character for its top-5.</small></p>"
-    return f'<div class="probs" style="font-family: monospace; white-space: pre-wrap">{"".join(spans)}</div>{legend}'
+    legend = "<p><small>Green: the model was sure; red: it was not. Hover or tap a character for its top 5.</small></p>"
+    return f'<div class="probs">{"".join(spans)}</div>{legend}'
+
+
+PROBABILITY_EVERY = 8  # tokens between updates of the coloured text, so a stopped run keeps what it showed
+
+
+def check_complete(prompt, show_probabilities, model_name, temperature, top_k, top_p, max_new_tokens,
+                   repetition_penalty, seed):  # fmt: skip
+    bad_model = model_problem(model_name)
+    problem = None if bad_model else unknown_characters(get_lm(model_name), prompt or "")
+    return [gr.validate(problem is None, problem or ""), VALID, gr.validate(bad_model is None, bad_model or ""),
+            *check_settings(seed)]  # fmt: skip
 
 
 @gpu
-def complete(
-    prompt, show_probabilities, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed
-):
+def complete(prompt, show_probabilities, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty,
+             seed):  # fmt: skip
+    """A streamed completion: yields (text, coloured text, alternatives table, note)."""
     lm = get_lm(model_name)
+    seed = parse_seed(seed)
     settings = controls(temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed)
-    prompt = checked_prompt(lm, prompt or "")
-    try:
-        completion = lm.complete(prompt, top_logprobs=5 if show_probabilities else 0, **settings)
-    except ValueError as e:
-        raise gr.Error(str(e)) from None
-    tokens, text = [], ""
+    completion = lm.complete(fitted(lm, prompt or ""), top_logprobs=5 if show_probabilities else 0, **settings)
+    tokens, text, note = [], "", f"seed {seed}"
     try:
         for token in completion:
             tokens.append(token)
             text += token.text
-            yield text, "", []
+            if show_probabilities and len(tokens) % PROBABILITY_EVERY == 0:
+                yield text, probability_html(tokens), alternatives_table(tokens), note
+            elif not show_probabilities:
+                yield text, "", [], note
     finally:
         completion.close()
     if show_probabilities:
-        yield text, probability_html(tokens), alternatives_table(tokens)
+        yield text, probability_html(tokens), alternatives_table(tokens), note
     else:
-        yield text, "", []
+        yield text, "", [], note
+
+
+def check_attention(prompt, layer, head, model_name):
+    bad_model = model_problem(model_name)
+    if bad_model:
+        return [VALID, VALID, VALID, gr.validate(False, bad_model)]
+    lm = get_lm(model_name)
+    cfg = lm.model.config
+    problem = "Type a short prompt to see its attention." if not prompt else unknown_characters(lm, prompt)
+    return [gr.validate(problem is None, problem or ""),
+            gr.validate(0 <= int(layer) < cfg.n_layer, f"This model has layers 0-{cfg.n_layer - 1}."),
+            gr.validate(0 <= int(head) < cfg.n_head, f"This model has heads 0-{cfg.n_head - 1}."), VALID]  # fmt: skip
 
 
 @gpu
 def attention(prompt, layer, head, model_name):
     lm = get_lm(model_name)
-    prompt = prompt or ""
-    if not prompt:
-        raise gr.Error("Type a short prompt to see its attention.")
-    checked_prompt(lm, prompt)
     if len(prompt) > ATTENTION_MAX_CHARS:
         gr.Warning(f"Attention is shown for the last {ATTENTION_MAX_CHARS} characters of the prompt.")
         prompt = prompt[-ATTENTION_MAX_CHARS:]
-    cfg = lm.model.config
-    layer, head = int(layer), int(head)
-    if not (0 <= layer < cfg.n_layer and 0 <= head < cfg.n_head):
-        raise gr.Error(f"This model has layers 0-{cfg.n_layer - 1} and heads 0-{cfg.n_head - 1}.")
     ids = torch.tensor([lm.encode_prompt(prompt)], device=lm.device)
-    maps = lm.model.attention_maps(ids)[layer, head].float().cpu()
-    labels = [lm.tokenizer.decode([i]).replace("\n", "↵").replace(" ", "␣") for i in ids[0].tolist()]
-    return attention_figure(maps, labels, layer, head)
+    maps = lm.model.attention_maps(ids)[int(layer), int(head)].float().cpu()
+    labels = [shown(lm.tokenizer.decode([i])) for i in ids[0].tolist()]
+    return attention_figure(maps, labels, int(layer), int(head))
 
 
 def attention_figure(maps, labels, layer, head):
@@ -254,35 +320,96 @@ def attention_figure(maps, labels, layer, head):
     return fig
 
 
+CHAT_EXAMPLES = {
+    "scene": ["What light through yonder window breaks?", "Good morrow, sweet lady."],
+    "plain": ["Hello there.", "Once upon a time"],
+    "document": ["em", "jo", "ka"],
+}
+
+
+def model_texts(name: str, lm: LM) -> dict:
+    """What the tabs say and offer for a model: its name and chat layout, examples, the default prompt."""
+    kind = layout(lm)
+    how = {"scene": "your lines are spoken by ROMEO and the model answers as JULIET",
+           "plain": "one line each, yours then the model's",
+           "document": "type the start of an item (a name) and the model finishes it"}[kind]  # fmt: skip
+    return {
+        "current": f"**Model: {name}** ({lm.model.num_params() / 1e6:.2f}M parameters, context {lm.block_size}). "
+        f"Chat: {how}.",
+        "examples": [[e] for e in CHAT_EXAMPLES[kind] if not lm.tokenizer.unknown(e)],
+        "prompt": "" if kind == "document" else "ROMEO:\n" if kind == "scene" else "\n",
+        "prompt_label": "start of an item (blank: a fresh one)" if kind == "document" else "prompt",
+        "placeholder": "the start of a name…" if kind == "document" else "Say something…",
+    }
+
+
+def check_model(name):
+    typed = " or type a folder or Hub repo id" if CATALOG.allow_any else ""
+    problem = model_problem(name) if (name or "").strip() else f"Pick a model from the list{typed}."
+    return [gr.validate(problem is None, problem or "")]
+
+
 def choose_model(name):
-    """Load the picked model for this browser session and show what it is; a failed load keeps the previous one."""
-    name = (name or "").strip()
-    if not name:
-        raise gr.Error(
-            "Pick a model from the list" + (" or type a folder or Hub repo id." if CATALOG.allow_any else ".")
-        )
+    """Load the picked model for this browser session and show it on every tab (checked first by check_model)."""
+    name = name.strip()
     lm = get_lm(name)
-    cfg = lm.model.config
+    cfg, texts = lm.model.config, model_texts(name, lm)
     loss, card = model_files(lm)
-    return name, describe(name, lm), loss, card, gr.update(maximum=cfg.n_layer - 1), gr.update(maximum=cfg.n_head - 1)
+    return (name, texts["current"], describe(name, lm), loss, card, gr.update(maximum=cfg.n_layer - 1, value=0),
+            gr.update(maximum=cfg.n_head - 1, value=0),
+            gr.update(value=texts["prompt"], label=texts["prompt_label"]), gr.update(placeholder=texts["placeholder"]),
+            gr.Dataset(samples=texts["examples"]), [])  # fmt: skip
 
 
 def model_files(lm: LM) -> tuple[str | None, str]:
-    """The loss curve image and the model card (without its YAML header) of the model's folder."""
+    """The loss curve image and the model card as the app shows them: no YAML header, the curve shown apart."""
     folder = lm.folder
     loss = str(folder / "loss.png") if folder and (folder / "loss.png").is_file() else None
     card = (folder / "README.md").read_text(encoding="utf-8") if folder and (folder / "README.md").is_file() else ""
     if card.startswith("---"):
         card = card.split("\n---", 1)[-1].split("\n", 1)[-1]
-    return loss, card
+    return loss, card.replace("![loss curve](loss.png)", "")
+
+
+def api_usage(request: gr.Request) -> str:
+    """How to reach this server's OpenAI-compatible API, with the address the visitor used."""
+    base = f"{request.headers.get('x-forwarded-proto', request.url.scheme)}://{request.headers.get('host', 'HOST')}"
+    key = "YOUR_KEY" if API_KEY else "unused"
+    auth = f" -H 'Authorization: Bearer {key}'" if API_KEY else ""
+    return f"""The same process serves an **OpenAI-compatible API** at `{base}/v1` (completions and chat, streaming).
+
+```bash
+curl {base}/v1/completions -H 'Content-Type: application/json'{auth} \\
+  -d '{{"prompt": "ROMEO:", "max_tokens": 100, "temperature": 0.8, "stream": true}}'
+```
+
+```python
+from openai import OpenAI
+
+client = OpenAI(base_url="{base}/v1", api_key="{key}")
+messages = [{{"role": "user", "content": "Good morrow!"}}]
+reply = client.chat.completions.create(model="{CATALOG.default}", messages=messages)
+print(reply.choices[0].message.content)
+```
+The API serves the app's default model, `{CATALOG.default}`; `GET /v1/models` lists it."""
+
+
+CSS = """
+.probs { font-family: monospace; white-space: pre-wrap; line-height: 1.6 }
+.probs .tok { position: relative; cursor: help; outline: none }
+.probs .tok:hover::after, .probs .tok:focus::after { content: attr(data-alt); position: absolute; left: 0; top: 1.5em;
+  z-index: 20; background: #222; color: #fff; padding: 2px 6px; border-radius: 4px; white-space: pre; font-size: 12px }
+.alternatives th { white-space: nowrap }
+"""
 
 
 def build_demo() -> gr.Blocks:
     lm = get_lm(CATALOG.default)
-    cfg = lm.model.config
+    cfg, texts = lm.model.config, model_texts(CATALOG.default, lm)
     with gr.Blocks(title="gpt: train, share, talk") as demo:
-        model_name = gr.State(CATALOG.default)
+        model_name = gr.Textbox(CATALOG.default, visible=False, label="model")  # this browser's model, sent each call
         gr.Markdown("# gpt\nA small character-level GPT, trained from scratch. Chat with it, or watch it choose.")
+        current = gr.Markdown(texts["current"])
         with gr.Accordion("Generation settings", open=False):
             with gr.Row():
                 temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="temperature (0 = greedy)")
@@ -291,47 +418,52 @@ def build_demo() -> gr.Blocks:
             with gr.Row():
                 max_new_tokens = gr.Slider(1, 2000, value=300, step=1, label="max new tokens")
                 repetition_penalty = gr.Slider(0.5, 2, value=1.0, step=0.05, label="repetition penalty (1 = off)")
-                seed = gr.Number(value=None, precision=0, label="seed (blank = random)")
+                seed = gr.Textbox(value="", label="seed (blank = random)", placeholder="random")
         settings = [temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed]
         with gr.Tabs():
             with gr.Tab("Chat"):
-                gr.ChatInterface(
-                    chat,
-                    additional_inputs=[model_name, *settings],
-                    api_name="chat",
-                    stop_btn=True,
-                    examples=[["What light through yonder window breaks?"], ["Good morrow, sweet lady."]],
-                    run_examples_on_click=False,
-                )
+                chatbot = gr.Chatbot(label="conversation", height=420)
+                box = gr.Textbox(show_label=False, placeholder=texts["placeholder"], submit_btn=True, stop_btn=True)
+                examples = gr.Dataset(components=[box], samples=texts["examples"], label="examples")
+                with gr.Row():
+                    chat_note = gr.Markdown()
+                    clear = gr.Button("Clear", size="sm", scale=0)
+                turn = box.submit(chat, [box, chatbot, model_name, *settings], [box, chatbot, chat_note],
+                                  validator=check_chat, api_name="chat")  # fmt: skip
+                box.stop(None, cancels=[turn])
+                examples.click(lambda example: example[0], examples, box, api_visibility="private")
+                clear.click(lambda: ([], ""), None, [chatbot, chat_note], api_visibility="private")
             with gr.Tab("Playground"):
-                prompt = gr.Textbox(label="prompt", value="ROMEO:\n", lines=4)
+                prompt = gr.Textbox(label=texts["prompt_label"], value=texts["prompt"], lines=4)
                 show_probabilities = gr.Checkbox(label="show probabilities", value=True)
                 with gr.Row():
                     run = gr.Button("Complete", variant="primary")
                     stop = gr.Button("Stop")
-                output = gr.Textbox(label="completion", lines=8)
+                output = gr.Textbox(label="completion", lines=8, visible=False)
                 probabilities = gr.HTML()
-                alternatives = gr.Dataframe(
-                    headers=["token", "p", "1st", "2nd", "3rd", "4th", "5th"], label="top-5 alternatives", wrap=True
-                )
+                playground_note = gr.Markdown()
+                alternatives = gr.Dataframe(headers=["tok", "p", "1st", "2nd", "3rd", "4th", "5th"],
+                                            label="top-5 alternatives", elem_classes="alternatives")  # fmt: skip
                 with gr.Row():
                     layer = gr.Slider(0, cfg.n_layer - 1, value=0, step=1, label="layer")
                     head = gr.Slider(0, cfg.n_head - 1, value=0, step=1, label="head")
                     show_attention = gr.Button("Show attention")
                 heatmap = gr.Plot(label="attention")
                 inputs = [prompt, show_probabilities, model_name, *settings]
-                job = run.click(complete, inputs, [output, probabilities, alternatives], api_name="complete")
+                job = run.click(complete, inputs, [output, probabilities, alternatives, playground_note],
+                                validator=check_complete, api_name="complete")  # fmt: skip
                 stop.click(None, cancels=[job])
-                show_attention.click(attention, [prompt, layer, head, model_name], heatmap, api_name="attention")
+                show_probabilities.change(lambda on: gr.update(visible=not on), show_probabilities, output,
+                                          api_visibility="private")  # fmt: skip
+                show_attention.click(attention, [prompt, layer, head, model_name], heatmap, validator=check_attention,
+                                     api_name="attention")  # fmt: skip
             with gr.Tab("Model"):
                 with gr.Row():
                     picked = gr.Dropdown(
                         list(CATALOG.sources),
                         value=CATALOG.default,
                         label="model",
-                        info="or type a folder or Hub repo id (owner/name@revision to pin)"
-                        if CATALOG.allow_any
-                        else None,
+                        info="or type a folder or Hub repo id (owner/name@revision)" if CATALOG.allow_any else None,
                         allow_custom_value=CATALOG.allow_any,
                     )
                     load_button = gr.Button("Load", variant="primary")
@@ -339,18 +471,22 @@ def build_demo() -> gr.Blocks:
                 summary = gr.JSON(describe(CATALOG.default, lm), label="model")
                 loss = gr.Image(loss_png, label="training loss", type="filepath")
                 card = gr.Markdown(card_text)
+                with gr.Accordion("Use it from code: the OpenAI-compatible API", open=False):
+                    usage = gr.Markdown()
                 load_button.click(
                     choose_model,
                     [picked],
-                    [model_name, summary, loss, card, layer, head],
+                    [model_name, current, summary, loss, card, layer, head, prompt, box, examples, chatbot],
+                    validator=check_model,
                     api_name="load_model",
                 )
+        demo.load(api_usage, None, usage, api_visibility="private")
     demo.queue(default_concurrency_limit=4, max_size=32)
     return demo
 
 
 def main() -> None:
-    global CATALOG
+    global CATALOG, API_KEY
     p = argparse.ArgumentParser(description="Serve the gpt web app and its OpenAI-compatible API.")
     p.add_argument("--api-only", action="store_true", help="serve the HTTP API without the UI")
     a = p.add_argument
@@ -369,6 +505,7 @@ def main() -> None:
     from gpt.server import Server, create_app
 
     CATALOG = Catalog.from_settings(args.models, os.environ.get("MODEL_ID"), args.allow_any_model)
+    API_KEY = args.api_key
     if not CATALOG.default:
         sys.exit("error: no model to serve: set MODEL_ID or --models (the shipped weights/ folder is empty)")
     server = Server(CATALOG.default, api_key=args.api_key, max_batch=args.max_batch, max_waiting=args.max_waiting)
@@ -395,7 +532,7 @@ def main() -> None:
                 key = args.api_key.encode()
                 login = lambda user, password: hmac.compare_digest(password.encode(), key)  # noqa: E731
             uv.config.app = gr.mount_gradio_app(
-                app, demo, path="/", auth=login,
+                app, demo, path="/", auth=login, css=CSS,
                 auth_message="This app asks for its API key: log in with any user name and the key as the password.",
             )  # fmt: skip
     except gr.Error as e:

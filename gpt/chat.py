@@ -30,6 +30,18 @@ class ChatPrompt:
     text: str  # what the model continues
     stop: list[str]  # where the reply ends
     dropped_turns: int  # earlier turns left out to fit the context
+    reply_prefix: str = ""  # what the shown reply starts with (a document model finishes the user's item)
+
+
+NATURAL_ENDS = ".!?;:\n"
+
+
+def natural_end(text: str, margin: int = 40) -> str:
+    """A reply cut by the token limit, ended where the model offered a boundary near the end, or marked as cut."""
+    cut = max(text.rfind(c, len(text) - margin) for c in NATURAL_ENDS)
+    if cut > 0:
+        return text[: cut + 1].rstrip("\n")
+    return text.rstrip() + "…"
 
 
 def message_text(content) -> str:
@@ -75,7 +87,7 @@ def chat_prompt(lm: LM, history: list[tuple[str, str]], message: str, reply_room
         raise ValueError("the message is empty: type something to say")
     kind = layout(lm)
     if kind == "document":
-        return ChatPrompt(message, [], len(history))
+        return ChatPrompt(message, [], len(history), reply_prefix=message)
     if kind == "scene":
         tail, stop = speech(USER, message) + f"{MODEL}:\n", ["\n\n"]
     else:

@@ -216,8 +216,8 @@ def delta(chat: bool, tokens: list[Token], with_logprobs: bool) -> dict:
     return {"delta": {"content": text}, "logprobs": chat_token_logprobs(tokens) if with_logprobs else None}
 
 
-def choice(chat: bool, index: int, job: Job, tokens: list[Token], with_logprobs: bool) -> dict:
-    text = "".join(t.text for t in tokens)
+def choice(chat: bool, index: int, job: Job, tokens: list[Token], with_logprobs: bool, prefix: str = "") -> dict:
+    text = prefix + "".join(t.text for t in tokens)
     out = {"index": index, "finish_reason": job.row.finish_reason}
     if chat:
         logprobs = chat_token_logprobs(tokens) if with_logprobs else None
@@ -253,7 +253,7 @@ async def collect(request: Request, jobs: list[Job]) -> list[list[Token]] | None
 
 
 async def stream(request: Request, jobs: list[Job], meta: dict, chat: bool, with_logprobs: bool,
-                 include_usage: bool) -> AsyncIterator[str]:  # fmt: skip
+                 include_usage: bool, prefix: str = "") -> AsyncIterator[str]:  # fmt: skip
     """SSE chunks in OpenAI's format; the tokens of a few steps go together (at most one chunk per 5 ms)."""
     kind = "chat.completion.chunk" if chat else "text_completion"
 
@@ -263,7 +263,7 @@ async def stream(request: Request, jobs: list[Job], meta: dict, chat: bool, with
     pending: dict[int, asyncio.Future] = {}
     try:
         if chat:
-            yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+            yield chunk([{"index": i, "delta": {"role": "assistant", "content": prefix}, "finish_reason": None}
                          for i in range(len(jobs))])  # fmt: skip
         pending = {i: asyncio.ensure_future(job.events.get()) for i, job in enumerate(jobs)}
         while pending:
@@ -295,7 +295,7 @@ async def stream(request: Request, jobs: list[Job], meta: dict, chat: bool, with
 
 
 async def respond(request: Request, server: Server, body: dict, prompt: str, params: SamplingParams, chat: bool,
-                  top_logprobs: int, with_logprobs: bool):  # fmt: skip
+                  top_logprobs: int, with_logprobs: bool, prefix: str = ""):  # fmt: skip
     """Check the rest of the request, hand its n jobs to the engine, answer at once or as a stream."""
     n = number(body, "n", 1, 1, MAX_N, integer=True)
     streaming = flag(body, "stream")
@@ -311,14 +311,14 @@ async def respond(request: Request, server: Server, body: dict, prompt: str, par
     meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
             "model": server.model_id}  # fmt: skip
     if streaming:
-        events = stream(request, jobs, meta, chat, with_logprobs, include_usage)
+        events = stream(request, jobs, meta, chat, with_logprobs, include_usage, prefix)
         return StreamingResponse(events, media_type="text/event-stream")
     results = await collect(request, jobs)
     if results is None:
         return JSONResponse({}, status_code=499)  # the client is gone; nobody reads this
     if any(job.row.finish_reason == "error" for job in jobs):
         raise APIError(500, "generation failed on the server (logged there): retry, or report it")
-    choices = [choice(chat, i, job, tokens, with_logprobs) for i, (job, tokens) in enumerate(zip(jobs, results))]
+    choices = [choice(chat, i, job, t, with_logprobs, prefix) for i, (job, t) in enumerate(zip(jobs, results))]
     return {**meta, "object": "chat.completion" if chat else "text_completion", "choices": choices,
             "usage": usage(len(prompt_ids), jobs)}  # fmt: skip
 
@@ -420,4 +420,4 @@ async def chat_completions(request: Request):
     top = number(body, "top_logprobs", 0, 0, 5, integer=True) if with_logprobs else 0
     params = sampling_params(body, server.max_tokens, CHAT_MAX_TOKENS)
     params = replace(params, stop=params.stop + tuple(prompt.stop))
-    return await respond(request, server, body, prompt.text, params, True, top, with_logprobs)
+    return await respond(request, server, body, prompt.text, params, True, top, with_logprobs, prompt.reply_prefix)

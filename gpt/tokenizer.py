@@ -23,10 +23,21 @@ BOUNDARY = "\n"
 
 
 class UnknownCharactersError(ValueError):
-    def __init__(self, chars: list[str]):
+    def __init__(self, chars: list[str], known: list[str] | None = None):
         self.chars = chars
         shown = ", ".join(repr(c) for c in chars)
-        super().__init__(f"the model's vocabulary has no {shown}: remove or replace these characters")
+        hint = "remove or replace these characters"
+        if known is not None:
+            if all(c.lower() in known for c in chars):
+                hint = "this model knows only lowercase letters: write in lowercase"
+            else:
+                printable = "".join(c for c in known if c.isprintable() and c != " ")
+                hint += (
+                    f"; it knows {printable!r}"
+                    + (", space" if " " in known else "")
+                    + (" and newline" if "\n" in known else "")
+                )
+        super().__init__(f"the model's vocabulary has no {shown}: {hint}")
 
 
 class CharTokenizer:
@@ -60,7 +71,7 @@ class CharTokenizer:
         try:
             return [self.stoi[c] for c in text]
         except KeyError:
-            raise UnknownCharactersError(self.unknown(text)) from None
+            raise UnknownCharactersError(self.unknown(text), self.chars) from None
 
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in ids)

@@ -1,11 +1,16 @@
-"""The app end to end: `python app.py` in a subprocess, driven through gradio_client (every endpoint)."""
+"""The app end to end: `python app.py` in a subprocess, driven through gradio_client (every endpoint).
 
+Calls name the model explicitly (the hidden `model` input a browser sends with each call) and pass the chat history.
+"""
+
+import re
 import time
 
 import pytest
 from gradio_client import Client
 
-SETTINGS = dict(temperature=0.0, top_k=0, top_p=1.0, max_new_tokens=40, repetition_penalty=1.0, seed=None)
+SETTINGS = dict(temperature=0.0, top_k=0, top_p=1.0, max_new_tokens=40, repetition_penalty=1.0, seed="")
+SAMPLED = {**SETTINGS, "temperature": 1.0}
 
 
 @pytest.fixture
@@ -13,77 +18,125 @@ def client(app_url):
     return Client(app_url, verbose=False)
 
 
-def test_chat_replies_in_the_scene_and_streams(client):
-    reply = client.predict("Good morrow, sweet lady.", *SETTINGS.values(), api_name="/chat")
-    assert isinstance(reply, str) and reply.strip()
-    assert "\n\n" not in reply  # the reply ends where the next speaker would begin
-    job = client.submit("What light through yonder window breaks?", *SETTINGS.values(), api_name="/chat")
-    partials = [p for p in job]
+def chat(client, message, model="play", history=None, **settings):
+    """The reply text, the conversation and the note of one chat turn."""
+    _, conversation, note = client.predict(message, history or [], model, *{**SETTINGS, **settings}.values(),
+                                           api_name="/chat")  # fmt: skip
+    return text_of(conversation[-1]), conversation, note
+
+
+def text_of(message) -> str:
+    content = message["content"]
+    return content if isinstance(content, str) else "".join(part.get("text", "") for part in content)
+
+
+def complete(client, prompt, probabilities=False, model="play", **settings):
+    return client.predict(prompt, probabilities, model, *{**SETTINGS, **settings}.values(), api_name="/complete")
+
+
+def test_chat_replies_in_the_scene(client):
+    reply, conversation, _ = chat(client, "Good morrow, sweet lady.")
+    assert reply.strip() and "\n\n" not in reply  # the reply ends where the next speaker would begin
+    assert [m["role"] for m in conversation] == ["user", "assistant"]
+
+
+def test_chat_streams(client):
+    job = client.submit("What light through yonder window breaks?", [], "play", *SETTINGS.values(), api_name="/chat")
+    partials = [text_of(p[1][-1]) for p in job]
     assert len(partials) >= 2 and all(b.startswith(a) for a, b in zip(partials, partials[1:]))
 
 
-def test_chat_bad_input_is_a_clear_error(client):
-    with pytest.raises(Exception, match="empty"):
-        client.predict("   ", *SETTINGS.values(), api_name="/chat")
-    with pytest.raises(Exception, match="does not know these characters"):
-        client.predict("hello 😀", *SETTINGS.values(), api_name="/chat")
-    with pytest.raises(Exception, match="less than minimum"):
-        client.predict("hello", *{**SETTINGS, "top_p": 0}.values(), api_name="/chat")
+def test_chat_keeps_the_conversation_it_is_given(client):
+    _, first, _ = chat(client, "Good morrow.")
+    _, second, _ = chat(client, "What news?", history=first)
+    assert len(second) == 4 and text_of(second[0]) == "Good morrow."
 
 
-def test_seed_repeats_a_sampled_reply(app_url):
-    sampled = {**SETTINGS, "temperature": 1.0, "seed": 42}
-    replies = [
-        Client(app_url, verbose=False).predict("Good morrow.", *sampled.values(), api_name="/chat") for _ in range(2)
-    ]
-    assert replies[0] == replies[1]
+@pytest.mark.parametrize(
+    "message, settings, error",
+    [
+        ("   ", {}, "empty"),
+        ("hello {there}", {}, r"no '\{', '\}'.*it knows"),
+        ("hello", {"seed": "x1"}, "seed must be a whole number"),
+        ("hello", {"top_p": 0}, "less than minimum|400 Bad Request"),  # Gradio checks its sliders' ranges
+    ],
+    ids=["whitespace", "unknown-characters", "bad-seed", "bad-top-p"],
+)
+def test_chat_bad_input_is_a_clear_error(client, message, settings, error):
+    with pytest.raises(Exception, match=error):
+        chat(client, message, **settings)
+
+
+def test_blank_seed_is_random_and_the_note_says_which_seed_to_repeat(client):
+    replies = [chat(client, "Good morrow.", **SAMPLED) for _ in range(3)]
+    seeds = [re.search(r"seed (\d+)", note).group(1) for _, _, note in replies]
+    assert len(set(seeds)) == 3 and len({reply for reply, _, _ in replies}) > 1
+    again, _, _ = chat(client, "Good morrow.", **{**SAMPLED, "seed": seeds[0]})
+    assert again == replies[0][0]
+
+
+def test_a_reply_cut_by_the_limit_ends_at_a_boundary_or_is_marked(client):
+    for seed in range(5):
+        reply, _, _ = chat(client, "Good morrow.", **{**SAMPLED, "max_new_tokens": 60, "seed": str(seed)})
+        assert reply.endswith(tuple(".!?;:…")) or len(reply) < 60, reply
 
 
 def test_completion_with_probabilities(client):
-    text, html, table = client.predict("ROMEO:\n", True, *SETTINGS.values(), api_name="/complete")
-    assert len(text) == 40
-    assert html.count('class="tok"') == 40
+    text, html, table, note = complete(client, "ROMEO:\n", probabilities=True)
+    assert len(text) == 40 and html.count('class="tok"') == 40 and "seed" in note
     rows = table["data"]
     assert len(rows) == 40 and all(len(r) == 7 for r in rows)
-    assert rows[0][0] == text[0] and 0 < rows[0][1] <= 1
-    text_plain, html_plain, _ = client.predict("ROMEO:\n", False, *SETTINGS.values(), api_name="/complete")
-    assert text_plain == text and html_plain == ""
+    assert all(re.fullmatch(r"\d\.\d{3}", r[1]) for r in rows)  # p always has 3 decimals
+    assert all(r[0] for r in rows) and ("␣" in {r[0] for r in rows} or " " not in text)  # spaces are visible
+    assert 'data-alt="' in html and 'tabindex="0"' in html  # alternatives on hover and on tap
+
+
+def test_completion_without_probabilities_is_the_same_text(client):
+    text, html, table, _ = complete(client, "ROMEO:\n")
+    assert text == complete(client, "ROMEO:\n", probabilities=True)[0] and html == ""
 
 
 def test_long_prompt_is_cut_not_refused(client):
-    text, _, _ = client.predict("ROMEO:\nlove " * 100, False, *SETTINGS.values(), api_name="/complete")
+    text, _, _, _ = complete(client, "ROMEO:\nlove " * 100)
     assert len(text) == 40
 
 
 def test_attention_heatmap(client):
-    plot = client.predict("ROMEO: love", 1, 1, api_name="/attention")
-    assert plot  # a serialised figure
-    with pytest.raises(Exception, match="greater than maximum"):
-        client.predict("ROMEO: love", 5, 0, api_name="/attention")
+    assert client.predict("ROMEO: love", 1, 1, "play", api_name="/attention")
+    with pytest.raises(Exception, match="greater than maximum|has layers|400 Bad Request"):
+        client.predict("ROMEO: love", 5, 0, "play", api_name="/attention")
     with pytest.raises(Exception, match="short prompt"):
-        client.predict("", 0, 0, api_name="/attention")
+        client.predict("", 0, 0, "play", api_name="/attention")
 
 
-def test_model_switch_and_bad_names(client, tiny_model, names_model):
-    info, loss, card, *_ = client.predict("names", api_name="/load_model")
-    assert info["model"] == "names" and info["document_mode"] is True and info["parameters"] > 0
-    assert loss and "GPT" in card
-    name, _, _ = client.predict("k", False, *SETTINGS.values(), api_name="/complete")  # this session now uses it
+def test_loading_a_document_model_changes_what_the_tabs_offer(client):
+    name, current, info, loss, card, *_, conversation = client.predict("names", api_name="/load_model")
+    assert name == "names" and "names" in current and "finishes it" in current
+    assert info["model"] == "names" and info["document_mode"] is True and loss and "GPT" in card
+    assert "![loss curve]" not in card and "|  |" not in card
+    assert conversation == []
+
+
+def test_a_document_model_chat_finishes_the_item(client):
+    reply, _, _ = chat(client, "em", model="names")
+    assert reply.startswith("em") and reply.isalpha() and reply.islower()
+    with pytest.raises(Exception, match="only lowercase"):
+        chat(client, "Em", model="names")
+
+
+def test_a_document_model_completes_a_fresh_item_from_a_blank_prompt(client):
+    name, _, _, _ = complete(client, "", model="names")
     assert name.isalpha() and name.islower() and len(name) < 40
-    with pytest.raises(Exception, match="not in the list of choices|not one of the models"):
-        client.predict("not a/valid/repo", api_name="/load_model")
-    with pytest.raises(Exception, match="not in the list of choices|not one of the models"):
-        client.predict(str(names_model), api_name="/load_model")
 
 
 def test_stopping_one_stream_leaves_another_running(app_url):
-    long = {**SETTINGS, "max_new_tokens": 2000, "temperature": 1.0}
+    long = {**SAMPLED, "max_new_tokens": 2000}
     a, b = Client(app_url, verbose=False), Client(app_url, verbose=False)
-    job_a = a.submit("ROMEO:\n", False, *long.values(), api_name="/complete")
-    job_b = b.submit("JULIET:\n", False, *{**long, "max_new_tokens": 300}.values(), api_name="/complete")
+    job_a = a.submit("ROMEO:\n", False, "play", *long.values(), api_name="/complete")
+    job_b = b.submit("JULIET:\n", False, "play", *{**long, "max_new_tokens": 300}.values(), api_name="/complete")
     time.sleep(1.0)
     job_a.cancel()
-    text, _, _ = job_b.result(timeout=60)
+    text, _, _, _ = job_b.result(timeout=60)
     assert len(text) == 300
 
 
@@ -92,9 +145,13 @@ def test_a_hub_model_by_repo_id(client, hub, tiny_model, monkeypatch):
 
     monkeypatch.setenv("HF_TOKEN", "hf_local_test_token")
     push(tiny_model, "carol/app-model")
-    info, *_ = client.predict("carol/app-model", api_name="/load_model")
+    _, _, info, *_ = client.predict("carol/app-model", api_name="/load_model")
     assert info["model"] == "carol/app-model" and info["parameters"] > 0
-    text, _, _ = client.predict("ROMEO:", False, *SETTINGS.values(), api_name="/complete")
+    text, _, _, _ = complete(client, "ROMEO:", model="carol/app-model")
     assert len(text) == 40
-    with pytest.raises(Exception, match="not in the list of choices|not one of the models"):
-        client.predict("carol/missing", api_name="/load_model")
+
+
+@pytest.mark.parametrize("name", ["not a/valid/repo", "carol/missing", "/etc"])
+def test_models_not_on_offer_are_refused(client, name):
+    with pytest.raises(Exception, match="not in the list of choices|not one of the models|400 Bad Request"):
+        client.predict(name, api_name="/load_model")
