@@ -201,8 +201,7 @@ def chat(message, history, model_name, temperature, top_k, top_p, max_new_tokens
                              if prompt.dropped_turns and layout(lm) != "document" else "")  # fmt: skip
     history = [*(history or []), {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
     reply = prompt.reply_prefix
-    completion = lm.complete(fitted(lm, prompt.text) if len(prompt.text) > lm.block_size else prompt.text,
-                             **{**settings, "stop": prompt.stop})  # fmt: skip
+    completion = lm.complete(prompt.text, **{**settings, "stop": prompt.stop})  # keeps the last block_size chars
     try:
         for token in completion:
             reply += token.text

@@ -1,4 +1,4 @@
-"""The app in a real browser: Debian's Chromium driven by Playwright."""
+"""The app in a real browser: Debian's Chromium driven by Playwright, at desktop and phone sizes."""
 
 import shutil
 import time
@@ -11,19 +11,42 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
         "--disable-component-update", "--no-first-run"]  # fmt: skip
+SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
+TABS = ["Chat", "Playground", "Model"]
 
 
 @pytest.fixture(scope="module")
-def page(app_url):
+def browser():
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is not installed: apt-get install -y chromium (.ci/run does this)")
+    ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.goto(app_url, wait_until="domcontentloaded")
-        page.locator('textarea[data-testid="textbox"]').first.wait_for(timeout=30_000)
-        yield page
+        yield browser
         browser.close()
+
+
+def open_app(browser, url, size="desktop"):
+    page = browser.new_page(viewport=SIZES[size])
+    page.goto(url, wait_until="domcontentloaded")
+    chat_box(page).wait_for(timeout=30_000)
+    return page
+
+
+@pytest.fixture
+def page(browser, app_url):
+    page = open_app(browser, app_url)
+    yield page
+    page.close()
+
+
+def chat_box(page):
+    return page.get_by_placeholder("Say something…").or_(page.get_by_placeholder("the start of a name…")).first
+
+
+def no_error_overlay(page) -> bool:
+    """Nothing on the page is left in Gradio's 'Error' state (the overlay that only a reload used to clear)."""
+    return page.get_by_text("Error", exact=True).filter(visible=True).count() == 0
 
 
 RECORD_BOT_TEXT = """() => {
@@ -35,48 +58,105 @@ RECORD_BOT_TEXT = """() => {
 }"""
 
 
-def test_chat_reply_grows_in_the_page(page):
-    page.evaluate(RECORD_BOT_TEXT)  # every render of the reply, not just the ones a poll would catch
-    box = page.locator('textarea[data-testid="textbox"]').first
-    box.fill("Good morrow, sweet lady. What news from Verona?")
-    box.press("Enter")
-    page.locator('[data-testid="user"]').first.wait_for(timeout=10_000)
-    bot = page.locator('[data-testid="bot"]').first
+def wait_for_reply(page):
+    bot = page.locator('[data-testid="bot"]').last
     bot.wait_for(timeout=30_000)
     deadline, last = time.time() + 30, -1
-    while time.time() < deadline:  # wait until the reply stops changing
+    while time.time() < deadline:  # until the reply stops changing
         time.sleep(0.5)
         now = len(bot.inner_text())
         if now == last and now > 0:
             break
         last = now
+    return bot.inner_text()
+
+
+def test_chat_reply_grows_in_the_page(page):
+    page.evaluate(RECORD_BOT_TEXT)  # every render of the reply, not just the ones a poll would catch
+    chat_box(page).fill("Good morrow, sweet lady. What news from Verona?")
+    chat_box(page).press("Enter")
+    page.locator('[data-testid="user"]').first.wait_for(timeout=10_000)
+    reply = wait_for_reply(page)
     lengths = [n for n in page.evaluate("window.botLengths") if n > 0]
-    assert lengths and lengths[-1] == len(bot.inner_text())
-    if len(bot.inner_text().strip()) > 3:
+    assert lengths and lengths[-1] == len(reply)
+    if len(reply.strip()) > 3:
         assert len(set(lengths)) >= 2, lengths  # seen part-way, then longer: the reply streams into the DOM
-    ARTIFACTS.mkdir(exist_ok=True)
+    assert "seed" in page.get_by_text("seed ").first.inner_text()
     page.screenshot(path=str(ARTIFACTS / "chat.png"))
 
 
-def test_playground_tab_streams_and_shows_probabilities(page):
+@pytest.mark.parametrize("message", ["Hi {there}", "   "], ids=["unknown-characters", "whitespace"])
+def test_a_bad_message_stays_in_a_usable_box(page, message):
+    box = chat_box(page)
+    box.fill(message)
+    box.press("Enter")
+    page.get_by_text("The message is empty" if not message.strip() else "vocabulary has no").wait_for(timeout=10_000)
+    assert box.input_value() == message and box.is_enabled() and no_error_overlay(page)
+    assert page.locator('[data-testid="user"]').count() == 0
+    box.fill("Good morrow.")
+    box.press("Enter")
+    assert wait_for_reply(page)
+    assert no_error_overlay(page)
+    page.screenshot(path=str(ARTIFACTS / f"chat-error-{'chars' if message.strip() else 'empty'}.png"))
+
+
+def test_blank_seed_stays_blank_when_the_settings_open(page):
+    page.get_by_text("Generation settings").click()
+    seed = page.get_by_label("seed (blank = random)")
+    seed.wait_for(timeout=10_000)
+    assert seed.input_value() == ""
+
+
+def test_a_document_model_gets_its_own_examples_and_prompt(page):
+    page.get_by_role("tab", name="Model").click()
+    picker = page.get_by_label("model", exact=True)
+    picker.click()
+    page.get_by_role("option", name="names").click()
+    page.get_by_role("button", name="Load", exact=True).click()
+    page.get_by_text("Model: names").first.wait_for(timeout=30_000)
+    assert no_error_overlay(page)
+    page.get_by_role("tab", name="Chat").click()
+    page.get_by_role("button", name="em", exact=True).click()  # an example for this model
+    playwright.expect(chat_box(page)).to_have_value("em", timeout=10_000)
+    chat_box(page).press("Enter")
+    assert wait_for_reply(page).startswith("em")
+    chat_box(page).fill("Em")
+    chat_box(page).press("Enter")
+    page.get_by_text("only lowercase").wait_for(timeout=10_000)
+    assert chat_box(page).input_value() == "Em" and no_error_overlay(page)
     page.get_by_role("tab", name="Playground").click()
-    page.evaluate("""() => {
-        window.completionLengths = [];
-        const box = [...document.querySelectorAll('textarea')]
-            .find(t => t.closest('.block')?.innerText.includes('completion'));
-        new MutationObserver(() => window.completionLengths.push(box.value.length))
-            .observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true});
-    }""")
+    assert page.get_by_label("start of an item (blank: a fresh one)").input_value() == ""
+
+
+def test_playground_streams_and_keeps_probabilities_when_stopped(page):
+    page.get_by_role("tab", name="Playground").click()
     page.get_by_role("button", name="Complete").click()
     page.locator(".probs .tok").first.wait_for(timeout=30_000)
-    lengths = set(page.evaluate("window.completionLengths")) - {0}
-    assert len(lengths) >= 3, lengths  # the completion grew in several renders before the probabilities came
-    assert page.locator(".probs .tok").count() > 10
-    assert page.locator(".probs .tok").first.get_attribute("title")  # top-5 alternatives on hover
+    page.get_by_role("button", name="Stop").click()
+    time.sleep(1.0)
+    shown = page.locator(".probs .tok").count()
+    assert shown >= 8 and page.locator(".probs .tok").first.get_attribute("data-alt")
+    assert page.get_by_label("completion").count() == 0 or not page.get_by_label("completion").is_visible()
+    page.locator(".probs .tok").first.focus()  # a tap shows the alternatives too
+    assert no_error_overlay(page)
     page.screenshot(path=str(ARTIFACTS / "playground.png"), full_page=True)
 
 
-def test_model_tab_shows_the_card(page):
+def test_model_tab_shows_the_card_and_the_api(page):
     page.get_by_role("tab", name="Model").click()
     page.get_by_text("layers / heads / width").wait_for(timeout=10_000)
+    page.get_by_text("Use it from code").click()
+    page.get_by_text("/v1/completions").first.wait_for(timeout=10_000)
+    assert page.locator('img[alt="loss curve"]').count() == 0  # the card's image link is not left broken
     page.screenshot(path=str(ARTIFACTS / "model.png"), full_page=True)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_every_tab_renders_at_each_size(browser, app_url, size):
+    page = open_app(browser, app_url, size)
+    for tab in TABS:
+        page.get_by_role("tab", name=tab).click()
+        time.sleep(0.5)
+        assert no_error_overlay(page)
+        page.screenshot(path=str(ARTIFACTS / f"{tab.lower()}-{size}.png"), full_page=True)
+    page.close()

@@ -203,3 +203,14 @@ def test_app_api_only_with_an_api_key(tiny_model, app_process):
 def test_empty_prompt_continues_from_a_fresh_line(api, lm):
     r = client(api).completions.create(model="play", prompt="", max_tokens=20, temperature=0)
     assert r.choices[0].text == lm.generate("", max_new_tokens=20, temperature=0)
+
+
+def test_a_document_model_chat_reply_is_the_whole_item_as_the_app_shows_it(names_model, serving):
+    lm = gpt.load(names_model, device="cpu")
+    with serving(lm) as (url, _):
+        c = client(url)
+        r = c.chat.completions.create(model="play", messages=[{"role": "user", "content": "em"}], temperature=0)
+        streamed = c.chat.completions.create(model="play", messages=[{"role": "user", "content": "em"}], temperature=0,
+                                             stream=True)  # fmt: skip
+        joined = "".join(ch.choices[0].delta.content or "" for ch in streamed if ch.choices)
+    assert r.choices[0].message.content == "em" + lm.generate("em", temperature=0) == joined
