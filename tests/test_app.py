@@ -155,3 +155,16 @@ def test_a_hub_model_by_repo_id(client, hub, tiny_model, monkeypatch):
 def test_models_not_on_offer_are_refused(client, name):
     with pytest.raises(Exception, match="not in the list of choices|not one of the models|400 Bad Request"):
         client.predict(name, api_name="/load_model")
+
+
+def test_user_errors_are_one_line_in_the_server_log(tiny_model, app_process):
+    with app_process(env={"MODEL_ID": str(tiny_model)}) as app:
+        app.wait_ready()
+        c = Client(app.url, verbose=False)
+        for args, api_name in [(("hello {x}", [], "play", *SETTINGS.values()), "/chat"),
+                               (("", 0, 0, "play"), "/attention"), (("/etc",), "/load_model")]:  # fmt: skip
+            with pytest.raises(Exception):
+                c.predict(*args, api_name=api_name)
+        time.sleep(0.5)
+        log = app.output()
+    assert "Traceback" not in log, log

@@ -214,3 +214,10 @@ def test_a_document_model_chat_reply_is_the_whole_item_as_the_app_shows_it(names
                                              stream=True)  # fmt: skip
         joined = "".join(ch.choices[0].delta.content or "" for ch in streamed if ch.choices)
     assert r.choices[0].message.content == "em" + lm.generate("em", temperature=0) == joined
+
+
+def test_an_empty_prompt_starts_a_fresh_item_for_a_document_model(names_model, serving):
+    lm = gpt.load(names_model, device="cpu")
+    with serving(lm) as (url, _):
+        r = client(url).completions.create(model="play", prompt="", max_tokens=16, temperature=0)
+    assert r.choices[0].text == lm.generate("", max_new_tokens=16, temperature=0) and r.choices[0].text.isalpha()
