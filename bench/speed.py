@@ -16,9 +16,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpt.generate import LM  # noqa: E402
-from gpt.hub import pick_device  # noqa: E402
-from gpt.model import GPT, GPTConfig  # noqa: E402
+from gpt.model import (  # noqa: E402
+    GPT,
+    GPTConfig,
+    pick_device,  # noqa: E402
+)
 from gpt.tokenizer import CharTokenizer  # noqa: E402
+from gpt.train import TrainConfig, make_optimizers  # noqa: E402
 
 CONFIGS = {
     "small": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, train_batch=12),  # nanoGPT's CPU recipe, 0.8M
@@ -44,7 +48,7 @@ def median_time(fn, repeats: int) -> float:
 
 def train_tokens_per_s(cfg: GPTConfig, batch: int, device, steps: int) -> float:
     model = GPT(cfg).to(device).train()
-    opt = model.configure_optimizer(0.1, 1e-3, (0.9, 0.99), device.type == "cuda")
+    (opt,) = make_optimizers(model, TrainConfig(data="-"), fused=device.type == "cuda").values()
     x = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size), device=device)
 
     def step():

@@ -204,15 +204,6 @@ class GPT(
             maps.append(attention[0])
         return torch.stack(maps)
 
-    def configure_optimizer(self, weight_decay: float, lr: float, betas: tuple[float, float], fused: bool):
-        """AdamW with decay on matrices only (not on biases, norms or embeddings' 1-D params)."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
-
     @classmethod
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | Path, *, revision: str | None = None, token: str | None = None,

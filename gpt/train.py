@@ -50,13 +50,18 @@ class TrainConfig:
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 100
-    lr_decay_steps: int | None = None  # where the cosine reaches min_lr (default: max_steps)
+    lr_decay_steps: int | None = None  # where the schedule reaches min_lr (default: max_steps)
+    schedule: str = "cosine"  # cosine, or wsd: warmup, stable at lr, then linear decay over decay_fraction
+    decay_fraction: float = 0.2
+    optimizer: str = "adamw"  # adamw, or muon: Muon for the blocks' matrices, AdamW for embeddings and gains
+    muon_lr: float = 0.02
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0
     eval_interval: int = 250
     eval_steps: int = 20
+    checkpoint_minutes: float = 10.0  # resume state at least this often (and at every evaluation)
     device: str = "auto"
     dtype: str = "auto"
     save_dtype: str = "float32"
@@ -76,8 +81,12 @@ class TrainConfig:
             raise ValueError(f"--n-embd {self.n_embd} must be divisible by --n-head {self.n_head}")
         if not 0 <= self.dropout < 1:
             raise ValueError("--dropout must be in [0, 1)")
-        if self.warmup_steps < 0 or self.lr <= 0 or self.min_lr < 0:
-            raise ValueError("--lr must be > 0, --min-lr and --warmup-steps >= 0")
+        if self.warmup_steps < 0 or self.lr <= 0 or self.min_lr < 0 or self.muon_lr <= 0:
+            raise ValueError("--lr and --muon-lr must be > 0, --min-lr and --warmup-steps >= 0")
+        if self.schedule not in ("cosine", "wsd") or not 0 < self.decay_fraction <= 1:
+            raise ValueError("--schedule is cosine or wsd, with --decay-fraction in (0, 1]")
+        if self.optimizer not in ("adamw", "muon"):
+            raise ValueError("--optimizer is adamw or muon")
 
     @property
     def model(self) -> GPTConfig:
@@ -134,13 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     a("--lr", type=float, help="peak learning rate (AdamW)")
     a("--min-lr", type=float, help="learning rate at the end of the cosine decay")
     a("--warmup-steps", type=int, help="steps of linear warmup from 0 to --lr")
-    a("--lr-decay-steps", type=int, help="step where the cosine decay reaches --min-lr (default: --max-steps)")
+    a("--lr-decay-steps", type=int, help="step where the schedule reaches --min-lr (default: --max-steps)")
+    a("--schedule", choices=["cosine", "wsd"], help="cosine decay, or warmup-stable-decay (linear over the end)")
+    a("--decay-fraction", type=float, help="wsd: the fraction of the steps spent decaying to --min-lr")
+    a("--optimizer", choices=["adamw", "muon"], help="muon: Muon for the blocks' matrices, AdamW for the rest")
+    a("--muon-lr", type=float, help="peak learning rate of Muon (scaled by the same schedule)")
     a("--weight-decay", type=float, help="AdamW weight decay (matrices only)")
     a("--beta1", type=float, help="AdamW beta1")
     a("--beta2", type=float, help="AdamW beta2")
     a("--grad-clip", type=float, help="clip the gradient norm to this (0: off)")
     a("--eval-interval", type=int, help="estimate train/val loss (and maybe save) every N steps")
     a("--eval-steps", type=int, help="batches per loss estimate")
+    a("--checkpoint-minutes", type=float, help="save the resume state at least this often (minutes of wall time)")
     a("--device", choices=["auto", "cpu", "cuda", "mps"], help="auto picks cuda, then mps, then cpu")
     a("--dtype", choices=["auto", *DTYPES], help="autocast precision; auto is bfloat16 on CUDA, else float32")
     a("--save-dtype", choices=list(DTYPES), help="precision of the saved weights (loading always gives float32)")
@@ -167,14 +181,36 @@ def resolve_settings(args: argparse.Namespace) -> TrainConfig:
 
 
 def learning_rate(step: int, c: TrainConfig) -> float:
-    """Linear warmup, then cosine decay to min_lr at lr_decay_steps, then flat."""
+    """Linear warmup, then cosine decay (or stable, then linear decay) to min_lr at lr_decay_steps, then flat."""
     decay_steps = c.lr_decay_steps or c.max_steps
     if step < c.warmup_steps:
         return c.lr * (step + 1) / (c.warmup_steps + 1)
     if step >= decay_steps:
         return c.min_lr
+    if c.schedule == "wsd":
+        decay_start = decay_steps - max(1, round(c.decay_fraction * decay_steps))
+        return c.lr - (c.lr - c.min_lr) * max(0, step - decay_start) / (decay_steps - decay_start)
     ratio = (step - c.warmup_steps) / max(1, decay_steps - c.warmup_steps)
     return c.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (c.lr - c.min_lr)
+
+
+def make_optimizers(model: GPT, c: TrainConfig, fused: bool) -> dict[str, torch.optim.Optimizer]:
+    """AdamW (decay on matrices only), or Muon for the blocks' matrices with AdamW for embeddings and gains.
+
+    Each group keeps its peak rate as "peak_lr"; the schedule scales every group by the same factor.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    hidden = [p for n, p in named if c.optimizer == "muon" and n.startswith("transformer.h.") and p.dim() == 2]
+    ids = {id(p) for p in hidden}
+    rest = [p for _, p in named if id(p) not in ids]
+    groups = [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": c.weight_decay, "peak_lr": c.lr},
+              {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "peak_lr": c.lr}]  # fmt: skip
+    optimizers = {"adamw": torch.optim.AdamW(groups, lr=c.lr, betas=(c.beta1, c.beta2), fused=fused)}
+    if hidden:
+        muon_groups = [{"params": hidden, "peak_lr": c.muon_lr}]
+        optimizers["muon"] = torch.optim.Muon(muon_groups, lr=c.muon_lr, weight_decay=c.weight_decay,
+                                              adjust_lr_fn="match_rms_adamw")  # fmt: skip
+    return optimizers
 
 
 # Resume state: tensors in state-STEP.safetensors, everything else in state.json, which names that file. Writing the
@@ -199,16 +235,19 @@ def tidy_checkpoint(folder: Path, keep: str | None) -> None:
             f.unlink(missing_ok=True)
 
 
-def save_checkpoint(out: Path, model: GPT, optimizer, meta: dict, rng: dict[str, torch.Tensor]) -> None:
+def save_checkpoint(out: Path, model: GPT, optimizers: dict, meta: dict, rng: dict[str, torch.Tensor]) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied: stored once
-    opt = optimizer.state_dict()
-    for i, state in opt["state"].items():
-        for name, value in state.items():
-            tensors[f"optimizer.{i}.{name}"] = value
+    param_groups = {}
+    for kind, optimizer in optimizers.items():
+        opt = optimizer.state_dict()
+        param_groups[kind] = opt["param_groups"]
+        for i, state in opt["state"].items():
+            for name, value in state.items():
+                tensors[f"optimizer.{kind}.{i}.{name}"] = value
     tensors.update({f"rng.{k}": v for k, v in rng.items()})
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     name = f"state-{meta['step']}.safetensors"
-    meta = {**meta, "param_groups": opt["param_groups"], "tensors": name}
+    meta = {**meta, "param_groups": param_groups, "tensors": name}
     folder = out / "checkpoint"
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / name, lambda p: save_file(tensors, str(p), metadata={"step": str(meta["step"])}))
@@ -216,7 +255,7 @@ def save_checkpoint(out: Path, model: GPT, optimizer, meta: dict, rng: dict[str,
     tidy_checkpoint(folder, keep=name)
 
 
-def load_checkpoint(out: Path, model: GPT, optimizer) -> tuple[dict, dict[str, torch.Tensor]]:
+def load_checkpoint(out: Path, model: GPT, optimizers: dict) -> tuple[dict, dict[str, torch.Tensor]]:
     meta = read_checkpoint_meta(out)
     path = out / "checkpoint" / meta.get("tensors", "state.safetensors")
     restart = "restore the checkpoint folder or train again without --resume"
@@ -230,19 +269,35 @@ def load_checkpoint(out: Path, model: GPT, optimizer) -> tuple[dict, dict[str, t
         raise ValueError(f"{path} holds step {step} but state.json step {meta['step']}: {restart}")
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     weights["lm_head.weight"] = weights.get("transformer.wte.weight")
-    state: dict[int, dict] = {}
+    groups = meta["param_groups"]
+    groups = {"adamw": groups} if isinstance(groups, list) else groups  # the first format had AdamW alone
+    states: dict[str, dict[int, dict]] = {kind: {} for kind in groups}
     for key, value in tensors.items():
         if key.startswith("optimizer."):
-            _, i, name = key.split(".", 2)
-            state.setdefault(int(i), {})[name] = value
+            rest = key.split(".", 1)[1]
+            rest = f"adamw.{rest}" if rest.split(".", 1)[0].isdigit() else rest
+            kind, i, name = rest.split(".", 2)
+            states.setdefault(kind, {}).setdefault(int(i), {})[name] = value
     try:
         model.load_state_dict(weights, strict=True)
-        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        if set(groups) != set(optimizers):
+            raise ValueError(f"it was saved with {', '.join(groups)}, this run uses {', '.join(optimizers)}")
+        for kind, optimizer in optimizers.items():
+            optimizer.load_state_dict({"state": states[kind], "param_groups": groups[kind]})
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise ValueError(f"{path} does not match this run's model or optimizer ({reason}): {restart}") from None
     rng = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
     return meta, rng
+
+
+def checkpoint_due(due: bool, world: int, device) -> bool:
+    """Whether any rank's clock says a checkpoint is due: every rank must save at the same step."""
+    if world == 1:
+        return due
+    flag = torch.tensor(int(due), device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 def gather_states(state: torch.Tensor, world: int, device) -> torch.Tensor:
@@ -337,11 +392,11 @@ def train(c: TrainConfig, out: Path, resume: bool = False, command: str = "") ->
     tokenizer = CharTokenizer.load(out) if resume else None
     tokenizer, train_data, val_data = load_dataset(c.data, c.block_size, c.docs, tokenizer)
     model = GPT(replace(c.model, vocab_size=tokenizer.vocab_size)).to(device)
-    optimizer = model.configure_optimizer(c.weight_decay, c.lr, (c.beta1, c.beta2), device.type == "cuda")
+    optimizers = make_optimizers(model, c, fused=device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     start, best_val, curve, tokens_seen, elapsed = 0, float("inf"), [], 0, 0.0
     if resume:
-        meta, rng = load_checkpoint(out, model, optimizer)
+        meta, rng = load_checkpoint(out, model, optimizers)
         tidy_checkpoint(out / "checkpoint", keep=meta.get("tensors"))
         start, best_val, curve = meta["step"], meta["best_val_loss"], meta["curve"]
         tokens_seen, elapsed = meta["tokens_seen"], meta["wall_time_s"]
@@ -378,7 +433,8 @@ def train(c: TrainConfig, out: Path, resume: bool = False, command: str = "") ->
         if master:
             meta = {"step": step, "best_val_loss": best_val, "curve": curve, "tokens_seen": tokens_seen}
             meta.update({"wall_time_s": elapsed + time.time() - t0, "settings": asdict(c)})
-            save_checkpoint(out, raw_model, optimizer, meta, rng)
+            save_checkpoint(out, raw_model, optimizers, meta, rng)
+        last_save[0] = time.time()
 
     def metrics() -> dict:
         summary = {"best_val_loss": best_val, "tokens_seen": tokens_seen, "wall_time_s": elapsed + time.time() - t0}
@@ -388,6 +444,7 @@ def train(c: TrainConfig, out: Path, resume: bool = False, command: str = "") ->
         return {"run": {**run, **summary}, "curve": curve}
 
     t0 = time.time()
+    last_save = [t0]
     bar = tqdm(total=c.max_steps, initial=start, disable=not master, unit="step", dynamic_ncols=True)
     last_loss, interval_start, interval_tokens = float("nan"), time.time(), 0
     step = start
@@ -396,7 +453,8 @@ def train(c: TrainConfig, out: Path, resume: bool = False, command: str = "") ->
             losses = estimate_loss(model, splits, c.eval_steps, c.batch_size, c.seed, ctx, device, world)
             tok_s = interval_tokens / max(time.time() - interval_start, 1e-9)
             entry = {"step": step, "train_loss": losses["train"], "val_loss": losses["val"]}
-            entry.update({"lr": learning_rate(max(step - 1, 0), c), "tokens_per_s": round(tok_s)})
+            entry.update({"lr": learning_rate(max(step - 1, 0), c), "tokens_per_s": round(tok_s),
+                          "time_s": round(elapsed + time.time() - t0, 1)})  # fmt: skip
             curve.append(entry)
             if master:
                 bar.write(f"step {step}: train {losses['train']:.4f}, val {losses['val']:.4f}")
@@ -409,19 +467,25 @@ def train(c: TrainConfig, out: Path, resume: bool = False, command: str = "") ->
         if step >= c.max_steps or stop_requested:
             break
         lr = learning_rate(step, c)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        for optimizer in optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] = group["peak_lr"] * lr / c.lr
         x, y = train_data.sample(c.batch_size, data_rng)
         with ctx:
             _, loss = model(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
         scaler.scale(loss).backward()
         if c.grad_clip:
-            scaler.unscale_(optimizer)
+            for optimizer in optimizers.values():
+                scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
-        scaler.step(optimizer)
+        for optimizer in optimizers.values():
+            scaler.step(optimizer)
         scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        for optimizer in optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
         step += 1
+        if step % 10 == 0 and checkpoint_due(time.time() - last_save[0] >= 60 * c.checkpoint_minutes, world, device):
+            checkpoint(step)
         tokens_seen += tokens_per_step
         interval_tokens += tokens_per_step
         if master and (step % 10 == 0 or step == c.max_steps):

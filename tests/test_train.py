@@ -44,8 +44,13 @@ def test_cli_progress_and_final_line(tmp_path, play_file, cli, tiny_args):
     assert last.startswith("best val loss ") and "tokens seen 10,240" in last and "wall time" in last
 
 
-def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, play_file, tiny_args):
-    common = ["--data", str(play_file), *tiny_args, "--eval-interval", "5", "--eval-steps", "2", "--dropout", "0.1"]
+RECIPES = {"adamw-cosine": [], "muon-wsd": ["--optimizer", "muon", "--schedule", "wsd", "--decay-fraction", "0.3"]}
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, play_file, tiny_args, recipe):
+    common = ["--data", str(play_file), *tiny_args, "--eval-interval", "5", "--eval-steps", "2", "--dropout", "0.1",
+              *RECIPES[recipe]]  # fmt: skip
     gpt.train.main([*common, "--out", str(tmp_path / "full"), "--max-steps", "20"])
     gpt.train.main([*common, "--out", str(tmp_path / "split"), "--max-steps", "10", "--lr-decay-steps", "20"])
     assert curve(tmp_path / "split")[-1]["step"] == 10
@@ -182,6 +187,31 @@ def test_preset_fills_defaults_and_flags_override():
         build_parser().parse_args(["--out", "x", "--data", "d", "--preset", "shakespeare-char", "--n-layer", "2"])
     )
     assert s.n_layer == 2 and s.n_embd == PRESETS["shakespeare-char"]["n_embd"]
+
+
+def test_muon_recipe_learns_and_saves_a_loadable_folder(tmp_path, play_file, tiny_args):
+    out = tmp_path / "muon"
+    gpt.train.main(["--data", str(play_file), "--out", str(out), *tiny_args, "--max-steps", "60", "--eval-interval",
+                    "30", "--eval-steps", "4", *RECIPES["muon-wsd"]])  # fmt: skip
+    losses = [c["val_loss"] for c in curve(out)]
+    assert losses[-1] < losses[0] - 0.5
+    assert gpt.load(out, device="cpu").generate("ROMEO:", max_new_tokens=5, temperature=0)
+
+
+def test_resume_state_is_saved_by_the_clock_between_evaluations(tmp_path, play_file, tiny_args, monkeypatch):
+    saved = []
+    real = gpt.train.save_checkpoint
+    monkeypatch.setattr(gpt.train, "save_checkpoint", lambda out, m, o, meta, rng: saved.append(meta["step"])
+                        or real(out, m, o, meta, rng))  # fmt: skip
+    gpt.train.main(["--data", str(play_file), "--out", str(tmp_path / "m"), *tiny_args, "--max-steps", "30",
+                    "--eval-interval", "1000", "--eval-steps", "1", "--checkpoint-minutes", "0"])  # fmt: skip
+    assert saved == [0, 10, 20, 30, 30]  # evaluations at 0 and 30, the clock at every 10th step
+
+
+def test_wsd_schedule():
+    s = TrainConfig(data="d", lr=1.0, min_lr=0.1, warmup_steps=10, max_steps=110, schedule="wsd", decay_fraction=0.2)
+    assert learning_rate(5, s) == pytest.approx(6 / 11) and learning_rate(50, s) == 1.0 and learning_rate(88, s) == 1.0
+    assert learning_rate(99, s) == pytest.approx(0.55) and learning_rate(110, s) == 0.1
 
 
 def test_learning_rate_schedule():
