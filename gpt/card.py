@@ -58,6 +58,27 @@ def figures(config: GPTConfig, tokenizer: CharTokenizer, run: dict) -> list[str]
     return ["| figure | value |", "|---|---|", *(f"| {label} | {value} |" for label, value in rows)]
 
 
+RECIPE = ["n_layer", "n_head", "n_embd", "block_size", "dropout", "batch_size", "max_steps", "optimizer", "lr",
+          "muon_lr", "min_lr", "schedule", "warmup_steps", "weight_decay"]  # fmt: skip
+
+
+def recipe(run: dict) -> str:
+    """The training settings that make the recipe, as `name=value` pairs (muon_lr only when Muon was used)."""
+    settings = run.get("settings", {})
+    keys = [k for k in RECIPE if k in settings and (k != "muon_lr" or settings.get("optimizer") == "muon")]
+    return ", ".join(f"{k}={settings[k]}" for k in keys)
+
+
+def reached(curve: list[dict], thresholds=(2.0, 1.8, 1.6, 1.55, 1.5, 1.47)) -> list[str]:
+    """When the validation estimate first reached each threshold (minutes of training wall time)."""
+    out = []
+    for threshold in thresholds:
+        first = next((c for c in curve if c["val_loss"] <= threshold and "time_s" in c), None)
+        if first:
+            out.append(f"{threshold} at {first['time_s'] / 60:.1f} min (step {first['step']:,})")
+    return out
+
+
 def usage(name: str, documents: bool) -> list[str]:
     prompt = "" if documents else "ROMEO:"
     return [
@@ -103,7 +124,10 @@ def model_card(config: GPTConfig, tokenizer: CharTokenizer, metrics: dict, repo_
     if run.get("command"):
         split = "every 10th line (i % 10 == 9)" if tokenizer.documents else "the last 10% of characters"
         data = f"Data: `{Path(run.get('data', '')).name}`; {split} held out for validation."
-        lines += ["", "## Training", "", data, "", "```bash", public_command(run), "```"]
+        lines += ["", "## Training", "", data, "", "```bash", public_command(run), "```", "", f"Recipe: {recipe(run)}."]
+        times = reached(metrics.get("curve", []))
+        if times:
+            lines += ["", f"Validation loss (estimate) reached {'; '.join(times)}."]
     if run.get("loss_png"):
         lines += ["", "![loss curve](loss.png)"]
     samples = metrics.get("samples")

@@ -66,7 +66,7 @@ def config_json(config: GPTConfig, boundary_id: int | None = None, dtype: str = 
         "activation_function": "gelu",
         "resid_pdrop": config.dropout,
         "embd_pdrop": config.dropout,
-        "attn_pdrop": config.dropout,
+        "attn_pdrop": 0.0,  # the attention weights get no dropout (gpt/model.py)
         "layer_norm_epsilon": 1e-5,
         "tie_word_embeddings": True,
         "bos_token_id": boundary_id,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import gpt
+from gpt.card import RECIPE
 from gpt.train import PRESETS, TrainConfig, build_parser, learning_rate, resolve_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +91,8 @@ def checkpoint_is_consistent(out: Path) -> int:
     with safe_open(str(folder / meta["tensors"]), "pt") as f:
         assert f.metadata()["step"] == str(meta["step"])
     leftovers = sorted(p.name for p in folder.iterdir() if p.name not in ("state.json", meta["tensors"]))
-    assert len(leftovers) <= 2 and all(p.endswith(".tmp") or p.startswith("state-") for p in leftovers), leftovers
+    temporary = all(p.endswith(".tmp") or p.startswith((".tmp", "state-")) for p in leftovers)  # ours or safetensors'
+    assert len(leftovers) <= 2 and temporary, leftovers
     return meta["step"]
 
 
@@ -206,6 +208,24 @@ def test_resume_state_is_saved_by_the_clock_between_evaluations(tmp_path, play_f
     gpt.train.main(["--data", str(play_file), "--out", str(tmp_path / "m"), *tiny_args, "--max-steps", "30",
                     "--eval-interval", "1000", "--eval-steps", "1", "--checkpoint-minutes", "0"])  # fmt: skip
     assert saved == [0, 10, 20, 30, 30]  # evaluations at 0 and 30, the clock at every 10th step
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_a_preset_learns_and_its_card_states_its_recipe(tmp_path, play_file, names_file, preset):
+    """Each preset, shrunk to a few seconds (shape and steps overridden), lowers the loss; the card gives the rest."""
+    out = tmp_path / preset
+    small = ["--n-layer", "2", "--n-head", "2", "--n-embd", "48", "--block-size", "32", "--batch-size", "16",
+             "--max-steps", "60", "--warmup-steps", "5", "--eval-interval", "30", "--eval-steps", "4"]  # fmt: skip
+    data = names_file if PRESETS[preset].get("docs") else play_file
+    gpt.train.main(["--data", str(data), "--out", str(out), "--preset", preset, *small])
+    losses = [c["val_loss"] for c in curve(out)]
+    assert losses[-1] < losses[0]
+    card = (out / "README.md").read_text()
+    overridden = {"n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_steps", "warmup_steps"}
+    for key, value in PRESETS[preset].items():
+        if key in RECIPE and key not in overridden:
+            assert f"{key}={value}" in card, (key, value)
+    assert f"--preset {preset}" in card
 
 
 def test_wsd_schedule():
