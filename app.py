@@ -91,7 +91,7 @@ class Catalog:
 CATALOG = Catalog.from_settings(os.environ.get("GPT_MODELS"), os.environ.get("MODEL_ID"))
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)
 def load_cached(source: str) -> LM:
     """load() once per model: the sessions and the API share loaded models."""
     return load(source)
@@ -132,6 +132,9 @@ def controls(temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed
     )  # fmt: skip
 
 
+SEED_RULE = f"The seed must be a whole number ({SEED_MIN} to {SEED_MAX}) or blank."
+
+
 def parse_seed(seed) -> int | None:
     """The seed field: blank means random; otherwise a whole number. None if it is not one."""
     text = str(seed if seed is not None else "").strip()
@@ -156,7 +159,7 @@ def unknown_characters(lm: LM, text: str) -> str | None:
 def fitted(lm: LM, text: str) -> str:
     """The text as the model will see it: a prompt longer than the context keeps its end, and the user is told once."""
     keep = lm.block_size - (1 if lm.tokenizer.documents else 0)
-    if len(text) > keep:
+    if len(text) > keep and not lm.windowed:
         gr.Warning(f"The text is longer than the model's context ({lm.block_size}): only its last {keep} characters "
                    "are used.")  # fmt: skip
         text = text[-keep:]
@@ -169,7 +172,7 @@ VALID = gr.validate(True, "")  # a validator answers for each input of its event
 def check_settings(seed) -> list:
     """The settings' answers, in order: the sliders are range-checked by Gradio itself; the seed is checked here."""
     seed_ok = parse_seed(seed) is not None
-    return [*[VALID] * 5, gr.validate(seed_ok, f"The seed must be a whole number ({SEED_MIN} to {SEED_MAX}) or blank.")]
+    return [*[VALID] * 5, gr.validate(seed_ok, SEED_RULE)]
 
 
 def model_problem(name: str) -> str | None:
@@ -283,6 +286,9 @@ def check_attention(prompt, layer, head, model_name):
         return [VALID, VALID, VALID, gr.validate(False, bad_model)]
     lm = get_lm(model_name)
     cfg = lm.model.config
+    if lm.windowed:
+        why = f"{model_name.strip()} has no attention: a {cfg.arch} reads a fixed window of {cfg.block_size} characters"
+        return [VALID, VALID, VALID, gr.validate(False, why + ". Pick a GPT model to see attention.")]
     problem = "Type a short prompt to see its attention." if not prompt else unknown_characters(lm, prompt)
     return [gr.validate(problem is None, problem or ""),
             gr.validate(0 <= int(layer) < cfg.n_layer, f"This model has layers 0-{cfg.n_layer - 1}."),
@@ -348,14 +354,23 @@ def check_model(name):
     return [gr.validate(problem is None, problem or "")]
 
 
+def slider_tops(lm: LM) -> tuple[int, int]:
+    """The layer and head sliders' maxima. A slider needs maximum > minimum, so a one-layer (or one-head) model gets
+    0-1 and the validator refuses 1; a window model has no attention and gets disabled sliders."""
+    cfg = lm.model.config
+    return (1, 1) if lm.windowed else (max(cfg.n_layer - 1, 1), max(cfg.n_head - 1, 1))
+
+
 def choose_model(name):
     """Load the picked model for this browser session and show it on every tab (checked first by check_model)."""
     name = name.strip()
     lm = get_lm(name)
-    cfg, texts = lm.model.config, model_texts(name, lm)
+    texts = model_texts(name, lm)
     loss, card = model_files(lm)
-    return (name, texts["current"], describe(name, lm), loss, card, gr.update(maximum=cfg.n_layer - 1, value=0),
-            gr.update(maximum=cfg.n_head - 1, value=0),
+    layers, heads = slider_tops(lm)
+    return (name, texts["current"], describe(name, lm), loss, card,
+            gr.update(maximum=layers, value=0, interactive=not lm.windowed),
+            gr.update(maximum=heads, value=0, interactive=not lm.windowed),
             gr.update(value=texts["prompt"], label=texts["prompt_label"]), gr.update(placeholder=texts["placeholder"]),
             gr.Dataset(samples=texts["examples"]), [])  # fmt: skip
 
@@ -368,6 +383,65 @@ def model_files(lm: LM) -> tuple[str | None, str]:
     if card.startswith("---"):
         card = card.split("\n---", 1)[-1].split("\n", 1)[-1]
     return loss, card.replace("![loss curve](loss.png)", "")
+
+
+LADDER_SAMPLES = 6
+
+
+def check_ladder(seed):
+    return [gr.validate(parse_seed(seed) is not None, SEED_RULE)]
+
+
+def ladder(seed):
+    """Every document-mode model on offer (the makemore ladder and the GPT above it), smallest first: its size, exact
+    validation loss and names sampled with one seed, as a table and a chart of loss against parameters."""
+    seed = parse_seed(seed)
+    if seed is None:  # API callers skip the validator
+        raise gr.Error(SEED_RULE)
+    rungs = []
+    for name in CATALOG.sources:
+        try:
+            lm = get_lm(name)
+        except gr.Error:  # not reachable now (a Hub repo offline): the Model tab says why when it is picked
+            continue
+        if lm.tokenizer.documents:
+            run = read_metrics(lm.folder).get("run", {}) if lm.folder else {}
+            names = lm.generate_batch([""] * LADDER_SAMPLES, max_new_tokens=32, temperature=1.0, seed=seed)
+            arch = lm.model.config.arch if lm.windowed else "gpt"
+            rungs.append((lm.model.num_params(), name, arch, run.get("exact_val_loss"), names))
+    if not rungs:
+        return "No document-mode model (such as the names models) is on offer here.", None
+    rungs.sort(key=lambda r: r[0])
+    table = [f"| model | architecture | parameters | validation loss | samples (seed {seed}, temperature 1) |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for params, name, arch, loss, names in rungs:
+        shown_loss = f"{loss:.4f}" if loss is not None else "—"
+        table.append(f"| {name} | {arch} | {params:,} | {shown_loss} | {', '.join(n.strip() or '∅' for n in names)} |")
+    return "\n".join(table), ladder_figure([r for r in rungs if r[3] is not None])
+
+
+def resample_ladder():
+    """A fresh seed, shown in the seed field so the samples can be had again."""
+    seed = str(random.randrange(2**31))
+    return seed, *ladder(seed)
+
+
+def ladder_figure(rungs):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=90)
+    ax.plot([r[0] for r in rungs], [r[3] for r in rungs], "o-")
+    for params, name, _, loss, _ in rungs:
+        ax.annotate(name, (params, loss), textcoords="offset points", xytext=(6, 4), fontsize=9)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("validation loss (nats/char)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
 
 
 def api_usage(request: gr.Request) -> str:
@@ -404,7 +478,7 @@ CSS = """
 
 def build_demo() -> gr.Blocks:
     lm = get_lm(CATALOG.default)
-    cfg, texts = lm.model.config, model_texts(CATALOG.default, lm)
+    texts = model_texts(CATALOG.default, lm)
     with gr.Blocks(title="gpt: train, share, talk") as demo:
         model_name = gr.Textbox(CATALOG.default, visible=False, label="model")  # this browser's model, sent each call
         gr.Markdown("# gpt\nA small character-level GPT, trained from scratch. Chat with it, or watch it choose.")
@@ -444,8 +518,9 @@ def build_demo() -> gr.Blocks:
                 alternatives = gr.Dataframe(headers=["tok", "p", "1st", "2nd", "3rd", "4th", "5th"],
                                             label="top-5 alternatives", elem_classes="alternatives")  # fmt: skip
                 with gr.Row():
-                    layer = gr.Slider(0, cfg.n_layer - 1, value=0, step=1, label="layer")
-                    head = gr.Slider(0, cfg.n_head - 1, value=0, step=1, label="head")
+                    layers, heads = slider_tops(lm)
+                    layer = gr.Slider(0, layers, value=0, step=1, label="layer", interactive=not lm.windowed)
+                    head = gr.Slider(0, heads, value=0, step=1, label="head", interactive=not lm.windowed)
                     show_attention = gr.Button("Show attention")
                 heatmap = gr.Plot(label="attention")
                 inputs = [prompt, show_probabilities, model_name, *settings]
@@ -456,6 +531,22 @@ def build_demo() -> gr.Blocks:
                                           api_visibility="private")  # fmt: skip
                 show_attention.click(attention, [prompt, layer, head, model_name], heatmap, validator=check_attention,
                                      api_name="attention")  # fmt: skip
+            with gr.Tab("Ladder") as ladder_tab:
+                gr.Markdown(
+                    "The makemore ladder on names: a bigram table, an MLP, a WaveNet and the GPT, trained on "
+                    "the same split with the same trainer. Pick any of them on the Model tab to chat with it."
+                )
+                with gr.Row():
+                    ladder_seed = gr.Textbox(value="0", label="seed (blank = random)", scale=1)
+                    resample = gr.Button("Sample again", scale=0)
+                ladder_table = gr.Markdown()
+                ladder_chart = gr.Plot(label="validation loss against parameters")
+                ladder_tab.select(ladder, ladder_seed, [ladder_table, ladder_chart], validator=check_ladder,
+                                  api_name="ladder_tab", api_visibility="private")  # fmt: skip
+                ladder_seed.submit(ladder, ladder_seed, [ladder_table, ladder_chart], validator=check_ladder,
+                                   api_name="ladder")  # fmt: skip
+                resample.click(resample_ladder, None, [ladder_seed, ladder_table, ladder_chart],
+                               api_visibility="private")  # fmt: skip
             with gr.Tab("Model"):
                 with gr.Row():
                     picked = gr.Dropdown(

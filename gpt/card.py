@@ -8,8 +8,17 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from gpt.model import HUB_TAGS, GPTConfig
+from gpt.model import HUB_TAGS
 from gpt.tokenizer import CharTokenizer
+from gpt.window import ModelConfig, WindowConfig
+
+LADDER = {
+    "bigram": "A bigram model (makemore, lecture 2): a table of next-character logits read by the previous character",
+    "mlp": "An MLP language model with BatchNorm (Bengio et al. 2003; makemore, lectures 3-4): the last {w} characters "
+    "embedded ({e} wide), concatenated, one hidden layer of {h} (Linear, BatchNorm, tanh)",
+    "wavenet": "A WaveNet-style hierarchical model (makemore, lecture 5): {w} characters embedded ({e} wide), fused "
+    "two neighbours at a time by {l} layers of {h} (Linear, BatchNorm, tanh)",
+}
 
 
 def public_command(run: dict) -> str:
@@ -18,7 +27,7 @@ def public_command(run: dict) -> str:
     return command.replace(data, Path(data).name) if data else command
 
 
-def metadata(config: GPTConfig, tokenizer: CharTokenizer, run: dict, name: str) -> ModelCardData:
+def metadata(config: ModelConfig, tokenizer: CharTokenizer, run: dict, name: str) -> ModelCardData:
     dataset = run.get("settings", {}).get("dataset")
     loss = run.get("exact_val_loss")
     results = None
@@ -27,20 +36,28 @@ def metadata(config: GPTConfig, tokenizer: CharTokenizer, run: dict, name: str) 
                               dataset_name=dataset or Path(run.get("data", "data")).name, dataset_split="validation",
                               metric_type="loss", metric_name="validation loss (nats per character)",
                               metric_value=round(loss, 4))]  # fmt: skip
+    window = isinstance(config, WindowConfig)
+    tags = ["character-level", "text-generation", "from-scratch", "makemore", config.arch] if window else HUB_TAGS
     return ModelCardData(
         license="mit",
-        library_name="transformers",
+        library_name=None if window else "transformers",
         pipeline_tag="text-generation",
-        tags=HUB_TAGS + (["document-mode"] if tokenizer.documents else []),
+        tags=tags + (["document-mode"] if tokenizer.documents else []),
         datasets=[dataset] if dataset else None,
         model_name=name,
         eval_results=results,
     )
 
 
-def figures(config: GPTConfig, tokenizer: CharTokenizer, run: dict) -> list[str]:
+def figures(config: ModelConfig, tokenizer: CharTokenizer, run: dict) -> list[str]:
+    if isinstance(config, WindowConfig):
+        shape = ("architecture", config.arch) if config.arch == "bigram" else (
+            "architecture / layers / embedding / hidden", f"{config.arch} / {config.n_layer} / {config.n_embd} / "
+            f"{config.n_hidden}")  # fmt: skip
+    else:
+        shape = ("layers / heads / width", f"{config.n_layer} / {config.n_head} / {config.n_embd}")
     rows = [
-        ("layers / heads / width", f"{config.n_layer} / {config.n_head} / {config.n_embd}"),
+        shape,
         ("context (characters)", f"{config.block_size}"),
         ("vocabulary", f"{tokenizer.vocab_size} characters"),
         ("parameters", f"{config.num_params():,}"),
@@ -58,14 +75,17 @@ def figures(config: GPTConfig, tokenizer: CharTokenizer, run: dict) -> list[str]
     return ["| figure | value |", "|---|---|", *(f"| {label} | {value} |" for label, value in rows)]
 
 
-RECIPE = ["n_layer", "n_head", "n_embd", "block_size", "dropout", "batch_size", "max_steps", "optimizer", "lr",
-          "muon_lr", "min_lr", "schedule", "warmup_steps", "weight_decay"]  # fmt: skip
+RECIPE = ["arch", "n_layer", "n_head", "n_embd", "n_hidden", "block_size", "dropout", "batch_size", "max_steps",
+          "optimizer", "lr", "muon_lr", "min_lr", "schedule", "warmup_steps", "weight_decay"]  # fmt: skip
+GPT_ONLY = ("n_layer", "n_head", "dropout", "muon_lr")
 
 
 def recipe(run: dict) -> str:
     """The training settings that make the recipe, as `name=value` pairs (muon_lr only when Muon was used)."""
     settings = run.get("settings", {})
-    keys = [k for k in RECIPE if k in settings and (k != "muon_lr" or settings.get("optimizer") == "muon")]
+    window = settings.get("arch", "gpt") != "gpt"
+    keys = [k for k in RECIPE if k in settings and (k != "muon_lr" or settings.get("optimizer") == "muon")
+            and not (window and k in GPT_ONLY) and not (not window and k in ("arch", "n_hidden"))]  # fmt: skip
     return ", ".join(f"{k}={settings[k]}" for k in keys)
 
 
@@ -79,9 +99,9 @@ def reached(curve: list[dict], thresholds=(2.0, 1.8, 1.6, 1.55, 1.5, 1.47)) -> l
     return out
 
 
-def usage(name: str, documents: bool) -> list[str]:
+def usage(name: str, documents: bool, window: bool) -> list[str]:
     prompt = "" if documents else "ROMEO:"
-    return [
+    library = [
         "## Usage",
         "",
         "With this project's library (`pip install` its repository):",
@@ -94,6 +114,10 @@ def usage(name: str, documents: bool) -> list[str]:
         "```",
         "",
         f"or from the command line: `python -m gpt.sample {name} --stream`.",
+    ]
+    if window:
+        return library + ["", "This architecture is not one `transformers` has: the folder is for the `gpt` library."]
+    return library + [
         "",
         "With transformers (it is a GPT-2 model with a character tokenizer; no remote code):",
         "",
@@ -107,17 +131,26 @@ def usage(name: str, documents: bool) -> list[str]:
     ]
 
 
-def model_card(config: GPTConfig, tokenizer: CharTokenizer, metrics: dict, repo_id: str | None = None) -> str:
+def model_card(config: ModelConfig, tokenizer: CharTokenizer, metrics: dict, repo_id: str | None = None) -> str:
     """README.md: Hub metadata (with a model-index entry for the validation loss), figures, training, samples, usage."""
     run = metrics.get("run", {})
     name = repo_id or run.get("name") or "path/to/this/folder"
     kind = "document mode: one item per line" if tokenizer.documents else "running text"
+    if isinstance(config, WindowConfig):
+        what = LADDER[config.arch].format(w=config.block_size, e=config.n_embd, h=config.n_hidden, l=config.n_layer)
+        intro = (
+            f"{what}; {config.num_params():,} parameters, {kind}, trained from scratch with the `gpt` library "
+            "as a rung of the makemore ladder below its GPT. The lectures split names randomly 80/10/10; this "
+            "model's validation loss is on a fixed split (every 10th name), so compare with theirs loosely."
+        )
+    else:
+        intro = (f"A character-level GPT ({config.num_params() / 1e6:.2f}M parameters, {kind}) trained from scratch "
+                 "with the `gpt` library: GPT-2's architecture (pre-norm blocks, causal self-attention, exact GELU, "
+                 "tied embeddings), stored so that both that library and `transformers` load it.")  # fmt: skip
     lines = [
         f"# {run.get('name', 'GPT')}",
         "",
-        f"A character-level GPT ({config.num_params() / 1e6:.2f}M parameters, {kind}) trained from scratch with the "
-        "`gpt` library: GPT-2's architecture (pre-norm blocks, causal self-attention, exact GELU, tied embeddings), "
-        "stored so that both that library and `transformers` load it.",
+        intro,
         "",
         *figures(config, tokenizer, run),
     ]
@@ -133,6 +166,6 @@ def model_card(config: GPTConfig, tokenizer: CharTokenizer, metrics: dict, repo_
     samples = metrics.get("samples")
     if samples:
         lines += ["", "## Samples", "", f"`{samples['call']}`:", "", "```text", samples["text"], "```"]
-    lines += ["", *usage(repo_id or "path/to/this/folder", tokenizer.documents)]
+    lines += ["", *usage(repo_id or "path/to/this/folder", tokenizer.documents, isinstance(config, WindowConfig))]
     data = metadata(config, tokenizer, run, name)
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"))

@@ -48,6 +48,7 @@ class TextBatches:
 
     def __init__(self, ids: torch.Tensor, block_size: int):
         self.ids, self.block_size = ids, block_size
+        self.row_length = block_size
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         starts = torch.randint(len(self.ids) - self.block_size, (batch_size,), generator=generator)
@@ -70,6 +71,7 @@ class DocumentBatches:
             rows[i, : len(seq)] = torch.tensor(seq)
         self.x = rows[:, :-1].clamp(min=0)
         self.y = rows[:, 1:]
+        self.row_length = longest
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         pick = torch.randint(len(self.x), (batch_size,), generator=generator)

@@ -2,7 +2,8 @@
 
 Uses the training split (running text: last 10% of characters; documents: lines with i % 10 == 9) and scores every
 validation target once, so the figure is exact rather than an estimate from random batches:
-- running text: consecutive windows of block_size targets, each with the context it would have in training;
+- running text: consecutive rows of block_size targets (a window model: ROW_LENGTH), each with the context it would
+  have in training;
 - documents: each item from a boundary with no earlier context, its end boundary included (as makemore scores).
 """
 
@@ -23,7 +24,7 @@ from gpt.tokenizer import UnknownCharactersError
 @torch.no_grad()
 def validation_loss(lm: LM, text: str, batch_size: int = 64) -> tuple[float, int]:
     """Mean cross-entropy (nats per token) over the validation split of `text`, and the number of targets."""
-    tok, T, device = lm.tokenizer, lm.block_size, lm.device
+    tok, T, device = lm.tokenizer, lm.row_length, lm.device
     if tok.documents:
         _, val = split_documents(text)
         batches = DocumentBatches([tok.encode(d) for d in val], T, tok.boundary_id).all(batch_size)

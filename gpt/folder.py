@@ -7,6 +7,8 @@ and any engine that runs GPT-2:
 - model.safetensors: GPT2LMHeadModel's layout: the attention and MLP weights transposed (GPT-2's Conv1D is the
   transpose of nn.Linear), zero biases where a model has none (GPT-2 always has them), the tied head stored once;
 - tokenizer.json + tokenizer_config.json (gpt/tokenizer.py), README.md (the card, gpt/card.py), metrics.json, loss.png.
+The fixed-window rungs of the makemore ladder (gpt/window.py) are for this library only: config.json has model_type
+"gpt-window" and names the arch; model.safetensors is their state dict, BatchNorm's running statistics included.
 Folders of the first format (flat GPTConfig JSON, nn.Linear layout) still load; `python -m gpt.folder upgrade DIR`
 rewrites one in this format.
 
@@ -28,16 +30,27 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from gpt.bigram import Bigram
 from gpt.card import model_card
 from gpt.generate import LM
+from gpt.mlp import MLP
 from gpt.model import GPT, GPTConfig, ModelFileError
 from gpt.tokenizer import CharTokenizer
+from gpt.wavenet import WaveNet
+from gpt.window import ARCHS, Model, ModelConfig, WindowConfig
 
 REQUIRED_FILES = ["config.json", "model.safetensors", "tokenizer.json"]
 MODEL_FILES = [*REQUIRED_FILES, "tokenizer_config.json", "README.md", "metrics.json", "loss.png"]
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")  # stored transposed
 BIASES = ("ln_1.bias", "ln_2.bias", "attn.c_attn.bias", "attn.c_proj.bias", "mlp.c_fc.bias", "mlp.c_proj.bias")
 HF_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers older transformers versions saved
+WINDOW_TYPE = "gpt-window"
+WINDOW_CLASSES = {"bigram": Bigram, "mlp": MLP, "wavenet": WaveNet}
+
+
+def build_model(config: ModelConfig) -> Model:
+    """The model a config describes, freshly initialised."""
+    return GPT(config) if isinstance(config, GPTConfig) else WINDOW_CLASSES[config.arch](config)
 
 
 @dataclass(frozen=True)
@@ -53,8 +66,14 @@ class ModelLimits:
 # config.json
 
 
-def config_json(config: GPTConfig, boundary_id: int | None = None, dtype: str = "float32") -> dict:
-    """config.json for transformers' GPT2LMHeadModel (dtype: what transformers should compute in)."""
+def config_json(config: ModelConfig, boundary_id: int | None = None, dtype: str = "float32") -> dict:
+    """config.json for transformers' GPT2LMHeadModel (dtype: what transformers should compute in), or a window
+    model's."""
+    if isinstance(config, WindowConfig):
+        return {"architectures": [WINDOW_CLASSES[config.arch].__name__], "model_type": WINDOW_TYPE,
+                "arch": config.arch, "vocab_size": config.vocab_size, "block_size": config.block_size,
+                "n_embd": config.n_embd, "n_hidden": config.n_hidden, "bos_token_id": boundary_id,
+                "eos_token_id": boundary_id, "dtype": dtype}  # fmt: skip
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
@@ -76,10 +95,20 @@ def config_json(config: GPTConfig, boundary_id: int | None = None, dtype: str = 
     }
 
 
-def parse_config(data, source: str) -> tuple[GPTConfig, bool]:
-    """A GPTConfig from config.json's content, and whether the folder is in the GPT-2 layout (else the first one)."""
+def parse_config(data, source: str) -> tuple[ModelConfig, bool]:
+    """The config in config.json's content, and whether the folder is in the GPT-2 layout (else the first one, or a
+    window model's)."""
     if not isinstance(data, dict):
         raise ModelFileError(f"{source}: config.json must be a JSON object")
+    if data.get("model_type") == WINDOW_TYPE:
+        fields = {k: data.get(k) for k in WindowConfig.__dataclass_fields__}
+        missing = [k for k, v in fields.items() if v is None]
+        if missing:
+            raise ModelFileError(f"{source}: config.json lacks {', '.join(missing)}")
+        if fields["arch"] not in ARCHS:
+            raise ModelFileError(f"{source}: config.json's arch must be one of {', '.join(ARCHS)}, "
+                                 f"got {fields['arch']!r}")  # fmt: skip
+        return WindowConfig(**fields), False
     if data.get("model_type") == "gpt2":
         if data.get("activation_function", "gelu_new") != "gelu" or data.get("n_inner") not in (
             None,
@@ -92,7 +121,8 @@ def parse_config(data, source: str) -> tuple[GPTConfig, bool]:
                   "dropout": data.get("resid_pdrop", 0.0), "bias": data.get("bias", True)}  # fmt: skip
         gpt2 = True
     elif "model_type" in data:
-        raise ModelFileError(f"{source}: config.json is a {data['model_type']!r} model; this library runs gpt2 ones")
+        raise ModelFileError(f"{source}: config.json is a {data['model_type']!r} model; this library runs gpt2 and "
+                             f"{WINDOW_TYPE} ones")  # fmt: skip
     else:
         fields = {k: data[k] for k in GPTConfig.__dataclass_fields__ if k in data}
         gpt2 = False
@@ -104,27 +134,47 @@ def parse_config(data, source: str) -> tuple[GPTConfig, bool]:
     return GPTConfig(**fields), gpt2
 
 
-def check_config(config: GPTConfig, source: str, limits: ModelLimits = ModelLimits()) -> None:
+def check_config(config: ModelConfig, source: str, limits: ModelLimits = ModelLimits()) -> None:
     """Types, ranges and size of a config read from a file; a ModelFileError names the field."""
-    for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+    window = isinstance(config, WindowConfig)
+    names = ("vocab_size", "block_size", "n_embd", "n_hidden") if window else ("vocab_size", "block_size", "n_layer",
+                                                                              "n_head", "n_embd")  # fmt: skip
+    for name in names:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ModelFileError(f"{source}: config.json's {name} must be a whole number, got {value!r}")
+    if window:
+        bounds = [("vocab_size", limits.max_vocab_size), ("block_size", 1 << 10), ("n_embd", 1 << 16),
+                  ("n_hidden", 1 << 16)]  # fmt: skip
+        check_bounds(config, bounds, source)
+        if config.arch == "wavenet" and config.block_size & (config.block_size - 1):
+            raise ModelFileError(f"{source}: config.json's block_size must be a power of two for wavenet, "
+                                 f"got {config.block_size}")  # fmt: skip
+        check_size(config, source, limits)
+        return
     if isinstance(config.dropout, bool) or not isinstance(config.dropout, (int, float)) or not 0 <= config.dropout < 1:
         raise ModelFileError(f"{source}: config.json's dropout must be a number in [0, 1), got {config.dropout!r}")
     if not isinstance(config.bias, bool):
         raise ModelFileError(f"{source}: config.json's bias must be true or false, got {config.bias!r}")
     bounds = [("vocab_size", limits.max_vocab_size), ("block_size", limits.max_block_size),
               ("n_layer", limits.max_layers), ("n_head", 1 << 12), ("n_embd", 1 << 16)]  # fmt: skip
+    check_bounds(config, bounds, source)
+    if config.n_embd % config.n_head:
+        raise ModelFileError(
+            f"{source}: config.json's n_embd {config.n_embd} is not divisible by n_head {config.n_head}"
+        )
+    check_size(config, source, limits)
+
+
+def check_bounds(config: ModelConfig, bounds: list[tuple[str, int]], source: str) -> None:
     for name, high in bounds:
         if not 1 <= getattr(config, name) <= high:
             raise ModelFileError(
                 f"{source}: config.json's {name} must be from 1 to {high:,}, got {getattr(config, name)}"
             )
-    if config.n_embd % config.n_head:
-        raise ModelFileError(
-            f"{source}: config.json's n_embd {config.n_embd} is not divisible by n_head {config.n_head}"
-        )
+
+
+def check_size(config: ModelConfig, source: str, limits: ModelLimits) -> None:
     if config.num_params() > limits.max_parameters:
         raise ModelFileError(
             f"{source}: config.json describes {config.num_params():,} parameters, over this loader's limit of "
@@ -166,14 +216,14 @@ def from_gpt2_tensors(tensors: dict[str, torch.Tensor], config: GPTConfig, sourc
     return state
 
 
-def expected_shapes(config: GPTConfig, gpt2: bool) -> dict[str, list[int]]:
+def expected_shapes(config: ModelConfig, gpt2: bool) -> dict[str, list[int]]:
     with torch.device("meta"):
-        model = GPT(config)
+        model = build_model(config)
     tensors = gpt2_tensors(model) if gpt2 else model.state_dict()
     return {k: list(v.shape) for k, v in tensors.items()}
 
 
-def check_weights(config: GPTConfig, weights: Path, gpt2: bool) -> None:
+def check_weights(config: ModelConfig, weights: Path, gpt2: bool) -> None:
     """The safetensors header names exactly the tensors this config needs, with their shapes (nothing is loaded)."""
     expected = expected_shapes(config, gpt2)
     try:
@@ -203,7 +253,7 @@ def missing_files(folder: Path) -> list[str]:
     return [f for f in REQUIRED_FILES if not (folder / f).is_file()]
 
 
-def read_config(folder: Path, name: str | None = None) -> tuple[GPTConfig, bool]:
+def read_config(folder: Path, name: str | None = None) -> tuple[ModelConfig, bool]:
     source = name or str(folder)
     try:
         data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -214,8 +264,8 @@ def read_config(folder: Path, name: str | None = None) -> tuple[GPTConfig, bool]
     return parse_config(data, source)
 
 
-def load_model(folder: str | Path, limits: ModelLimits | None = None, name: str | None = None) -> GPT:
-    """The GPT in a folder (eval mode, float32 on the CPU), checked file by file before it is built."""
+def load_model(folder: str | Path, limits: ModelLimits | None = None, name: str | None = None) -> Model:
+    """The model in a folder (eval mode, float32 on the CPU), checked file by file before it is built."""
     folder = Path(folder)
     source = name or str(folder)
     config, gpt2 = read_config(folder, source)
@@ -230,10 +280,12 @@ def load_model(folder: str | Path, limits: ModelLimits | None = None, name: str 
         raise ModelFileError(f"{source}: model.safetensors is unreadable or truncated ({e})") from None
     if gpt2:
         state = from_gpt2_tensors(tensors, config, source)
+    elif isinstance(config, WindowConfig):
+        state = tensors
     else:
         state = {**tensors, "lm_head.weight": tensors.get("lm_head.weight", tensors.get("transformer.wte.weight"))}
         state.setdefault("transformer.wte.weight", state["lm_head.weight"])
-    model = GPT(config)
+    model = build_model(config)
     model.load_state_dict(state, strict=True)
     return model.eval()
 
@@ -254,9 +306,11 @@ def load_folder(folder: str | Path, device: torch.device | str = "cpu", limits: 
     return lm
 
 
-def write_weights(model: GPT, folder: Path, boundary_id: int | None = None, dtype: torch.dtype = torch.float32) -> None:
-    """model.safetensors and config.json in the GPT-2 layout (weights in `dtype`; transformers computes in fp32)."""
-    tensors = {k: v.detach().to("cpu", dtype) for k, v in gpt2_tensors(model).items()}
+def write_weights(model: Model, folder: Path, boundary_id: int | None = None,
+                  dtype: torch.dtype = torch.float32) -> None:  # fmt: skip
+    """model.safetensors and config.json (a GPT in the GPT-2 layout; weights in `dtype`, counters kept whole)."""
+    state = gpt2_tensors(model) if isinstance(model, GPT) else model.state_dict()
+    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(config_json(model.config, boundary_id), indent=2))
 
@@ -271,13 +325,13 @@ def write_metrics(folder: Path, metrics: dict) -> None:
     write_atomic(folder / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=1)))
 
 
-def write_card(folder: Path, config: GPTConfig, tokenizer: CharTokenizer) -> None:
+def write_card(folder: Path, config: ModelConfig, tokenizer: CharTokenizer) -> None:
     """The one writer of a folder's README.md: the card made from its config, tokenizer and metrics.json."""
     card = model_card(config, tokenizer, read_metrics(folder))
     write_atomic(folder / "README.md", lambda p: p.write_text(card, encoding="utf-8"))
 
 
-def save_folder(model: GPT, tokenizer: CharTokenizer, out: str | Path, metrics: dict | None = None,
+def save_folder(model: Model, tokenizer: CharTokenizer, out: str | Path, metrics: dict | None = None,
                 dtype: torch.dtype = torch.float32) -> None:  # fmt: skip
     """Write a whole model folder: every file is written aside, then moved into place, the weights first."""
     out = Path(out)
@@ -300,9 +354,9 @@ def upgrade(folder: str | Path) -> bool:
     """Rewrite a folder of the first format in the transformers-readable one; False if it already is."""
     folder = Path(folder)
     lm = load_folder(folder)
-    _, gpt2 = read_config(folder)
+    config, gpt2 = read_config(folder)
     tokenizer_data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-    if gpt2 and tokenizer_data.get("type") != "char":
+    if (gpt2 or isinstance(config, WindowConfig)) and tokenizer_data.get("type") != "char":
         return False
     dtype = next(iter(load_file(str(folder / "model.safetensors")).values())).dtype
     save_folder(lm.model, lm.tokenizer, folder, dtype=dtype)

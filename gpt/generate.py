@@ -2,7 +2,8 @@
 
 Decoding keeps a KV cache per sequence. When a sequence fills the context, its last 3/4 block of tokens is
 prefilled again (a context shift, as llama.cpp does): absolute position embeddings rule out sliding one token at a
-time without recomputing, and this keeps decoding incremental for 1/4 of a block at a time.
+time without recomputing, and this keeps decoding incremental for 1/4 of a block at a time. A fixed-window model
+(gpt/window.py) keeps each sequence's last block_size tokens instead and runs its window again every step.
 """
 
 import math
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from gpt.model import GPT, KVCache
 from gpt.tokenizer import CharTokenizer
+from gpt.window import ROW_LENGTH, Model, WindowModel
 
 SEED_MIN, SEED_MAX = -(1 << 63), (1 << 63) - 1  # a 64-bit signed integer, as OpenAI's API documents it
 
@@ -219,10 +220,10 @@ class DecodeBatch:
     Each row keeps its own sampling settings, random generator, seen-token mask (repetition penalty) and history.
     """
 
-    def __init__(self, model: GPT, capacity: int):
+    def __init__(self, model: Model, capacity: int):
         p = next(model.parameters())
         self.model, self.device = model, p.device
-        self.cache = KVCache.empty(model.config, capacity, p.device, p.dtype)
+        self.cache = model.empty_cache(capacity, p.device, p.dtype)
         self.seen = torch.zeros(capacity, model.config.vocab_size, dtype=torch.bool, device=p.device)
         self.params: list[SamplingParams] = []
         self.generators: list[torch.Generator] = []
@@ -235,7 +236,7 @@ class DecodeBatch:
     @torch.no_grad()
     def _fill(self, i: int, ids: list[int]) -> None:
         row = self.cache.rows(i, i + 1)
-        row.pos.zero_()
+        row.reset()
         if ids:
             self.model(torch.tensor([ids], device=self.device), cache=row)
 
@@ -254,9 +255,7 @@ class DecodeBatch:
         """Free row i by moving the last row into it."""
         last = len(self) - 1
         if i != last:
-            for t in (self.cache.k, self.cache.v):
-                t[:, i] = t[:, last]
-            self.cache.pos[i] = self.cache.pos[last]
+            self.cache.move(last, i)
             self.seen[i] = self.seen[last]
             for rows in (self.history, self.params, self.generators):
                 rows[i] = rows[last]
@@ -270,9 +269,10 @@ class DecodeBatch:
         n, block = len(self), self.model.config.block_size
         keep = context_shift_keep(block)
         for i, ids in enumerate(self.history):
-            if len(ids) > block:  # context full: shift it
-                del ids[: len(ids) - keep]
-                self._fill(i, ids[:-1])
+            if len(ids) > block:  # context full: a window model's cache drops its oldest token itself, a GPT's shifts
+                del ids[: len(ids) - (block if self.cache.slides else keep)]
+                if not self.cache.slides:
+                    self._fill(i, ids[:-1])
         if self.sampler is None:
             self.sampler = Sampler(self.params, self.model.config.vocab_size, self.device, self.generators)
         last = torch.tensor([ids[-1] for ids in self.history], device=self.device)
@@ -285,7 +285,7 @@ class DecodeBatch:
 
 
 def decode_steps(
-    model: GPT, prompts: list[list[int]], params: list[SamplingParams], with_logprobs: bool = False
+    model: Model, prompts: list[list[int]], params: list[SamplingParams], with_logprobs: bool = False
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """Endless decoding of a fixed batch: yields each step's new tokens (B,) and, if asked, the log-probabilities.
 
@@ -368,7 +368,7 @@ class Completion:
 class LM:
     """A model with its tokenizer: what `gpt.load` returns (its model is in eval mode; LM never changes the mode)."""
 
-    def __init__(self, model: GPT, tokenizer: CharTokenizer):
+    def __init__(self, model: Model, tokenizer: CharTokenizer):
         if model.config.vocab_size != tokenizer.vocab_size:
             raise ValueError(
                 f"tokenizer.json has {tokenizer.vocab_size} tokens but config.json's vocab_size is "
@@ -384,6 +384,17 @@ class LM:
     @property
     def block_size(self) -> int:
         return self.model.config.block_size
+
+    @property
+    def windowed(self) -> bool:
+        """A fixed-window model: it reads prompts of any length, sees their last block_size characters, has no
+        attention to show and scores rows of ROW_LENGTH at a time."""
+        return isinstance(self.model, WindowModel)
+
+    @property
+    def row_length(self) -> int:
+        """Tokens scored in one row: the GPT's context, or ROW_LENGTH for a window model (any length works)."""
+        return ROW_LENGTH if self.windowed else self.block_size
 
     def encode_prompt(self, prompt: str) -> list[int]:
         """Token ids to condition on. Document models start a fresh item; an empty prompt starts after a newline."""

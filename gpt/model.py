@@ -59,8 +59,19 @@ class KVCache:
         pos = torch.zeros(batch_size, dtype=torch.long, device=device)
         return cls(k, torch.zeros_like(k), pos)
 
+    slides = False  # a full cache must be shifted by its user (gpt/generate.py)
+
     def rows(self, start: int, stop: int) -> "KVCache":
         return KVCache(self.k[:, start:stop], self.v[:, start:stop], self.pos[start:stop])
+
+    def reset(self) -> None:
+        self.pos.zero_()
+
+    def move(self, src: int, dst: int) -> None:
+        """Row src's keys, values and length into row dst."""
+        for t in (self.k, self.v):
+            t[:, dst] = t[:, src]
+        self.pos[dst] = self.pos[src]
 
 
 class CausalSelfAttention(nn.Module):
@@ -162,6 +173,9 @@ class GPT(
     def num_params(self) -> int:
         """Parameters counted once (the tied head shares the token embedding); position embeddings included."""
         return self.config.num_params()
+
+    def empty_cache(self, batch_size: int, device=None, dtype=torch.float32) -> KVCache:
+        return KVCache.empty(self.config, batch_size, device, dtype)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
         """Logits (B, T, vocab) and, with targets, the mean cross-entropy (targets of -1 are ignored).

@@ -92,6 +92,18 @@ def names_model(tmp_path_factory, names_file) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def mlp_model(tmp_path_factory, names_file) -> Path:
+    """A rung of the makemore ladder (a window model) trained on the same names."""
+    from gpt.train import main
+
+    out = tmp_path_factory.mktemp("models") / "names-mlp"
+    main(["--data", str(names_file), "--out", str(out), "--docs", "--arch", "mlp", "--block-size", "3", "--n-embd",
+          "8", "--n-hidden", "32", "--batch-size", "32", "--max-steps", "100", "--eval-interval", "50", "--lr", "1e-2",
+          "--eval-steps", "4"])  # fmt: skip
+    return out
+
+
 class AppProcess:
     """`python app.py ARGS` as a user starts it, on a free port; its output goes to a file (a pipe could fill up)."""
 
@@ -166,9 +178,10 @@ def app_process():
 
 
 @pytest.fixture(scope="session")
-def app_url(tiny_model, names_model):
-    """`python app.py` serving the tiny model, with the names model and one Hub repo on offer."""
-    with AppProcess(env={"MODEL_ID": str(tiny_model), "GPT_MODELS": f"{names_model},carol/app-model"}) as app:
+def app_url(tiny_model, names_model, mlp_model):
+    """`python app.py` serving the tiny model, with the names model, an MLP rung and one Hub repo on offer."""
+    env = {"MODEL_ID": str(tiny_model), "GPT_MODELS": f"{names_model},{mlp_model},carol/app-model"}
+    with AppProcess(env=env) as app:
         ready = app.wait_ready()
         yield app.url + "/"
     assert ready < 30, f"app took {ready:.1f}s to start"

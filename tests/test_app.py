@@ -129,6 +129,29 @@ def test_a_document_model_completes_a_fresh_item_from_a_blank_prompt(client):
     assert name.isalpha() and name.islower() and len(name) < 40
 
 
+def test_the_ladder_shows_every_names_model_smallest_first_with_repeatable_samples(client):
+    table, chart = client.predict("3", api_name="/ladder")
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    assert [r[0].strip("| ") for r in rows] == ["names-mlp", "names"]  # smallest first; the play model is not a rung
+    assert [r[1] for r in rows] == ["mlp", "gpt"] and "seed 3" in table
+    assert all(float(r[3]) > 0 for r in rows) and chart
+    assert client.predict("3", api_name="/ladder")[0] == table
+    assert client.predict("4", api_name="/ladder")[0] != table
+    with pytest.raises(Exception, match="whole number"):
+        client.predict("x", api_name="/ladder")
+
+
+def test_a_ladder_rung_chats_completes_and_says_it_has_no_attention(client):
+    name, current, info, *_ = client.predict("names-mlp", api_name="/load_model")
+    assert name == "names-mlp" and info["config"]["arch"] == "mlp" and "context 3" in current
+    reply, _, _ = chat(client, "em", model="names-mlp")
+    assert reply.startswith("em") and reply.isalpha()
+    text, _, _, _ = complete(client, "", model="names-mlp")  # greedy from a boundary: the likeliest name
+    assert text.isalpha()
+    with pytest.raises(Exception, match="has no attention"):
+        client.predict("em", 0, 0, "names-mlp", api_name="/attention")
+
+
 def test_stopping_one_stream_leaves_another_running(app_url):
     long = {**SAMPLED, "max_new_tokens": 2000}
     a, b = Client(app_url, verbose=False), Client(app_url, verbose=False)

@@ -1,0 +1,111 @@
+"""The makemore ladder: bigram, MLP and WaveNet train, save, resume, score and sample with the GPT's tools."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import gpt
+import gpt.train
+from gpt.eval import validation_loss
+from gpt.folder import build_model
+from gpt.window import ARCHS, WindowCache, WindowConfig
+
+SHAPES = {"bigram": [], "mlp": ["--block-size", "3", "--n-embd", "8", "--n-hidden", "32"],
+          "wavenet": ["--block-size", "4", "--n-embd", "8", "--n-hidden", "32"]}  # fmt: skip
+
+
+def train(data: Path, out: Path, arch: str, *extra: str) -> None:
+    gpt.train.main(["--data", str(data), "--out", str(out), "--docs", "--arch", arch, *SHAPES[arch],
+                    "--batch-size", "16", "--lr", "1e-2", "--warmup-steps", "2", "--eval-interval", "10",
+                    "--eval-steps", "2", *extra])  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def trained(request, tmp_path_factory, names_file) -> tuple[str, Path]:
+    out = tmp_path_factory.mktemp("ladder") / request.param
+    train(names_file, out, request.param, "--max-steps", "40")
+    return request.param, out
+
+
+def test_each_rung_learns_and_saves_a_folder_for_this_library(trained):
+    arch, out = trained
+    metrics = json.loads((out / "metrics.json").read_text())
+    losses = [c["val_loss"] for c in metrics["curve"]]
+    assert losses[-1] < losses[0] - 0.15
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "gpt-window" and config["arch"] == arch
+    lm = gpt.load(out, device="cpu")
+    assert lm.windowed and not lm.model.training
+    card = (out / "README.md").read_text()
+    assert "for the `gpt` library" in card and "pipeline(" not in card and f"arch={arch}" in card
+    assert metrics["run"]["exact_val_loss"] == pytest.approx(
+        validation_loss(lm, (Path(metrics["run"]["data"])).read_text())[0]
+    )
+
+
+def test_batchnorm_statistics_are_saved_and_used_in_eval(trained):
+    """The running statistics reach the folder, and in eval mode a window's logits do not depend on its batch."""
+    arch, out = trained
+    lm = gpt.load(out, device="cpu")
+    stats = {k: v for k, v in load_file(str(out / "model.safetensors")).items() if "running_mean" in k}
+    assert (arch == "bigram") == (not stats)
+    assert all(v.abs().sum() > 0 for v in stats.values())  # moved away from their initial zeros
+    x = torch.tensor([[0, 3, 5, 2, 7, 1]])
+    alone = lm.model(x)[0]
+    crowd = lm.model(torch.cat([x, torch.randint(lm.tokenizer.vocab_size, (7, 6))]))[0][:1]
+    assert torch.equal(alone, crowd)
+
+
+def test_decoding_with_the_window_cache_equals_rerunning_the_whole_sequence(trained):
+    _, out = trained
+    model = gpt.load(out, device="cpu").model
+    seq = torch.randint(model.config.vocab_size, (3, 12), generator=torch.Generator().manual_seed(0))
+    full = model(seq)[0]
+    cache = WindowCache.empty(model.config, 3)
+    stepped = torch.cat([model(seq[:, :5], cache=cache)[0]] + [model(seq[:, t : t + 1], cache=cache)[0]
+                                                               for t in range(5, 12)], dim=1)  # fmt: skip
+    torch.testing.assert_close(stepped, full)
+
+
+def test_sampling_repeats_with_a_seed_and_batches_match_single_runs(trained):
+    _, out = trained
+    lm = gpt.load(out, device="cpu")
+    batch = lm.generate_batch(["", "e", "ma"], max_new_tokens=20, temperature=1.0, seed=5)
+    assert batch == lm.generate_batch(["", "e", "ma"], max_new_tokens=20, temperature=1.0, seed=5)
+    assert batch[1] == lm.generate("e", max_new_tokens=20, temperature=1.0, seed=6)
+    assert any(batch) and all(set(s) <= set(lm.tokenizer.chars) for s in batch)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "wavenet"])
+def test_resume_equals_an_uninterrupted_run_including_batchnorm_statistics(tmp_path, names_file, arch):
+    train(names_file, tmp_path / "full", arch, "--max-steps", "20")
+    train(names_file, tmp_path / "split", arch, "--max-steps", "10", "--lr-decay-steps", "20")
+    gpt.train.main(["--out", str(tmp_path / "split"), "--resume", "--max-steps", "20"])
+    full, split = (load_file(str(tmp_path / p / "checkpoint" / "state-20.safetensors")) for p in ("full", "split"))
+    assert full.keys() == split.keys() and any("running_var" in k for k in full)
+    for key in full:
+        if key.startswith("model."):
+            assert torch.equal(full[key], split[key]), key
+
+
+@pytest.mark.parametrize("arch, settings", [("bigram", {}), ("mlp", {"block_size": 3, "n_embd": 10, "n_hidden": 200}),
+                                            ("wavenet", {"block_size": 8, "n_embd": 24, "n_hidden": 128})])  # fmt: skip
+def test_parameter_counts_match_the_lectures(arch, settings):
+    config = WindowConfig(arch=arch, vocab_size=27, **settings)
+    model = build_model(config)
+    assert sum(p.numel() for p in model.parameters()) == config.num_params()
+    assert config.num_params() == {"bigram": 729, "mlp": 12097, "wavenet": 76579}[arch]
+
+
+def test_bad_ladder_settings_are_one_line_errors(cli, names_file, tmp_path):
+    r = cli("-m", "gpt.train", "--data", str(names_file), "--out", str(tmp_path / "m"), "--arch", "wavenet",
+            "--block-size", "6")  # fmt: skip
+    assert (
+        r.returncode == 1 and r.stderr.strip() == "error: --block-size 6: wavenet needs a power of two (it fuses pairs)"
+    )
+    r = cli("-m", "gpt.train", "--data", str(names_file), "--out", str(tmp_path / "m"), "--arch", "mlp", "--dropout",
+            "0.1")  # fmt: skip
+    assert r.returncode == 1 and "--dropout and --bias are for --arch gpt" in r.stderr
