@@ -437,6 +437,8 @@ def ladder_figure(rungs):
     for params, name, _, loss, _ in rungs:
         ax.annotate(name, (params, loss), textcoords="offset points", xytext=(6, 4), fontsize=9)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.margins(x=0.15, y=0.15)
     ax.set_xlabel("parameters")
     ax.set_ylabel("validation loss (nats/char)")
     ax.grid(alpha=0.3)

@@ -143,7 +143,7 @@ PRESETS = {
         weight_decay=0.0, eval_interval=250, eval_steps=50,
     ),
     "names-mlp": dict(
-        docs=True, arch="mlp", block_size=3, n_embd=10, n_hidden=200, batch_size=64, max_steps=10000, lr=1e-2,
+        docs=True, arch="mlp", block_size=3, n_embd=10, n_hidden=300, batch_size=128, max_steps=20000, lr=1e-2,
         min_lr=1e-3, warmup_steps=100, eval_interval=500, eval_steps=50,
     ),
     "names-wavenet": dict(

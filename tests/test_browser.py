@@ -12,7 +12,7 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
         "--disable-component-update", "--no-first-run"]  # fmt: skip
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
-TABS = ["Chat", "Playground", "Model"]
+TABS = ["Chat", "Playground", "Ladder", "Model"]
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_a_document_model_gets_its_own_examples_and_prompt(page):
     page.get_by_role("tab", name="Model").click()
     picker = page.get_by_label("model", exact=True)
     picker.click()
-    page.get_by_role("option", name="names").click()
+    page.get_by_role("option", name="names", exact=True).click()
     page.get_by_role("button", name="Load", exact=True).click()
     page.get_by_text("Model: names").first.wait_for(timeout=30_000)
     assert no_error_overlay(page)
@@ -140,6 +140,19 @@ def test_playground_streams_and_keeps_probabilities_when_stopped(page):
     page.locator(".probs .tok").first.focus()  # a tap shows the alternatives too
     assert no_error_overlay(page)
     page.screenshot(path=str(ARTIFACTS / "playground.png"), full_page=True)
+
+
+def test_the_ladder_tab_compares_the_names_models_and_samples_again(page):
+    page.get_by_role("tab", name="Ladder").click()
+    page.get_by_role("cell", name="names-mlp").wait_for(timeout=60_000)
+    assert page.get_by_role("cell", name="mlp", exact=True).count() == 1
+    assert page.get_by_text("seed 0,").count() == 1
+    seed = page.get_by_label("seed (blank = random)").last
+    page.get_by_role("button", name="Sample again").click()
+    playwright.expect(seed).not_to_have_value("0", timeout=30_000)
+    page.get_by_text(f"seed {seed.input_value()},").wait_for(timeout=30_000)
+    assert no_error_overlay(page)
+    page.screenshot(path=str(ARTIFACTS / "ladder.png"), full_page=True)
 
 
 def test_model_tab_shows_the_card_and_the_api(page):

@@ -330,8 +330,14 @@ def crafted_folder(root, **config_changes):
         ({"n_layer": 3}, "does not match config.json .missing transformer.h.2"),
         ({"n_embd": 64}, "does not match config.json"),
         ({"vocab_size": 21}, "wte.weight is .20, 32., config.json needs .21, 32."),
-        ({"model_type": "llama"}, "this library runs gpt2 ones"),
+        ({"model_type": "llama"}, "this library runs gpt2 and gpt-window ones"),
         ({"activation_function": "gelu_new"}, "GPT-2 variant"),
+        ({"model_type": "gpt-window", "arch": "lstm", "block_size": 3, "n_hidden": 8}, "arch must be one of"),
+        ({"model_type": "gpt-window", "arch": "wavenet", "block_size": 6, "n_hidden": 8}, "power of two"),
+        ({"model_type": "gpt-window", "arch": "mlp", "block_size": 3, "n_hidden": 10**9}, "n_hidden must be from 1"),
+        ({"model_type": "gpt-window", "arch": "mlp", "block_size": 3, "n_hidden": "8"}, "n_hidden must be a whole"),
+        ({"model_type": "gpt-window", "arch": "mlp", "block_size": 3}, "lacks n_hidden"),
+        ({"model_type": "gpt-window", "arch": "mlp", "block_size": 3, "n_hidden": 8}, "does not match config.json"),
     ],
 )
 def test_crafted_configs_are_refused_before_the_model_is_built(tmp_path, changes, message):

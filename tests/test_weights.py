@@ -56,3 +56,28 @@ def test_names_model_makes_lowercase_names_that_end():
     assert len(finished) >= 25
     assert all(re.fullmatch(r"[a-z]+", n) for n in finished)
     assert names == lm.generate_batch([""] * 30, max_new_tokens=lm.block_size, temperature=1.0, seed=0)
+
+
+LADDER = {"names-bigram": 2.46, "names-mlp": 2.10, "names-wavenet": 1.99}  # the lectures' figures, rounded up
+
+
+@pytest.mark.parametrize("name", LADDER)
+def test_shipped_ladder_rungs_are_complete_and_reach_their_lecture(name):
+    folder = WEIGHTS / name
+    for f in MODEL_FILES:
+        assert (folder / f).is_file(), f"{name}/{f}"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "gpt-window" and f"names-{config['arch']}" == name
+    card = (folder / "README.md").read_text()
+    assert f"--preset {name}" in card and "for the `gpt` library" in card and "fixed split" in card
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["run"]["exact_val_loss"] <= LADDER[name]
+    lm = gpt.load(folder, device="cpu")
+    names = lm.generate_batch([""] * 20, max_new_tokens=40, temperature=1.0, seed=0)
+    assert sum(0 < len(n) < 40 for n in names) >= 18 and all(re.fullmatch(r"[a-z]*", n) for n in names)
+
+
+def test_each_rung_of_the_ladder_beats_the_one_below():
+    losses = [json.loads((WEIGHTS / n / "metrics.json").read_text())["run"]["exact_val_loss"]
+              for n in [*LADDER, "names"]]  # fmt: skip
+    assert losses == sorted(losses, reverse=True)
