@@ -157,7 +157,10 @@ def model_card(config: ModelConfig, tokenizer: CharTokenizer, metrics: dict, rep
     if run.get("command"):
         split = "every 10th line (i % 10 == 9)" if tokenizer.documents else "the last 10% of characters"
         data = f"Data: `{Path(run.get('data', '')).name}`; {split} held out for validation."
-        lines += ["", "## Training", "", data, "", "```bash", public_command(run), "```", "", f"Recipe: {recipe(run)}."]
+        lines += ["", "## Training", "", data, "", "```bash", public_command(run), "```"]
+        if run.get("resumed_with"):
+            lines += ["", "Continued by exact resume with:", "", "```bash", *run["resumed_with"], "```"]
+        lines += ["", f"Recipe: {recipe(run)}."]
         times = reached(metrics.get("curve", []))
         if times:
             lines += ["", f"Validation loss (estimate) reached {'; '.join(times)}."]

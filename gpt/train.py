@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from gpt.data import DataError, load_dataset, read_text
 from gpt.eval import validation_loss
-from gpt.folder import build_model, load_folder, save_folder, write_atomic, write_card, write_metrics
+from gpt.folder import build_model, load_folder, read_metrics, save_folder, write_atomic, write_card, write_metrics
 from gpt.generate import LM
 from gpt.model import GPTConfig, ModelFileError, pick_device
 from gpt.tokenizer import CharTokenizer, UnknownCharactersError
@@ -120,7 +120,7 @@ PRESETS = {
     # The flagship, sized for a 2-core CPU and about two hours: the model size that budget can train well (4.8M
     # parameters, 6.8k tokens/s here), Muon on its matrices, warmup-stable-decay, nanoGPT's dropout for 60 epochs.
     "shakespeare-char": dict(
-        n_layer=6, n_head=8, n_embd=256, block_size=256, dropout=0.2, batch_size=32, max_steps=6000,
+        n_layer=6, n_head=8, n_embd=256, block_size=256, dropout=0.2, batch_size=32, max_steps=5500,
         lr=2e-3, min_lr=1e-4, warmup_steps=200, optimizer="muon", muon_lr=0.008, schedule="wsd", decay_fraction=0.2,
         eval_interval=250, eval_steps=40, dataset="karpathy/tiny_shakespeare",
     ),
@@ -479,6 +479,10 @@ def train(c: TrainConfig, out: Path, resume: bool = False, command: str = "") ->
         f"{device.type} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)",
         "parameters": raw_model.num_params(), "world_size": world, "dtype": dtype_name, "settings": asdict(c),
     }  # fmt: skip
+    if resume:  # the card keeps the command that started the run and lists the ones that continued it
+        earlier = read_metrics(out).get("run", {})
+        run["command"] = earlier.get("command", command)
+        run["resumed_with"] = [*earlier.get("resumed_with", []), command]
     out.mkdir(parents=True, exist_ok=True)
 
     def checkpoint(step: int) -> None:

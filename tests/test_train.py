@@ -57,6 +57,11 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, play_fil
     assert curve(tmp_path / "split")[-1]["step"] == 10
     gpt.train.main(["--out", str(tmp_path / "split"), "--resume", "--max-steps", "20"])
     assert curve(tmp_path / "split") == curve(tmp_path / "full")
+    run = json.loads((tmp_path / "split" / "metrics.json").read_text())["run"]
+    assert "--max-steps 10" in run["command"] and run["resumed_with"] == [
+        f"python -m gpt.train --out {tmp_path / 'split'} --resume --max-steps 20"
+    ]
+    assert "Continued by exact resume with:" in (tmp_path / "split" / "README.md").read_text()
     state = tmp_path / "split" / "checkpoint"
     assert sorted(p.name for p in state.iterdir()) == ["state-20.safetensors", "state.json"]
 
