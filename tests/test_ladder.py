@@ -109,3 +109,28 @@ def test_bad_ladder_settings_are_one_line_errors(cli, names_file, tmp_path):
     r = cli("-m", "gpt.train", "--data", str(names_file), "--out", str(tmp_path / "m"), "--arch", "mlp", "--dropout",
             "0.1")  # fmt: skip
     assert r.returncode == 1 and "--dropout and --bias are for --arch gpt" in r.stderr
+
+
+def test_the_api_and_the_sampling_cli_serve_a_rung(trained, serving, cli):
+    """Batched streaming through the engine, several requests at once, each equal to the library's own sample."""
+    import concurrent.futures
+
+    import httpx
+
+    _, out = trained
+    lm = gpt.load(out, device="cpu")
+    with serving(lm) as (url, _):
+
+        def name(seed: int) -> str:
+            body = {"model": "play", "prompt": "", "max_tokens": 30, "temperature": 1.0, "seed": seed}
+            r = httpx.post(f"{url}/v1/completions", json=body, timeout=60)
+            assert r.status_code == 200, r.text
+            return r.json()["choices"][0]["text"]
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            names = list(pool.map(name, range(4)))
+    assert names == [lm.generate("", max_new_tokens=30, temperature=1.0, seed=s) for s in range(4)]
+    r = cli("-m", "gpt.sample", str(out), "--prompt", "ma", "--seed", "3", "--max-new-tokens", "30", "--temperature",
+            "1", "--top-k", "0")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ma" + lm.generate("ma", max_new_tokens=30, temperature=1.0, seed=3)
