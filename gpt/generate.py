@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from gpt.tokenizer import CharTokenizer
-from gpt.window import ROW_LENGTH, Model, WindowModel
+from gpt.window import Model, WindowModel, row_length
 
 SEED_MIN, SEED_MAX = -(1 << 63), (1 << 63) - 1  # a 64-bit signed integer, as OpenAI's API documents it
 
@@ -394,7 +394,7 @@ class LM:
     @property
     def row_length(self) -> int:
         """Tokens scored in one row: the GPT's context, or ROW_LENGTH for a window model (any length works)."""
-        return ROW_LENGTH if self.windowed else self.block_size
+        return row_length(self.model.config)
 
     def encode_prompt(self, prompt: str) -> list[int]:
         """Token ids to condition on. Document models start a fresh item; an empty prompt starts after a newline."""

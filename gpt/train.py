@@ -31,7 +31,7 @@ from gpt.folder import build_model, load_folder, read_metrics, save_folder, writ
 from gpt.generate import LM
 from gpt.model import GPTConfig, ModelFileError, pick_device
 from gpt.tokenizer import CharTokenizer, UnknownCharactersError
-from gpt.window import ARCHS, ROW_LENGTH, Model, ModelConfig, WindowConfig
+from gpt.window import ARCHS, Model, ModelConfig, WindowConfig, row_length
 
 
 @dataclass
@@ -113,7 +113,7 @@ class TrainConfig:
     @property
     def row_length(self) -> int:
         """Characters per training row: the GPT's context; a window model scores every position of a longer row."""
-        return self.block_size if self.arch == "gpt" else ROW_LENGTH
+        return row_length(self.model)
 
 
 PRESETS = {

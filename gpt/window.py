@@ -116,6 +116,11 @@ Model = GPT | WindowModel  # what a model folder holds
 ModelConfig = GPTConfig | WindowConfig
 
 
+def row_length(config: ModelConfig) -> int:
+    """Tokens per training or scoring row: the GPT's context; a window model scores every position of a longer row."""
+    return ROW_LENGTH if isinstance(config, WindowConfig) else config.block_size
+
+
 def calm_head(head: nn.Linear) -> None:
     """Start the output layer near zero, so the first predictions are near uniform (lecture 4's fix for a hockey-stick
     loss)."""
