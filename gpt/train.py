@@ -556,6 +556,9 @@ def train(c: TrainConfig, out: Path, resume: bool = False, command: str = "") ->
     bar.close()
     if stop_requested:
         checkpoint(step)
+    if world > 1:  # all ranks leave together; rank 0's last work below is single-process
+        dist.barrier()
+        dist.destroy_process_group()
     summary = metrics()
     if master:
         if curve:
@@ -566,8 +569,6 @@ def train(c: TrainConfig, out: Path, resume: bool = False, command: str = "") ->
         summary["samples"] = samples(lm)
         write_metrics(out, summary)
         write_card(out, lm.model.config, lm.tokenizer)
-    if world > 1:
-        dist.destroy_process_group()
     summary.update(interrupted=bool(stop_requested), step=step)
     return summary
 
