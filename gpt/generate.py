@@ -87,7 +87,7 @@ class Sampler:
         self.top_p = torch.tensor([p.top_p for p in params], device=device)[:, None]
         self.penalty = torch.tensor([p.repetition_penalty for p in params], device=device)[:, None]
         self.use_penalty = any(p.repetition_penalty != 1 for p in params)
-        self.filtered = any(p.top_k or p.top_p < 1 for p in params)
+        self.filtered = any(0 < p.top_k < vocab_size or p.top_p < 1 for p in params)  # else no sort: nothing to cut
         self.all_greedy = all(x == 0 for x in t)
         self.generators = generators or [seeded_generator(p.seed) for p in params]
 
@@ -278,7 +278,7 @@ class DecodeBatch:
         last = torch.tensor([ids[-1] for ids in self.history], device=self.device)
         logits = self.model(last[:, None], cache=self.cache.rows(0, n))[0][:, -1]
         tokens = self.sampler(logits, self.seen[:n] if self.sampler.use_penalty else None)
-        self.seen[torch.arange(n, device=self.device), tokens] = True
+        self.seen[:n].scatter_(1, tokens[:, None], True)
         for ids, t in zip(self.history, tokens.tolist()):
             ids.append(t)
         return tokens, (logits.float().log_softmax(dim=-1) if with_logprobs else None)

@@ -47,17 +47,17 @@ class KVCache:
 
     Rows are independent: each has its own length (`pos`), so sequences of different lengths decode together.
     `rows(start, stop)` is a view of some rows, so a single sequence can be (re)filled without touching the others.
+    The lengths live on the CPU whatever the device: a step plans its slices from them without waiting on the device.
     """
 
     def __init__(self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor):
-        self.k, self.v, self.pos = k, v, pos  # k, v: (n_layer, B, n_head, block_size, head_size); pos: (B,)
+        self.k, self.v, self.pos = k, v, pos  # k, v: (n_layer, B, n_head, block_size, head_size); pos: (B,) on the CPU
 
     @classmethod
     def empty(cls, config: GPTConfig, batch_size: int, device=None, dtype=torch.float32) -> "KVCache":
         shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
         k = torch.zeros(shape, device=device, dtype=dtype)
-        pos = torch.zeros(batch_size, dtype=torch.long, device=device)
-        return cls(k, torch.zeros_like(k), pos)
+        return cls(k, torch.zeros_like(k), torch.zeros(batch_size, dtype=torch.long))
 
     slides = False  # a full cache must be shifted by its user (gpt/generate.py)
 
@@ -74,6 +74,34 @@ class KVCache:
         self.pos[dst] = self.pos[src]
 
 
+@dataclass
+class CachePlan:
+    """Where a step's keys and values go in the cache, and how much of it the step attends over."""
+
+    where: slice | tuple[torch.Tensor, torch.Tensor]  # one slice for all rows, or (rows, positions) index tensors
+    positions: torch.Tensor | None  # (B, T) positions when rows differ; None when `where` is a slice
+    length: int  # cache positions in use after the step: attention reads only these
+
+
+def cache_plan(pos: torch.Tensor, T: int, device) -> tuple[CachePlan, torch.Tensor | None]:
+    """Plan a cached step from the rows' lengths (a CPU tensor) and its attention mask.
+
+    When every row is at the same place (one sequence, or a batch decoding in step) the step writes one slice and a
+    single new token needs no mask: no index tensor or mask is built. Rows at different places get both.
+    """
+    first, last = int(pos.min()), int(pos.max())
+    length = last + T
+    if first == last:
+        mask = None
+        if T > 1:  # a prefill after cached tokens: causal within the new tokens, all cached ones visible
+            mask = torch.ones(T, length, dtype=torch.bool, device=device).tril(diagonal=first)
+        return CachePlan(slice(first, length), None, length), mask
+    positions = (pos[:, None] + torch.arange(T)).to(device)
+    rows = torch.arange(len(pos), device=device)[:, None]
+    mask = (torch.arange(length, device=device) <= positions[..., None])[:, None]  # (B, 1, T, length)
+    return CachePlan((rows, positions), positions, length), mask
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -83,22 +111,24 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head = config.n_head
 
-    def forward(self, x, k_cache=None, v_cache=None, positions=None, mask=None, return_attention=False):
+    def forward(self, x, k_cache=None, v_cache=None, at=None, mask=None, return_attention=False):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        if k_cache is not None:  # write this step's keys/values at each row's positions, attend over the whole cache
-            rows = torch.arange(B, device=x.device)[:, None]
-            k_cache[rows, :, positions] = k.transpose(1, 2)
-            v_cache[rows, :, positions] = v.transpose(1, 2)
-            k, v = k_cache, v_cache
+        if k_cache is not None:  # write this step's keys/values `at` their places, attend over the cache in use
+            if isinstance(at.where, slice):  # every row at the same place
+                k_cache[:, :, at.where], v_cache[:, :, at.where] = k, v
+            else:
+                rows, positions = at.where
+                k_cache[rows, :, positions], v_cache[rows, :, positions] = k.transpose(1, 2), v.transpose(1, 2)
+            k, v = k_cache[:, :, : at.length], v_cache[:, :, : at.length]
         attention = None
         if return_attention:  # the explicit form, so the weights can be shown
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))
             allowed = mask if mask is not None else torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             attention = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
             y = attention @ v
-        elif mask is not None:
+        elif k_cache is not None:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:  # no dropout on the attention weights: on a CPU it turns SDPA's fast kernel into a 15x slower one
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -126,8 +156,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, k_cache=None, v_cache=None, positions=None, mask=None, return_attention=False):
-        a, attention = self.attn(self.ln_1(x), k_cache, v_cache, positions, mask, return_attention)
+    def forward(self, x, k_cache=None, v_cache=None, at=None, mask=None, return_attention=False):
+        a, attention = self.attn(self.ln_1(x), k_cache, v_cache, at, mask, return_attention)
         x = x + a
         return x + self.mlp(self.ln_2(x)), attention
 
@@ -183,19 +213,18 @@ class GPT(
         With a cache, idx continues each row from its cached position; the cache is filled and advanced.
         """
         B, T = idx.size()
-        mask = None
+        at, mask = None, None
         if cache is None:
             if T > self.config.block_size:
                 raise ValueError(f"sequence of length {T} is longer than the context ({self.config.block_size})")
-            positions = torch.arange(T, device=idx.device).expand(B, T)
+            pos = self.transformer.wpe.weight[:T]
         else:
-            positions = cache.pos[:, None] + torch.arange(T, device=idx.device)
-            keys = torch.arange(self.config.block_size, device=idx.device)
-            mask = (keys <= positions[..., None])[:, None]  # (B, 1, T, block_size): causal, per row
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(positions))
+            at, mask = cache_plan(cache.pos, T, idx.device)
+            pos = self.transformer.wpe(at.positions) if at.positions is not None else self.transformer.wpe.weight[at.where]
+        x = self.transformer.drop(self.transformer.wte(idx) + pos)
         for i, block in enumerate(self.transformer.h):
             kv = (cache.k[i], cache.v[i]) if cache is not None else (None, None)
-            x, _ = block(x, *kv, positions, mask)
+            x, _ = block(x, *kv, at, mask)
         if cache is not None:
             cache.pos += T
         logits = self.lm_head(self.transformer.ln_f(x))

@@ -81,3 +81,13 @@ def test_each_rung_of_the_ladder_beats_the_one_below():
     losses = [json.loads((WEIGHTS / n / "metrics.json").read_text())["run"]["exact_val_loss"]
               for n in [*LADDER, "names"]]  # fmt: skip
     assert losses == sorted(losses, reverse=True)
+
+
+def test_flagship_is_a_cpu_run_of_the_preset_with_a_256_context_at_nanogpts_loss():
+    folder = WEIGHTS / "shakespeare-char"
+    run = json.loads((folder / "metrics.json").read_text())["run"]
+    assert run["command"].startswith("python -m gpt.train --preset shakespeare-char ")
+    assert run["device"] == "cpu" and run["wall_time_s"] <= 150 * 60
+    assert json.loads((folder / "config.json").read_text())["n_positions"] >= 256
+    assert run["exact_val_loss"] <= 1.47  # nanoGPT's shakespeare_char on an A100: 1.4697
+    assert gpt.load(folder, device="cpu").block_size == 256
