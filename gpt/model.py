@@ -220,7 +220,8 @@ class GPT(
             pos = self.transformer.wpe.weight[:T]
         else:
             at, mask = cache_plan(cache.pos, T, idx.device)
-            pos = self.transformer.wpe(at.positions) if at.positions is not None else self.transformer.wpe.weight[at.where]
+            wpe = self.transformer.wpe
+            pos = wpe(at.positions) if at.positions is not None else wpe.weight[at.where]
         x = self.transformer.drop(self.transformer.wte(idx) + pos)
         for i, block in enumerate(self.transformer.h):
             kv = (cache.k[i], cache.v[i]) if cache is not None else (None, None)
