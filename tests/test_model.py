@@ -38,12 +38,12 @@ def test_too_long_sequence_is_a_clear_error():
         model()(torch.zeros(1, 17, dtype=torch.long))
 
 
-def test_kv_cache_prefill_then_steps_equals_full_forward():
+def test_kv_cache_prefill_chunk_then_steps_equals_full_forward():
     m = model()
     idx = torch.randint(0, 23, (2, 16))
     full, _ = m(idx)
     cache = KVCache.empty(m.config, 2)
-    parts = [m(idx[:, :7], cache=cache)[0]]
+    parts = [m(idx[:, :5], cache=cache)[0], m(idx[:, 5:7], cache=cache)[0]]  # a chunk after cached tokens
     for t in range(7, 16):
         parts.append(m(idx[:, t : t + 1], cache=cache)[0])
     assert torch.allclose(torch.cat(parts, dim=1), full, atol=1e-5)
