@@ -1,10 +1,10 @@
 """Decoding speed beside Hugging Face transformers, in one process, interleaved; then the shipped flagship.
 
-python bench/speed.py [--new-tokens 500] [--repeats 5] [--data ../shared/data/tinyshakespeare.txt] [--train]
+python bench/speed.py [--new-tokens 500] [--repeats 5] [--train]
 
 Both libraries decode the same shapes with random weights at the baselines' settings (../shared/notes/baselines.md):
 500 new tokens after a one-character prompt, top_k 200, temperature 0.8. This project runs with what the app and the
-server use by default (`gpt.load(..., precision="auto")`); HF runs `GPT2LMHeadModel.generate` with its KV cache and
+server use by default; HF runs `GPT2LMHeadModel.generate` with its KV cache and
 a position table long enough for all 500 tokens (this project's 64-token model shifts its context instead). Each
 repeat runs every contender once, in turn, so drift on a shared machine hits all alike; medians are printed.
 """
@@ -21,7 +21,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gpt  # noqa: E402
-from gpt.eval import validation_loss  # noqa: E402
 from gpt.generate import LM  # noqa: E402
 from gpt.model import GPT, GPTConfig  # noqa: E402
 from gpt.tokenizer import CharTokenizer  # noqa: E402
@@ -75,7 +74,7 @@ def decode_rates(cfg: GPTConfig, batch: int, n: int, repeats: int) -> dict[str, 
     for _ in range(repeats):
         for name, fn in contenders.items():
             times[name].append(timed(fn))
-    return {name: batch * n / statistics.median(t) for name, t in times.items()}, "fp32"
+    return {name: batch * n / statistics.median(t) for name, t in times.items()}
 
 
 def train_tokens_per_s(cfg: GPTConfig, batch: int, steps: int = 10) -> float:
@@ -94,35 +93,25 @@ def train_tokens_per_s(cfg: GPTConfig, batch: int, steps: int = 10) -> float:
     return batch * cfg.block_size / statistics.median(timed(step) for _ in range(steps))
 
 
-def flagship(n: int, repeats: int, data: Path | None) -> None:
-    """The shipped default model as the app and the server load it: tok/s at batch 1 and 8, and its loss per path."""
-    lms = {p: gpt.load(FLAGSHIP, device="cpu", precision=p) for p in PRECISIONS}
-    print(f"\nshipped flagship ({FLAGSHIP.name}, {lms['fp32'].model.num_params() / 1e6:.2f}M): auto picks "
-          f"{lms['auto'].precision}")  # fmt: skip
+def flagship(n: int, repeats: int) -> None:
+    """The shipped default model as the app and the server load it: tok/s at batch 1 and 8."""
+    lm = gpt.load(FLAGSHIP, device="cpu")
+    cfg = lm.model.config
+    print(f"\nshipped flagship ({FLAGSHIP.name}: {cfg.n_layer}L/{cfg.n_head}H/{cfg.n_embd}, context {cfg.block_size}, "
+          f"{lm.model.num_params() / 1e6:.2f}M)")  # fmt: skip
     for batch in (1, 8):
-        for p in ("fp32", "int8"):
-            lm = lms[p]
-            lm.generate_batch(["\n"] * batch, max_new_tokens=50, **CONTROLS)
-            t = statistics.median(
-                timed(lambda: lm.generate_batch(["\n"] * batch, max_new_tokens=n, **CONTROLS))  # noqa: B023
-                for _ in range(repeats)
-            )
-            print(f"  batch {batch}, {p:>4}: {batch * n / t:>7,.0f} tok/s")
-    if data and data.is_file():
-        text = data.read_text()
-        for p in ("fp32", "int8"):
-            print(f"  exact val loss, {p:>4}: {validation_loss(lms[p], text)[0]:.4f}")
-    greedy = {p: lms[p].generate("ROMEO:\n", max_new_tokens=200, temperature=0) for p in ("fp32", "int8")}
-    same = next((i for i, (a, b) in enumerate(zip(greedy["fp32"], greedy["int8"])) if a != b), 200)
-    print(f"  greedy int8 = fp32 for the first {same} of 200 tokens")
+        lm.generate_batch(["\n"] * batch, max_new_tokens=50, **CONTROLS)
+        t = statistics.median(
+            timed(lambda: lm.generate_batch(["\n"] * batch, max_new_tokens=n, **CONTROLS))  # noqa: B023
+            for _ in range(repeats)
+        )
+        print(f"  batch {batch}: {batch * n / t:>7,.0f} tok/s")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--new-tokens", type=int, default=500)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--data", type=Path, default=Path("../shared/data/tinyshakespeare.txt"),
-                   help="Tiny Shakespeare, for the flagship's exact val loss per precision (skipped if missing)")  # fmt: skip
     p.add_argument("--train", action="store_true", help="also training tok/s at batch 12 (nanoGPT's CPU batch)")
     args = p.parse_args()
     cpu = platform.processor() or platform.machine()
@@ -131,17 +120,17 @@ def main() -> None:
     for name, cfg in SHAPES.items():
         print(f"\n{name}: {cfg.n_layer}L/{cfg.n_head}H/{cfg.n_embd}, context {cfg.block_size}")
         for batch in (1, 8):
-            rates, auto = decode_rates(cfg, batch, args.new_tokens, args.repeats)
+            rates = decode_rates(cfg, batch, args.new_tokens, args.repeats)
             hf = rates["HF transformers"]
             for who, r in rates.items():
                 print(f"  batch {batch}  {who:<26} {r:>7,.0f} tok/s  {r / hf:5.2f}x HF")
             if batch == 1:
                 ratio = rates["this project (fp32)"] / hf
                 verdict = "met" if ratio >= TARGET[name] else "NOT met"
-                print(f"  target at batch 1: {TARGET[name]:.0f}x HF with the default (auto = {auto}): {verdict}")
+                print(f"  target at batch 1: {TARGET[name]:.0f}x HF with the defaults: {verdict}")
         if args.train:
             print(f"  training, batch 12: {train_tokens_per_s(cfg, 12):,.0f} tok/s")
-    return
+    flagship(args.new_tokens, args.repeats)
 
 
 if __name__ == "__main__":

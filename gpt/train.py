@@ -23,6 +23,7 @@ import torch.distributed as dist
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from gpt.data import DataError, load_dataset, read_text
@@ -62,6 +63,7 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0
+    ema: float = 0.0  # decay of a moving average of the weights, which is then evaluated and saved (0: off)
     eval_interval: int = 250
     eval_steps: int = 20
     checkpoint_minutes: float = 10.0  # resume state at least this often (and at every evaluation)
@@ -84,6 +86,8 @@ class TrainConfig:
             raise ValueError(f"--n-embd {self.n_embd} must be divisible by --n-head {self.n_head}")
         if not 0 <= self.dropout < 1:
             raise ValueError("--dropout must be in [0, 1)")
+        if not 0 <= self.ema < 1:
+            raise ValueError("--ema must be in [0, 1) (0: off; 0.999 averages about the last 1,000 steps)")
         if self.warmup_steps < 0 or self.lr <= 0 or self.min_lr < 0 or self.muon_lr <= 0:
             raise ValueError("--lr and --muon-lr must be > 0, --min-lr and --warmup-steps >= 0")
         if self.schedule not in ("cosine", "wsd") or not 0 < self.decay_fraction <= 1:
@@ -196,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--beta1", type=float, help="AdamW beta1")
     a("--beta2", type=float, help="AdamW beta2")
     a("--grad-clip", type=float, help="clip the gradient norm to this (0: off)")
+    a(
+        "--ema",
+        type=float,
+        help="keep an exponential moving average of the weights with this decay, and evaluate "
+        "and save it instead (0: off)",
+    )
     a("--eval-interval", type=int, help="estimate train/val loss (and maybe save) every N steps")
     a("--eval-steps", type=int, help="batches per loss estimate")
     a("--checkpoint-minutes", type=float, help="save the resume state at least this often (minutes of wall time)")
@@ -282,8 +292,11 @@ def tidy_checkpoint(folder: Path, keep: str | None) -> None:
             f.unlink(missing_ok=True)
 
 
-def save_checkpoint(out: Path, model: Model, optimizers: dict, meta: dict, rng: dict[str, torch.Tensor]) -> None:
+def save_checkpoint(out: Path, model: Model, optimizers: dict, meta: dict, rng: dict[str, torch.Tensor],
+                    averaged: AveragedModel | None = None) -> None:  # fmt: skip
     tensors = {f"model.{k}": v for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied: stored once
+    if averaged is not None:
+        tensors.update({f"ema.{k}": v for k, v in averaged.state_dict().items() if k != "module.lm_head.weight"})
     param_groups = {}
     for kind, optimizer in optimizers.items():
         opt = optimizer.state_dict()
@@ -302,7 +315,8 @@ def save_checkpoint(out: Path, model: Model, optimizers: dict, meta: dict, rng: 
     tidy_checkpoint(folder, keep=name)
 
 
-def load_checkpoint(out: Path, model: Model, optimizers: dict) -> tuple[dict, dict[str, torch.Tensor]]:
+def load_checkpoint(out: Path, model: Model, optimizers: dict,
+                    averaged: AveragedModel | None = None) -> tuple[dict, dict[str, torch.Tensor]]:  # fmt: skip
     meta = read_checkpoint_meta(out)
     path = out / "checkpoint" / meta.get("tensors", "state.safetensors")
     restart = "restore the checkpoint folder or train again without --resume"
@@ -315,8 +329,11 @@ def load_checkpoint(out: Path, model: Model, optimizers: dict) -> tuple[dict, di
     if step is not None and step != str(meta["step"]):
         raise ValueError(f"{path} holds step {step} but state.json step {meta['step']}: {restart}")
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    ema = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
     if "transformer.wte.weight" in weights:  # a GPT's head is tied to its token embedding
         weights["lm_head.weight"] = weights["transformer.wte.weight"]
+        if ema:
+            ema["module.lm_head.weight"] = ema["module.transformer.wte.weight"]
     groups = meta["param_groups"]
     groups = {"adamw": groups} if isinstance(groups, list) else groups  # the first format had AdamW alone
     states: dict[str, dict[int, dict]] = {kind: {} for kind in groups}
@@ -328,6 +345,10 @@ def load_checkpoint(out: Path, model: Model, optimizers: dict) -> tuple[dict, di
             states.setdefault(kind, {}).setdefault(int(i), {})[name] = value
     try:
         model.load_state_dict(weights, strict=True)
+        if bool(ema) != (averaged is not None):
+            raise ValueError(f"it was saved {'with' if ema else 'without'} --ema")
+        if averaged is not None:
+            averaged.load_state_dict(ema, strict=True)
         if set(groups) != set(optimizers):
             raise ValueError(f"it was saved with {', '.join(groups)}, this run uses {', '.join(optimizers)}")
         for kind, optimizer in optimizers.items():
@@ -450,9 +471,10 @@ def train(c: TrainConfig, out: Path, resume: bool = False, command: str = "") ->
     model = build_model(replace(c.model, vocab_size=tokenizer.vocab_size)).to(device)
     optimizers = make_optimizers(model, c, fused=device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(c.ema)) if c.ema else None
     start, best_val, curve, tokens_seen, elapsed = 0, float("inf"), [], 0, 0.0
     if resume:
-        meta, rng = load_checkpoint(out, model, optimizers)
+        meta, rng = load_checkpoint(out, model, optimizers, averaged)
         tidy_checkpoint(out / "checkpoint", keep=meta.get("tensors"))
         start, best_val, curve = meta["step"], meta["best_val_loss"], meta["curve"]
         tokens_seen, elapsed = meta["tokens_seen"], meta["wall_time_s"]
@@ -465,6 +487,7 @@ def train(c: TrainConfig, out: Path, resume: bool = False, command: str = "") ->
         model = torch.compile(model)
     if world > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    evaluated, saved = (averaged.module, averaged.module) if averaged else (model, raw_model)
 
     stop_requested = []
     if world == 1 and master:  # Ctrl-C, kill and a closed terminal all stop at the end of the step, saving the state
@@ -493,7 +516,7 @@ def train(c: TrainConfig, out: Path, resume: bool = False, command: str = "") ->
         if master:
             meta = {"step": step, "best_val_loss": best_val, "curve": curve, "tokens_seen": tokens_seen}
             meta.update({"wall_time_s": elapsed + time.time() - t0, "settings": asdict(c)})
-            save_checkpoint(out, raw_model, optimizers, meta, rng)
+            save_checkpoint(out, raw_model, optimizers, meta, rng, averaged)
         last_save[0] = time.time()
 
     def metrics() -> dict:
@@ -510,7 +533,7 @@ def train(c: TrainConfig, out: Path, resume: bool = False, command: str = "") ->
     step = start
     while True:
         if (step % c.eval_interval == 0 or step == c.max_steps) and not (resume and step == start):
-            losses = estimate_loss(model, splits, c.eval_steps, c.batch_size, c.seed, ctx, device, world)
+            losses = estimate_loss(evaluated, splits, c.eval_steps, c.batch_size, c.seed, ctx, device, world)
             tok_s = interval_tokens / max(time.time() - interval_start, 1e-9)
             entry = {"step": step, "train_loss": losses["train"], "val_loss": losses["val"]}
             entry.update({"lr": learning_rate(max(step - 1, 0), c), "tokens_per_s": round(tok_s),
@@ -521,7 +544,7 @@ def train(c: TrainConfig, out: Path, resume: bool = False, command: str = "") ->
             if losses["val"] < best_val:
                 best_val = losses["val"]
                 if master:
-                    save_folder(raw_model, tokenizer, out, metrics(), DTYPES[c.save_dtype])
+                    save_folder(saved, tokenizer, out, metrics(), DTYPES[c.save_dtype])
             checkpoint(step)
             interval_start, interval_tokens = time.time(), 0
         if step >= c.max_steps or stop_requested:
@@ -543,6 +566,8 @@ def train(c: TrainConfig, out: Path, resume: bool = False, command: str = "") ->
         scaler.update()
         for optimizer in optimizers.values():
             optimizer.zero_grad(set_to_none=True)
+        if averaged is not None:
+            averaged.update_parameters(raw_model)
         step += 1
         if step % 10 == 0 and checkpoint_due(time.time() - last_save[0] >= 60 * c.checkpoint_minutes, world, device):
             checkpoint(step)

@@ -45,7 +45,11 @@ def test_cli_progress_and_final_line(tmp_path, play_file, cli, tiny_args):
     assert last.startswith("best val loss ") and "tokens seen 10,240" in last and "wall time" in last
 
 
-RECIPES = {"adamw-cosine": [], "muon-wsd": ["--optimizer", "muon", "--schedule", "wsd", "--decay-fraction", "0.3"]}
+RECIPES = {
+    "adamw-cosine": [],
+    "muon-wsd": ["--optimizer", "muon", "--schedule", "wsd", "--decay-fraction", "0.3"],
+    "adamw-ema": ["--ema", "0.8"],  # the moving average is restored too, or the curve after resume would differ
+}
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -203,6 +207,19 @@ def test_muon_recipe_learns_and_saves_a_loadable_folder(tmp_path, play_file, tin
     losses = [c["val_loss"] for c in curve(out)]
     assert losses[-1] < losses[0] - 0.5
     assert gpt.load(out, device="cpu").generate("ROMEO:", max_new_tokens=5, temperature=0)
+
+
+def test_ema_is_what_is_evaluated_and_saved(tmp_path, play_file, tiny_args):
+    common = ["--data", str(play_file), *tiny_args, "--max-steps", "20", "--eval-interval", "10", "--eval-steps", "2"]
+    gpt.train.main([*common, "--out", str(tmp_path / "plain")])
+    gpt.train.main([*common, "--out", str(tmp_path / "ema"), "--ema", "0.9"])
+    plain, ema = curve(tmp_path / "plain"), curve(tmp_path / "ema")
+    assert plain[0] == ema[0] and plain[-1]["val_loss"] != ema[-1]["val_loss"]  # same start, averaged weights after
+    lm = gpt.load(tmp_path / "ema", device="cpu")
+    assert (
+        lm.generate("a", max_new_tokens=5, temperature=0)
+        and "--ema 0.9" in (tmp_path / "ema" / "README.md").read_text()
+    )
 
 
 def test_resume_state_is_saved_by_the_clock_between_evaluations(tmp_path, play_file, tiny_args, monkeypatch):
