@@ -76,15 +76,16 @@ def figures(config: ModelConfig, tokenizer: CharTokenizer, run: dict) -> list[st
 
 
 RECIPE = ["arch", "n_layer", "n_head", "n_embd", "n_hidden", "block_size", "dropout", "batch_size", "max_steps",
-          "optimizer", "lr", "muon_lr", "min_lr", "schedule", "warmup_steps", "weight_decay"]  # fmt: skip
+          "optimizer", "lr", "muon_lr", "min_lr", "schedule", "warmup_steps", "weight_decay", "ema"]  # fmt: skip
 GPT_ONLY = ("n_layer", "n_head", "dropout", "muon_lr")
 
 
 def recipe(run: dict) -> str:
-    """The training settings that make the recipe, as `name=value` pairs (muon_lr only when Muon was used)."""
+    """The training settings that make the recipe, as `name=value` pairs (muon_lr only with Muon, ema only when on)."""
     settings = run.get("settings", {})
     window = settings.get("arch", "gpt") != "gpt"
     keys = [k for k in RECIPE if k in settings and (k != "muon_lr" or settings.get("optimizer") == "muon")
+            and (k != "ema" or settings[k])
             and not (window and k in GPT_ONLY) and not (not window and k in ("arch", "n_hidden"))]  # fmt: skip
     return ", ".join(f"{k}={settings[k]}" for k in keys)
 
