@@ -4,6 +4,7 @@ The figures, the training command and the samples all come from metrics.json (wr
 the card can be remade at any time, for a folder or for the Hub repo it is pushed to, without running the model.
 """
 
+import json
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -111,7 +112,7 @@ def usage(name: str, documents: bool, window: bool) -> list[str]:
         "import gpt",
         "",
         f'lm = gpt.load("{name}")',
-        f"print(lm.generate({prompt!r}, max_new_tokens=200, temperature=0.8, top_k=40))",
+        f"print(lm.generate({json.dumps(prompt)}, max_new_tokens=200, temperature=0.8, top_k=40))",
         "```",
         "",
         f"or from the command line: `python -m gpt.sample {name} --stream`.",
@@ -126,7 +127,7 @@ def usage(name: str, documents: bool, window: bool) -> list[str]:
         "from transformers import pipeline",
         "",
         f'generate = pipeline("text-generation", model="{name}")',
-        f"print(generate({prompt or 'em'!r}, max_new_tokens=100, do_sample=True, temperature=0.8, top_k=40)"
+        f"print(generate({json.dumps(prompt or 'em')}, max_new_tokens=100, do_sample=True, temperature=0.8, top_k=40)"
         '[0]["generated_text"])',
         "```",
     ]
