@@ -156,7 +156,7 @@ PRESETS = {
     ),
     # makemore's task: one name per line, each scored from a fresh boundary.
     "names": dict(
-        docs=True, n_layer=4, n_head=4, n_embd=96, block_size=16, dropout=0.2, batch_size=128, max_steps=10000,
+        docs=True, n_layer=4, n_head=4, n_embd=96, block_size=16, dropout=0.2, batch_size=256, max_steps=10000,
         lr=3e-3, min_lr=3e-4, warmup_steps=100, eval_interval=500, eval_steps=50, ema=0.999,
     ),
 }  # fmt: skip
