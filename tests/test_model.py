@@ -23,6 +23,18 @@ def test_forward_shapes_loss_and_tied_head():
     assert m.num_params() == sum(p.numel() for p in m.parameters())
 
 
+def test_dropout_acts_only_in_training():
+    m = model(dropout=0.5)
+    idx = torch.randint(0, 23, (2, 8))
+    assert torch.equal(m(idx)[0], m(idx)[0])  # eval: deterministic, as in decoding
+    m.train()
+    assert not torch.equal(m(idx)[0], m(idx)[0])
+    torch.manual_seed(1)
+    first = m(idx)[0]
+    torch.manual_seed(1)
+    assert torch.equal(m(idx)[0], first)  # the same random stream gives the same masks (exact resume relies on it)
+
+
 def test_ignored_targets_do_not_count():
     m = model()
     idx = torch.randint(0, 23, (2, 8))
