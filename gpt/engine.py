@@ -42,7 +42,8 @@ class Engine:
 
     def __init__(self, lm: LM, max_batch: int = 16, max_waiting: int = 64):
         self.lm, self.max_batch, self.max_waiting = lm, max_batch, max_waiting
-        self.batch = DecodeBatch(lm.model, max_batch)
+        self.batch = DecodeBatch(lm.model, max_batch, lm.compiled)
+        self.batch.warm_up()
         self.active: list[Job] = []  # job i decodes in row i of the batch
         self.waiting: queue.Queue[Job | None] = queue.Queue()
         self.lock = threading.Lock()

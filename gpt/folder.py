@@ -291,8 +291,8 @@ def load_model(folder: str | Path, limits: ModelLimits | None = None, name: str 
 
 
 def load_folder(folder: str | Path, device: torch.device | str = "cpu", limits: ModelLimits | None = None,
-                name: str | None = None) -> LM:  # fmt: skip
-    """Model and tokenizer of a folder (name: how errors should call it, e.g. the repo id)."""
+                name: str | None = None, compile: bool = False) -> LM:  # fmt: skip
+    """Model and tokenizer of a folder (name: how errors should call it, e.g. the repo id; compile: LM's)."""
     folder = Path(folder)
     missing = missing_files(folder)
     if missing:
@@ -301,7 +301,7 @@ def load_folder(folder: str | Path, device: torch.device | str = "cpu", limits: 
         )
     model = load_model(folder, limits, name)
     tokenizer = CharTokenizer.load(folder / "tokenizer.json")
-    lm = LM(model.to(device), tokenizer)
+    lm = LM(model.to(device), tokenizer, compile)
     lm.folder = folder
     return lm
 

@@ -48,29 +48,42 @@ class KVCache:
     Rows are independent: each has its own length (`pos`), so sequences of different lengths decode together.
     `rows(start, stop)` is a view of some rows, so a single sequence can be (re)filled without touching the others.
     The lengths live on the CPU whatever the device: a step plans its slices from them without waiting on the device.
+    Rows come first, so the first n rows are one contiguous block, laid out alike whatever the capacity: a compiled
+    step (GPT.decode_step) sees the same strides from every cache. One spare position past block_size is never
+    used: a step's view of the positions in use is then never the whole cache, so its strides never change either.
     """
 
     def __init__(self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor):
-        self.k, self.v, self.pos = k, v, pos  # k, v: (n_layer, B, n_head, block_size, head_size); pos: (B,) on the CPU
+        self.k, self.v, self.pos = k, v, pos  # k, v: (B, n_layer, n_head, block_size + 1, head_size); pos: (B,)
 
     @classmethod
     def empty(cls, config: GPTConfig, batch_size: int, device=None, dtype=torch.float32) -> "KVCache":
-        shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
+        shape = (batch_size, config.n_layer, config.n_head, config.block_size + 1, config.n_embd // config.n_head)
         k = torch.zeros(shape, device=device, dtype=dtype)
         return cls(k, torch.zeros_like(k), torch.zeros(batch_size, dtype=torch.long))
 
     slides = False  # a full cache must be shifted by its user (gpt/generate.py)
 
     def rows(self, start: int, stop: int) -> "KVCache":
-        return KVCache(self.k[:, start:stop], self.v[:, start:stop], self.pos[start:stop])
+        return KVCache(self.k[start:stop], self.v[start:stop], self.pos[start:stop])
 
     def reset(self) -> None:
         self.pos.zero_()
 
+    def append(self, k_new: torch.Tensor, v_new: torch.Tensor) -> None:
+        """One new token's keys and values per row, (B, n_layer, n_head, head_size), written at each row's length."""
+        first, last = int(self.pos.min()), int(self.pos.max())
+        if first == last:  # every row at the same place: one slice, no index tensor
+            self.k[:, :, :, first], self.v[:, :, :, first] = k_new, v_new
+        else:
+            rows, at = torch.arange(len(self.pos), device=self.k.device), self.pos.to(self.k.device)
+            self.k[rows, :, :, at], self.v[rows, :, :, at] = k_new, v_new
+        self.pos += 1
+
     def move(self, src: int, dst: int) -> None:
         """Row src's keys, values and length into row dst."""
         for t in (self.k, self.v):
-            t[:, dst] = t[:, src]
+            t[dst] = t[src]
         self.pos[dst] = self.pos[src]
 
 
@@ -225,7 +238,7 @@ class GPT(
             pos = wpe(at.positions) if at.positions is not None else wpe.weight[at.where]
         x = F.dropout(self.transformer.wte(idx) + pos, self.config.dropout, self.training)
         for i, block in enumerate(self.transformer.h):
-            kv = (cache.k[i], cache.v[i]) if cache is not None else (None, None)
+            kv = (cache.k[:, i], cache.v[:, i]) if cache is not None else (None, None)
             x, _ = block(x, *kv, at, mask)
         if cache is not None:
             cache.pos += T
@@ -234,6 +247,34 @@ class GPT(
         if targets is not None:
             loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
         return logits, loss
+
+    def decode_step(self, idx: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor):
+        """One new token per row after its cached ones: logits (B, vocab) and the token's keys and values
+        (B, n_layer, n_head, head_size), which the caller appends to the cache.
+
+        idx and pos are (B,); k and v are a cache's (B, n_layer, n_head, S, head_size), of which each row attends to
+        its first pos positions. The cache is only read and every shape is the same at every position, so
+        torch.compile makes one graph of the whole step (gpt/generate.py): no copies, index tensors or Python per op.
+        """
+        C, H = self.config.n_embd, self.config.n_head
+        D = C // H
+        visible = (torch.arange(k.size(3), device=idx.device) < pos[:, None])[:, None]  # (B, 1, S)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        k_new, v_new = [], []
+        for i, block in enumerate(self.transformer.h):
+            ln = block.ln_1
+            q, kt, vt = block.attn.c_attn(F.layer_norm(x, (C,), ln.weight, ln.bias)).view(-1, 3, H, D).unbind(1)
+            q = q / math.sqrt(D)
+            cached = (k[:, i] @ q[..., None])[..., 0].masked_fill(~visible, float("-inf"))  # (B, H, S)
+            p = torch.cat([cached, (q * kt).sum(-1, keepdim=True)], dim=-1).softmax(dim=-1)  # the cache, then itself
+            y = (p[:, :, None, :-1] @ v[:, i])[:, :, 0] + p[..., -1:] * vt
+            x = x + block.attn.c_proj(y.reshape(-1, C))
+            ln = block.ln_2
+            x = x + block.mlp.c_proj(F.gelu(block.mlp.c_fc(F.layer_norm(x, (C,), ln.weight, ln.bias))))
+            k_new.append(kt)
+            v_new.append(vt)
+        ln = self.transformer.ln_f
+        return self.lm_head(F.layer_norm(x, (C,), ln.weight, ln.bias)), torch.stack(k_new, 1), torch.stack(v_new, 1)
 
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> torch.Tensor:
