@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import gpt
-from gpt.generate import LM, Sampler, SamplingParams, StopStrings, Token
+from gpt.engine import Engine
+from gpt.generate import LM, CompiledStep, DecodeBatch, Sampler, SamplingParams, StopStrings, Token
 from gpt.model import GPT, GPTConfig
 from gpt.tokenizer import CharTokenizer
 
@@ -166,3 +167,66 @@ def test_vocab_mismatch_is_refused():
     m = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8))
     with pytest.raises(ValueError, match="vocab_size"):
         LM(m, CharTokenizer.from_text("abc"))
+
+
+@pytest.fixture(scope="module")
+def compiled_lm(lm):
+    """The tiny model again, its decoding compiled (both graphs: one row and several rows)."""
+    return LM(lm.model, lm.tokenizer, compile=True)
+
+
+def test_compiled_decoding_writes_what_uncompiled_decoding_writes(lm, compiled_lm):
+    block = lm.block_size
+    for controls in (dict(temperature=0), dict(temperature=1.0, top_k=10, seed=3)):  # past the context: shifts too
+        assert compiled_lm.generate("ROMEO:", max_new_tokens=3 * block, **controls) == lm.generate(
+            "ROMEO:", max_new_tokens=3 * block, **controls
+        )
+    prompts = ["ROMEO:", "JULIET:\nThe night is fair", "N"]  # rows at different places in one batch
+    assert compiled_lm.generate_batch(prompts, max_new_tokens=2 * block, temperature=0) == lm.generate_batch(
+        prompts, max_new_tokens=2 * block, temperature=0
+    )
+    assert compiled_lm.compiled is not None and not compiled_lm.compiled.failed
+
+
+def test_compiled_step_logits_match_with_rows_joining_and_leaving(lm, compiled_lm):
+    batches = [DecodeBatch(lm.model, 4), DecodeBatch(lm.model, 4, compiled_lm.compiled)]
+    ids = lm.tokenizer.encode("ROMEO:\nThe night")
+    for i, n in enumerate((3, 9, 1, 12)):
+        for b in batches:
+            b.add(ids[:n], SamplingParams(temperature=0))
+            if i == 2:
+                b.remove(0)
+        (eager, _), (compiled, _) = (b.step(with_logprobs=True) for b in batches)
+        assert torch.equal(eager, compiled)
+        (_, eager_lp), (_, compiled_lp) = (b.step(with_logprobs=True) for b in batches)
+        assert torch.allclose(eager_lp, compiled_lp, atol=1e-4)
+
+
+def test_engine_compiles_both_graphs_before_it_serves_and_leaves_no_row_behind():
+    from torch._dynamo.utils import counters
+
+    tok = CharTokenizer(list("abcdefghij\n"))  # a shape of its own: no graph compiled by another test fits it
+    lm = LM(GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8)).eval(), tok, compile=True)
+    engine = Engine(lm, max_batch=3)
+    engine.close()
+    assert len(engine.batch) == 0
+    graphs = counters["stats"]["unique_graphs"]
+    batch = DecodeBatch(lm.model, 3, lm.compiled)
+    for _ in range(3):  # one row, then two, then three: no new graph
+        batch.add([1, 2], SamplingParams(temperature=0))
+        batch.step()
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_a_compiler_that_cannot_run_warns_once_and_decoding_goes_on(lm, monkeypatch):
+    step = CompiledStep(lm.model)
+
+    def broken(*args):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(step, "compiled", broken)
+    fallback = LM(lm.model, lm.tokenizer)
+    fallback.compiled = step
+    with pytest.warns(UserWarning, match="decoding uncompiled: RuntimeError: no C\\+\\+ compiler"):
+        text = fallback.generate("ROMEO:", max_new_tokens=20, temperature=0)
+    assert step.failed and text == lm.generate("ROMEO:", max_new_tokens=20, temperature=0)

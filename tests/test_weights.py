@@ -9,6 +9,7 @@ from safetensors import safe_open
 
 import gpt
 from gpt.folder import MODEL_FILES
+from gpt.generate import SamplingParams, decode_steps
 from gpt.model import GPT
 from gpt.tokenizer import CharTokenizer
 
@@ -97,3 +98,14 @@ def test_names_is_a_cpu_run_of_the_preset_at_or_under_1_90():
     run = json.loads((WEIGHTS / "names" / "metrics.json").read_text())["run"]
     assert run["command"].startswith("python -m gpt.train --preset names ") and run["device"] == "cpu"
     assert run["exact_val_loss"] <= 1.90  # issue #9; makemore's transformer: about 1.92
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_compiled_decoding_of_a_shipped_model_is_its_uncompiled_decoding_for_250_tokens(name):
+    lm = gpt.load(WEIGHTS / name, device="cpu", compile=True)
+    prompt = lm.encode_prompt("")
+    for params in (SamplingParams(temperature=0), SamplingParams(temperature=0.8, top_k=40, seed=1)):
+        runs = [decode_steps(lm.model, [prompt], [params], compiled=c) for c in (lm.compiled, None)]
+        tokens = [[int(next(run)[0][0]) for _ in range(250)] for run in runs]  # past a document's end, too
+        assert tokens[0] == tokens[1]
+    assert not lm.compiled.failed
