@@ -93,8 +93,8 @@ CATALOG = Catalog.from_settings(os.environ.get("GPT_MODELS"), os.environ.get("MO
 
 @functools.lru_cache(maxsize=8)
 def load_cached(source: str) -> LM:
-    """load() once per model: the sessions and the API share loaded models."""
-    return load(source)
+    """load() once per model: the sessions and the API share loaded models, decoding compiled unless GPT_COMPILE=0."""
+    return load(source, compile=os.environ.get("GPT_COMPILE", "1") != "0")
 
 
 def get_lm(name: str) -> LM:

@@ -8,7 +8,6 @@ time without recomputing, and this keeps decoding incremental for 1/4 of a block
 
 import functools
 import math
-import os
 import warnings
 from collections import deque
 from collections.abc import Iterator
@@ -218,18 +217,18 @@ def context_shift_keep(block_size: int) -> int:
 
 
 def uncompiled_step(model: GPT, idx: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """GPT.decode_step for the rows of `cache`, each continued by its token in idx, over the positions in use."""
+    """GPT.extend for the rows of `cache` by idx (B, T), over the positions in use."""
     length = int(cache.pos.max())
-    return model.decode_step(idx, cache.k[..., :length, :], cache.v[..., :length, :], cache.pos.to(idx.device))
+    return model.extend(idx, cache.k[..., :length, :], cache.v[..., :length, :], cache.pos.to(idx.device))
 
 
 class CompiledStep:
-    """A GPT's decode step (GPT.decode_step) through torch.compile: one graph per step instead of ~15 small ops per
-    layer, 1.5-2x the tokens/s at batch 1 on a CPU. There are two graphs, each compiled on first use (~10 s;
-    DecodeBatch.warm_up): one row reads its whole context (fixed shapes are fastest); several rows read only the
-    positions in use (at least 16: lengths 0 and 1 would each get a graph), with batch size and length dynamic.
-    Where the compiler cannot run (no C++ compiler, an unsupported device) it warns once and runs the step
-    uncompiled; outputs agree.
+    """GPT.extend through torch.compile: one graph per step instead of ~15 small ops per layer, 1.5x the tokens/s
+    at batch 1 on a CPU (bench/speed.py). Three graphs, each compiled on first use (~8 s each; DecodeBatch.warm_up):
+    one row decoding reads its whole context (fixed shapes are fastest); one row filled with T > 1 tokens (a prompt,
+    a context shift), T dynamic; several rows decoding read only the positions in use (at least 16: lengths 0 and 1
+    would each get a graph), batch size and length dynamic. Where the compiler cannot run (no C++ compiler, an
+    unsupported device) it warns once and runs uncompiled; outputs agree.
     """
 
     def __init__(self, model: GPT):
@@ -238,7 +237,7 @@ class CompiledStep:
         # torch.compile's on-disk caches of graphs are pickles: off (its compiled C++ code is still reused)
         torch._functorch.config.enable_autograd_cache = False
         self.model = model
-        self.compiled = torch.compile(model.decode_step, options={"cpp_wrapper": True, "fx_graph_cache": False})
+        self.compiled = torch.compile(model.extend, options={"cpp_wrapper": True, "fx_graph_cache": False})
         self.failed = False
 
     def __call__(self, idx: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -253,17 +252,14 @@ class CompiledStep:
                         torch._dynamo.mark_dynamic(t, 0)
                     for t in (k, v):
                         torch._dynamo.mark_dynamic(t, 3)
+                elif idx.size(1) > 1:
+                    torch._dynamo.mark_dynamic(idx, 1)
                 return self.compiled(idx, k, v, pos)
             except Exception as e:
                 self.failed = True
                 message = f"torch.compile cannot run here, decoding uncompiled: {type(e).__name__}: {e}"
                 warnings.warn(message, stacklevel=2)
         return uncompiled_step(self.model, idx, cache)
-
-
-def compile_by_default(device: torch.device) -> bool:
-    """Decoding is compiled on CPUs and CUDA unless GPT_COMPILE=0 (the tests' default: they compile where they say)."""
-    return device.type in ("cpu", "cuda") and os.environ.get("GPT_COMPILE", "1") != "0"
 
 
 class DecodeBatch:
@@ -288,12 +284,20 @@ class DecodeBatch:
     def __len__(self) -> int:
         return len(self.history)
 
+    def _run(self, idx: torch.Tensor, cache) -> torch.Tensor:
+        """The rows of `cache` continued by idx (B, T): their caches advance; the logits after the last token (B, V)."""
+        if not isinstance(self.model, GPT):
+            return self.model(idx, cache=cache)[0][:, -1]
+        logits, k_new, v_new = (self.compiled or functools.partial(uncompiled_step, self.model))(idx, cache)
+        cache.append(k_new, v_new)
+        return logits
+
     @torch.inference_mode()
     def _fill(self, i: int, ids: list[int]) -> None:
         row = self.cache.rows(i, i + 1)
         row.reset()
         if ids:
-            self.model(torch.tensor([ids], device=self.device), cache=row)
+            self._run(torch.tensor([ids], device=self.device), row)
 
     @torch.inference_mode()
     def add(self, prompt: list[int], params: SamplingParams) -> None:
@@ -308,11 +312,11 @@ class DecodeBatch:
         self.sampler = None
 
     def warm_up(self) -> None:
-        """Compile the step for one row and for several now, so that no request waits for it (seconds each)."""
+        """Compile every graph now (a fill, one row, several rows), so that no request waits for it (seconds each)."""
         if self.compiled is None or len(self):
             return
         for _ in range(min(2, len(self.cache.pos))):
-            self.add([0], SamplingParams(temperature=0))
+            self.add([0, 0, 0], SamplingParams(temperature=0))
             self.step()
         while len(self):
             self.remove(len(self) - 1)
@@ -343,13 +347,7 @@ class DecodeBatch:
         if self.sampler is None:
             self.sampler = Sampler(self.params, self.model.config.vocab_size, self.device, self.generators)
         last = torch.tensor([ids[-1] for ids in self.history], device=self.device)
-        cache = self.cache.rows(0, n)
-        if isinstance(self.model, GPT):
-            step = self.compiled or functools.partial(uncompiled_step, self.model)
-            logits, k_new, v_new = step(last, cache)
-            cache.append(k_new, v_new)
-        else:
-            logits = self.model(last[:, None], cache=cache)[0][:, -1]
+        logits = self._run(last[:, None], self.cache.rows(0, n))
         tokens = self.sampler(logits, self.seen[:n] if self.sampler.use_penalty else None)
         self.seen[:n].scatter_(1, tokens[:, None], True)
         for ids, t in zip(self.history, tokens.tolist()):
@@ -449,7 +447,8 @@ class LM:
                 f"{model.config.vocab_size}"
             )
         self.model, self.tokenizer = model, tokenizer
-        self.compiled = CompiledStep(model) if compile and isinstance(model, GPT) else None  # see CompiledStep
+        compile = compile and isinstance(model, GPT) and self.device.type in ("cpu", "cuda")
+        self.compiled = CompiledStep(model) if compile else None  # decoding through torch.compile
         self.folder: Path | None = None  # where it was loaded from, if anywhere
 
     @property

@@ -31,7 +31,7 @@ from huggingface_hub.errors import (
 
 from gpt.card import model_card
 from gpt.folder import MODEL_FILES, ModelLimits, load_folder, read_config, read_metrics
-from gpt.generate import LM, compile_by_default
+from gpt.generate import LM
 from gpt.model import pick_device
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -91,15 +91,13 @@ def resolve(path_or_repo_id: str | Path, revision: str | None = None, token: str
 
 
 def load(path_or_repo_id: str | Path, device: str | None = None, revision: str | None = None,
-         token: str | None = None, limits: ModelLimits | None = None, compile: bool | None = None) -> LM:  # fmt: skip
+         token: str | None = None, limits: ModelLimits | None = None, compile: bool = False) -> LM:  # fmt: skip
     """A model folder or Hub repo (owner/name[@revision], private ones with a token) on a device (default: the best
-    available), checked against `limits` before it is built. Decoding is compiled (gpt.generate.CompiledStep) unless
-    compile=False; by default on CPUs and CUDA, unless GPT_COMPILE=0."""
+    available), checked against `limits` before it is built. compile=True decodes through torch.compile on CPUs and
+    CUDA (gpt.generate.CompiledStep): worth its ~25 s of compiling in a long-lived process such as the app."""
     folder = resolve(path_or_repo_id, revision, token)
     is_local = os.path.isdir(str(path_or_repo_id))
-    device = pick_device(device)
-    compile = compile_by_default(device) if compile is None else compile
-    return load_folder(folder, device, limits, None if is_local else str(path_or_repo_id), compile)
+    return load_folder(folder, pick_device(device), limits, None if is_local else str(path_or_repo_id), compile)
 
 
 # Publishing.

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--num-samples", type=int, default=1, help="samples to draw, decoded together as one batch")
     a("--stream", action="store_true", help="print text as it is generated")
     a("--device", default=None, help="cpu, cuda or mps (default: the best available)")
-    a("--no-compile", action="store_true", help="decode without torch.compile (it takes ~10 s before the first token)")
+    a("--compile", action="store_true", help="decode through torch.compile: 1.5x faster after ~20 s of compiling")
     return p
 
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.num_samples < 1:
             raise ValueError("--num-samples must be at least 1")
-        lm = load(args.model, device=args.device, revision=args.revision, compile=False if args.no_compile else None)
+        lm = load(args.model, device=args.device, revision=args.revision, compile=args.compile)
         if args.stream and args.num_samples == 1:
             print(args.prompt, end="", flush=True)
             for piece in lm.stream(args.prompt, **controls):

@@ -26,8 +26,8 @@ os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="gpt-tests-hf-")
 for _name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_CACHE", "MODEL_ID"):
     os.environ.pop(_name, None)
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-# Decoding is compiled only where a test asks for it (compile=True, or GPT_COMPILE=1 for a server): compiling takes
-# ~10 s per model and graph, and the uncompiled step computes the same thing (tests/test_generate.py checks both).
+# The app compiles its decoding (~25 s per model) unless GPT_COMPILE=0: the app processes of the tests do not.
+# Compiled decoding is tested where it is asked for (compile=True in test_generate.py, test_weights.py).
 os.environ["GPT_COMPILE"] = "0"
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

@@ -202,7 +202,7 @@ def test_compiled_step_logits_match_with_rows_joining_and_leaving(lm, compiled_l
         assert torch.allclose(eager_lp, compiled_lp, atol=1e-4)
 
 
-def test_engine_compiles_both_graphs_before_it_serves_and_leaves_no_row_behind():
+def test_engine_compiles_every_graph_before_it_serves_and_leaves_no_row_behind():
     from torch._dynamo.utils import counters
 
     tok = CharTokenizer(list("abcdefghij\n"))  # a shape of its own: no graph compiled by another test fits it
@@ -212,8 +212,8 @@ def test_engine_compiles_both_graphs_before_it_serves_and_leaves_no_row_behind()
     assert len(engine.batch) == 0
     graphs = counters["stats"]["unique_graphs"]
     batch = DecodeBatch(lm.model, 3, lm.compiled)
-    for _ in range(3):  # one row, then two, then three: no new graph
-        batch.add([1, 2], SamplingParams(temperature=0))
+    for _ in range(3):  # a fill of 3 tokens and one row, then two, then three: no new graph
+        batch.add([1, 2, 3, 4], SamplingParams(temperature=0))
         batch.step()
     assert counters["stats"]["unique_graphs"] == graphs
 

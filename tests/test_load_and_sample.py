@@ -42,11 +42,9 @@ def test_sample_cli(tiny_model, sample):
     assert seeded[0] == seeded[1] and len(set(seeded[0].split("\n---\n"))) == 2
 
 
-def test_sample_cli_compiled_by_default_writes_what_no_compile_writes(tiny_model, cli):
-    args = ["-m", "gpt.sample", str(tiny_model), "--prompt", "ROMEO:", "--max-new-tokens", "100", "--seed", "2"]
-    compiled, plain = (
-        cli(*args, *flag, env={"HF_HUB_OFFLINE": "1", "GPT_COMPILE": "1"}) for flag in ([], ["--no-compile"])
-    )
+def test_sample_cli_compiled_writes_what_it_writes_uncompiled(tiny_model, sample):
+    args = [str(tiny_model), "--prompt", "ROMEO:", "--max-new-tokens", "100", "--seed", "2"]
+    compiled, plain = sample(*args, "--compile"), sample(*args)
     assert compiled.returncode == 0 and "uncompiled" not in compiled.stderr, compiled.stderr
     assert compiled.stdout == plain.stdout and len(compiled.stdout) > 100
 
