@@ -1,13 +1,15 @@
 """The one sampler: KV-cached, batched, streaming generation with the usual controls, used by CLI, UI and API.
 
-Decoding keeps a KV cache per sequence. When a sequence fills the context, its last 3/4 block of tokens is
+Decoding keeps a KV cache per sequence. When a sequence fills the context, its last half block of tokens is
 prefilled again (a context shift, as llama.cpp does): absolute position embeddings rule out sliding one token at a
-time without recomputing, and this keeps decoding incremental for 1/4 of a block at a time. A fixed-window model
+time without recomputing, and this keeps decoding incremental for half a block at a time. A fixed-window model
 (gpt/window.py) keeps each sequence's last block_size tokens instead and runs its window again every step.
 """
 
 import functools
+import itertools
 import math
+import types
 import warnings
 from collections import deque
 from collections.abc import Iterator
@@ -212,23 +214,33 @@ class StopStrings:
 
 
 def context_shift_keep(block_size: int) -> int:
-    """Tokens kept when a full context is shifted: 3/4 of the block."""
-    return max(1, block_size * 3 // 4)
+    """Tokens kept when a full context is shifted: half the block, as llama.cpp's server keeps. Each shift refills
+    them (a prompt-sized forward), so keeping 3/4 cost twice the refill work per token: 15% of a 10.65M model's
+    decoding time past its context, against 9% now (2-vCPU Xeon)."""
+    return max(1, block_size // 2)
 
 
 def uncompiled_step(model: GPT, idx: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """GPT.extend for the rows of `cache` by idx (B, T), over the positions in use."""
+    """GPT.decode_step for the rows of `cache`, each continued by its token in idx (B,), over the positions in use."""
     length = int(cache.pos.max())
-    return model.extend(idx, cache.k[..., :length, :], cache.v[..., :length, :], cache.pos.to(idx.device))
+    return model.decode_step(idx, cache.k[..., :length, :], cache.v[..., :length, :], cache.pos.to(idx.device))
+
+
+def decode_with(model: GPT, idx: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor):
+    return model.decode_step(idx, k, v, pos)
+
+
+STEP_IDS = itertools.count()
 
 
 class CompiledStep:
-    """GPT.extend through torch.compile: one graph per step instead of ~15 small ops per layer, 1.5x the tokens/s
-    at batch 1 on a CPU (bench/speed.py). Three graphs, each compiled on first use (~8 s each; DecodeBatch.warm_up):
-    one row decoding reads its whole context (fixed shapes are fastest); one row filled with T > 1 tokens (a prompt,
-    a context shift), T dynamic; several rows decoding read only the positions in use (at least 16: lengths 0 and 1
-    would each get a graph), batch size and length dynamic. Where the compiler cannot run (no C++ compiler, an
-    unsupported device) it warns once and runs uncompiled; outputs agree.
+    """GPT.decode_step through torch.compile: one graph per step instead of ~15 small ops per layer, 1.5x the
+    tokens/s at batch 1 on a CPU (bench/speed.py). Two graphs, each compiled on first use (~8 s each;
+    DecodeBatch.warm_up): one row reads its whole context (fixed shapes are fastest); several rows read only the
+    positions in use (at least 16: lengths 0 and 1 would each get a graph), batch size and length dynamic. Fills
+    (a prompt, a context shift) stay uncompiled: they are compute-bound, and a compiled fill was no faster on the
+    10.65M model. Where the compiler cannot run (no C++ compiler, an unsupported device) it warns once and runs
+    uncompiled; outputs agree.
     """
 
     def __init__(self, model: GPT):
@@ -237,7 +249,17 @@ class CompiledStep:
         # torch.compile's on-disk caches of graphs are pickles: off (its compiled C++ code is still reused)
         torch._functorch.config.enable_autograd_cache = False
         self.model = model
-        self.compiled = torch.compile(model.extend, options={"cpp_wrapper": True, "fx_graph_cache": False})
+        # torch.compile keeps graphs per code object: this model's step gets a code object of its own, so its graphs
+        # need guards on the step's inputs only (checking every module and weight cost 15% of a batch-1 token), and
+        # another model's graphs are never run with this model's weights.
+        code = decode_with.__code__.replace(co_name=f"decode_step_{next(STEP_IDS)}")
+        step = types.FunctionType(code, decode_with.__globals__)
+        options = {
+            "cpp_wrapper": True,
+            "fx_graph_cache": False,
+            "guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe,
+        }
+        self.compiled = torch.compile(step, options=options)
         self.failed = False
 
     def __call__(self, idx: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -252,9 +274,7 @@ class CompiledStep:
                         torch._dynamo.mark_dynamic(t, 0)
                     for t in (k, v):
                         torch._dynamo.mark_dynamic(t, 3)
-                elif idx.size(1) > 1:
-                    torch._dynamo.mark_dynamic(idx, 1)
-                return self.compiled(idx, k, v, pos)
+                return self.compiled(self.model, idx, k, v, pos)
             except Exception as e:
                 self.failed = True
                 message = f"torch.compile cannot run here, decoding uncompiled: {type(e).__name__}: {e}"
@@ -284,20 +304,12 @@ class DecodeBatch:
     def __len__(self) -> int:
         return len(self.history)
 
-    def _run(self, idx: torch.Tensor, cache) -> torch.Tensor:
-        """The rows of `cache` continued by idx (B, T): their caches advance; the logits after the last token (B, V)."""
-        if not isinstance(self.model, GPT):
-            return self.model(idx, cache=cache)[0][:, -1]
-        logits, k_new, v_new = (self.compiled or functools.partial(uncompiled_step, self.model))(idx, cache)
-        cache.append(k_new, v_new)
-        return logits
-
     @torch.inference_mode()
     def _fill(self, i: int, ids: list[int]) -> None:
         row = self.cache.rows(i, i + 1)
         row.reset()
         if ids:
-            self._run(torch.tensor([ids], device=self.device), row)
+            self.model(torch.tensor([ids], device=self.device), cache=row)
 
     @torch.inference_mode()
     def add(self, prompt: list[int], params: SamplingParams) -> None:
@@ -312,11 +324,11 @@ class DecodeBatch:
         self.sampler = None
 
     def warm_up(self) -> None:
-        """Compile every graph now (a fill, one row, several rows), so that no request waits for it (seconds each)."""
+        """Compile both graphs now (one row, several rows), so that no request waits for them (seconds each)."""
         if self.compiled is None or len(self):
             return
         for _ in range(min(2, len(self.cache.pos))):
-            self.add([0, 0, 0], SamplingParams(temperature=0))
+            self.add([0], SamplingParams(temperature=0))
             self.step()
         while len(self):
             self.remove(len(self) - 1)
@@ -347,7 +359,12 @@ class DecodeBatch:
         if self.sampler is None:
             self.sampler = Sampler(self.params, self.model.config.vocab_size, self.device, self.generators)
         last = torch.tensor([ids[-1] for ids in self.history], device=self.device)
-        logits = self._run(last[:, None], self.cache.rows(0, n))
+        cache = self.cache.rows(0, n)
+        if isinstance(self.model, GPT):
+            logits, k_new, v_new = (self.compiled or functools.partial(uncompiled_step, self.model))(last, cache)
+            cache.append(k_new, v_new)
+        else:
+            logits = self.model(last[:, None], cache=cache)[0][:, -1]
         tokens = self.sampler(logits, self.seen[:n] if self.sampler.use_penalty else None)
         self.seen[:n].scatter_(1, tokens[:, None], True)
         for ids, t in zip(self.history, tokens.tolist()):

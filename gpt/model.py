@@ -49,7 +49,7 @@ class KVCache:
     `rows(start, stop)` is a view of some rows, so a single sequence can be (re)filled without touching the others.
     The lengths live on the CPU whatever the device: a step plans its slices from them without waiting on the device.
     Rows come first, so the first n rows are one contiguous block, laid out alike whatever the capacity: a compiled
-    step (GPT.extend) sees the same strides from every cache. One spare position past block_size is never
+    step (GPT.decode_step) sees the same strides from every cache. One spare position past block_size is never
     used: a step's view of the positions in use is then never the whole cache, so its strides never change either.
     """
 
@@ -71,22 +71,48 @@ class KVCache:
         self.pos.zero_()
 
     def append(self, k_new: torch.Tensor, v_new: torch.Tensor) -> None:
-        """New tokens' keys and values, (B, n_layer, n_head, T, head_size), written after each row's cached ones."""
-        T = k_new.size(3)
+        """One new token's keys and values per row, (B, n_layer, n_head, head_size), written at each row's length."""
         first, last = int(self.pos.min()), int(self.pos.max())
         if first == last:  # every row at the same place: one slice, no index tensor
-            self.k[:, :, :, first : first + T], self.v[:, :, :, first : first + T] = k_new, v_new
-        else:  # (rows, positions) index dimensions 0 and 3, split by slices: theirs come first, (B, T, ...)
-            at = (self.pos[:, None] + torch.arange(T)).to(self.k.device)
-            rows = torch.arange(len(self.pos), device=self.k.device)[:, None]
-            self.k[rows, :, :, at], self.v[rows, :, :, at] = k_new.permute(0, 3, 1, 2, 4), v_new.permute(0, 3, 1, 2, 4)
-        self.pos += T
+            self.k[:, :, :, first], self.v[:, :, :, first] = k_new, v_new
+        else:
+            rows, at = torch.arange(len(self.pos), device=self.k.device), self.pos.to(self.k.device)
+            self.k[rows, :, :, at], self.v[rows, :, :, at] = k_new, v_new
+        self.pos += 1
 
     def move(self, src: int, dst: int) -> None:
         """Row src's keys, values and length into row dst."""
         for t in (self.k, self.v):
             t[dst] = t[src]
         self.pos[dst] = self.pos[src]
+
+
+@dataclass
+class CachePlan:
+    """Where a step's keys and values go in the cache, and how much of it the step attends over."""
+
+    where: slice | tuple[torch.Tensor, torch.Tensor]  # one slice for all rows, or (rows, positions) index tensors
+    positions: torch.Tensor | None  # (B, T) positions when rows differ; None when `where` is a slice
+    length: int  # cache positions in use after the step: attention reads only these
+
+
+def cache_plan(pos: torch.Tensor, T: int, device) -> tuple[CachePlan, torch.Tensor | None]:
+    """Plan a cached step from the rows' lengths (a CPU tensor) and its attention mask.
+
+    When every row is at the same place (one sequence, or a batch decoding in step) the step writes one slice and a
+    single new token needs no mask: no index tensor or mask is built. Rows at different places get both.
+    """
+    first, last = int(pos.min()), int(pos.max())
+    length = last + T
+    if first == last:
+        mask = None
+        if T > 1:  # a prefill after cached tokens: causal within the new tokens, all cached ones visible
+            mask = torch.ones(T, length, dtype=torch.bool, device=device).tril(diagonal=first)
+        return CachePlan(slice(first, length), None, length), mask
+    positions = (pos[:, None] + torch.arange(T)).to(device)
+    rows = torch.arange(len(pos), device=device)[:, None]
+    mask = (torch.arange(length, device=device) <= positions[..., None])[:, None]  # (B, 1, T, length)
+    return CachePlan((rows, positions), positions, length), mask
 
 
 # Dropout and GELU are called as functions, not modules: a module call costs more than the op itself when decoding
@@ -101,16 +127,25 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.n_head, self.dropout = config.n_head, config.dropout
 
-    def forward(self, x, return_attention=False):
+    def forward(self, x, k_cache=None, v_cache=None, at=None, mask=None, return_attention=False):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if k_cache is not None:  # write this step's keys/values `at` their places, attend over the cache in use
+            if isinstance(at.where, slice):  # every row at the same place
+                k_cache[:, :, at.where], v_cache[:, :, at.where] = k, v
+            else:
+                rows, positions = at.where
+                k_cache[rows, :, positions], v_cache[rows, :, positions] = k.transpose(1, 2), v.transpose(1, 2)
+            k, v = k_cache[:, :, : at.length], v_cache[:, :, : at.length]
         attention = None
         if return_attention:  # the explicit form, so the weights can be shown
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))
-            allowed = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            allowed = mask if mask is not None else torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             attention = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
             y = attention @ v
+        elif k_cache is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:  # no dropout on the attention weights: on a CPU it turns SDPA's fast kernel into a 15x slower one
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
@@ -136,8 +171,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, return_attention=False):
-        a, attention = self.attn(self.ln_1(x), return_attention)
+    def forward(self, x, k_cache=None, v_cache=None, at=None, mask=None, return_attention=False):
+        a, attention = self.attn(self.ln_1(x), k_cache, v_cache, at, mask, return_attention)
         x = x + a
         return x + self.mlp(self.ln_2(x)), attention
 
@@ -186,53 +221,60 @@ class GPT(
     def empty_cache(self, batch_size: int, device=None, dtype=torch.float32) -> KVCache:
         return KVCache.empty(self.config, batch_size, device, dtype)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """Logits (B, T, vocab) and, with targets, the mean cross-entropy (targets of -1 are ignored)."""
-        T = idx.size(1)
-        if T > self.config.block_size:
-            raise ValueError(f"sequence of length {T} is longer than the context ({self.config.block_size})")
-        x = F.dropout(self.transformer.wte(idx) + self.transformer.wpe.weight[:T], self.config.dropout, self.training)
-        for block in self.transformer.h:
-            x, _ = block(x)
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
+        """Logits (B, T, vocab) and, with targets, the mean cross-entropy (targets of -1 are ignored).
+
+        With a cache, idx continues each row from its cached position; the cache is filled and advanced.
+        """
+        B, T = idx.size()
+        at, mask = None, None
+        if cache is None:
+            if T > self.config.block_size:
+                raise ValueError(f"sequence of length {T} is longer than the context ({self.config.block_size})")
+            pos = self.transformer.wpe.weight[:T]
+        else:
+            at, mask = cache_plan(cache.pos, T, idx.device)
+            wpe = self.transformer.wpe
+            pos = wpe(at.positions) if at.positions is not None else wpe.weight[at.where]
+        x = F.dropout(self.transformer.wte(idx) + pos, self.config.dropout, self.training)
+        for i, block in enumerate(self.transformer.h):
+            kv = (cache.k[:, i], cache.v[:, i]) if cache is not None else (None, None)
+            x, _ = block(x, *kv, at, mask)
+        if cache is not None:
+            cache.pos += T
         logits = self.lm_head(self.transformer.ln_f(x))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
         return logits, loss
 
-    def extend(self, idx: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor):
-        """Rows continued by new tokens idx (B, T) after their cached ones: the logits after the last new token
-        (B, vocab) and the new tokens' keys and values (B, n_layer, n_head, T, head_size), for KVCache.append.
+    def decode_step(self, idx: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor):
+        """One new token per row after its cached ones: logits (B, vocab) and the token's keys and values
+        (B, n_layer, n_head, head_size), which the caller appends to the cache.
 
-        pos (B,) holds each row's cached length; k and v are a cache's (B, n_layer, n_head, S, head_size), of which
-        each row attends to its first pos positions, then causally to the new tokens. The cache is only read and no
-        shape depends on a position, so torch.compile makes one graph of a decode step (gpt/generate.py): no copies,
-        index tensors or Python per op. Decoding is T=1; T>1 fills a cache with a prompt.
+        idx and pos are (B,); k and v are a cache's (B, n_layer, n_head, S, head_size), of which each row attends to
+        its first pos positions. The cache is only read and every shape is the same at every position, so
+        torch.compile makes one graph of the whole step (gpt/generate.py): no copies, index tensors or Python per op.
         """
         C, H = self.config.n_embd, self.config.n_head
-        B, T, D = idx.size(0), idx.size(1), C // H
-        new = torch.arange(T, device=idx.device)
-        cached_ok = (torch.arange(k.size(3), device=idx.device) < pos[:, None])[:, None, None]  # (B, 1, 1, S)
-        new_ok = new[:, None] >= new  # (T, T): causal
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos[:, None] + new)
+        D = C // H
+        visible = (torch.arange(k.size(3), device=idx.device) < pos[:, None])[:, None]  # (B, 1, S)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
         k_new, v_new = [], []
         for i, block in enumerate(self.transformer.h):
             ln = block.ln_1
-            qkv = block.attn.c_attn(F.layer_norm(x, (C,), ln.weight, ln.bias)).view(B, T, 3, H, D)
-            q, kt, vt = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, D)
+            q, kt, vt = block.attn.c_attn(F.layer_norm(x, (C,), ln.weight, ln.bias)).view(-1, 3, H, D).unbind(1)
             q = q / math.sqrt(D)
-            cached = (q @ k[:, i].transpose(-2, -1)).masked_fill(~cached_ok, float("-inf"))  # (B, H, T, S)
-            fresh = (q @ kt.transpose(-2, -1)).masked_fill(~new_ok, float("-inf"))  # (B, H, T, T)
-            p = torch.cat([cached, fresh], dim=-1).softmax(dim=-1)  # a token sees the cache, then the new ones
-            y = p[..., : k.size(3)] @ v[:, i] + p[..., k.size(3) :] @ vt
-            x = x + block.attn.c_proj(y.transpose(1, 2).reshape(B, T, C))
+            cached = (k[:, i] @ q[..., None])[..., 0].masked_fill(~visible, float("-inf"))  # (B, H, S)
+            p = torch.cat([cached, (q * kt).sum(-1, keepdim=True)], dim=-1).softmax(dim=-1)  # the cache, then itself
+            y = (p[:, :, None, :-1] @ v[:, i])[:, :, 0] + p[..., -1:] * vt
+            x = x + block.attn.c_proj(y.reshape(-1, C))
             ln = block.ln_2
             x = x + block.mlp.c_proj(F.gelu(block.mlp.c_fc(F.layer_norm(x, (C,), ln.weight, ln.bias))))
             k_new.append(kt)
             v_new.append(vt)
         ln = self.transformer.ln_f
-        logits = self.lm_head(F.layer_norm(x[:, -1], (C,), ln.weight, ln.bias))
-        return logits, torch.stack(k_new, 1), torch.stack(v_new, 1)
+        return self.lm_head(F.layer_norm(x, (C,), ln.weight, ln.bias)), torch.stack(k_new, 1), torch.stack(v_new, 1)
 
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> torch.Tensor:

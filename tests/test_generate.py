@@ -212,7 +212,7 @@ def test_engine_compiles_every_graph_before_it_serves_and_leaves_no_row_behind()
     assert len(engine.batch) == 0
     graphs = counters["stats"]["unique_graphs"]
     batch = DecodeBatch(lm.model, 3, lm.compiled)
-    for _ in range(3):  # a fill of 3 tokens and one row, then two, then three: no new graph
+    for _ in range(3):  # one row, then two, then three: no new graph
         batch.add([1, 2, 3, 4], SamplingParams(temperature=0))
         batch.step()
     assert counters["stats"]["unique_graphs"] == graphs
@@ -230,3 +230,15 @@ def test_a_compiler_that_cannot_run_warns_once_and_decoding_goes_on(lm, monkeypa
     with pytest.warns(UserWarning, match="decoding uncompiled: RuntimeError: no C\\+\\+ compiler"):
         text = fallback.generate("ROMEO:", max_new_tokens=20, temperature=0)
     assert step.failed and text == lm.generate("ROMEO:", max_new_tokens=20, temperature=0)
+
+
+def test_two_compiled_models_of_one_shape_but_their_vocabulary_keep_their_own_graphs():
+    torch.manual_seed(0)
+    lms = []
+    for chars in ("abcdefghij\n", "abcdefghijklm\n"):  # the same cache shape: only the weights tell them apart
+        model = GPT(GPTConfig(vocab_size=len(chars), block_size=8, n_layer=1, n_head=2, n_embd=8)).eval()
+        lms.append((LM(model, CharTokenizer(list(chars)), compile=True), LM(model, CharTokenizer(list(chars)))))
+    for _ in range(2):  # each model after the other has compiled
+        for compiled, plain in lms:
+            text = compiled.generate("abc", max_new_tokens=30, temperature=1.0, seed=4)
+            assert text == plain.generate("abc", max_new_tokens=30, temperature=1.0, seed=4)

@@ -50,22 +50,15 @@ def test_too_long_sequence_is_a_clear_error():
         model()(torch.zeros(1, 17, dtype=torch.long))
 
 
-def extend(m, idx, cache, whole=False):
-    """GPT.extend over the positions in use (or the whole cache, as a compiled one-row step reads it), appended."""
-    length = m.config.block_size if whole else int(cache.pos.max())
-    logits, k, v = m.extend(idx, cache.k[..., :length, :], cache.v[..., :length, :], cache.pos)
-    cache.append(k, v)
-    return logits
-
-
-@pytest.mark.parametrize("whole", [False, True])
-def test_kv_cache_prefill_chunk_then_steps_equals_full_forward(whole):
+def test_kv_cache_prefill_chunk_then_steps_equals_full_forward():
     m = model()
     idx = torch.randint(0, 23, (2, 16))
     full, _ = m(idx)
     cache = KVCache.empty(m.config, 2)
-    for start, stop in [(0, 5), (5, 7)] + [(t, t + 1) for t in range(7, 16)]:  # a chunk after cached tokens, too
-        assert torch.allclose(extend(m, idx[:, start:stop], cache, whole), full[:, stop - 1], atol=1e-5)
+    parts = [m(idx[:, :5], cache=cache)[0], m(idx[:, 5:7], cache=cache)[0]]  # a chunk after cached tokens
+    for t in range(7, 16):
+        parts.append(m(idx[:, t : t + 1], cache=cache)[0])
+    assert torch.allclose(torch.cat(parts, dim=1), full, atol=1e-5)
     assert cache.pos.tolist() == [16, 16]
 
 
@@ -73,13 +66,11 @@ def test_kv_cache_rows_at_different_positions():
     m = model()
     a, b = torch.randint(0, 23, (1, 12)), torch.randint(0, 23, (1, 5))
     cache = KVCache.empty(m.config, 2)
-    extend(m, a[:, :-3], cache.rows(0, 1))
-    extend(m, b[:, :-3], cache.rows(1, 2))
-    extend(m, torch.cat([a[:, -3:-1], b[:, -3:-1]]), cache)  # two new tokens each, at different places
-    step = extend(m, torch.stack([a[0, -1:], b[0, -1:]]), cache)
-    assert torch.allclose(step[0], m(a)[0][0, -1], atol=1e-5)
-    assert torch.allclose(step[1], m(b)[0][0, -1], atol=1e-5)
-    assert cache.pos.tolist() == [12, 5]
+    m(a[:, :-1], cache=cache.rows(0, 1))
+    m(b[:, :-1], cache=cache.rows(1, 2))
+    step, _ = m(torch.stack([a[0, -1:], b[0, -1:]]), cache=cache)
+    assert torch.allclose(step[0, -1], m(a)[0][0, -1], atol=1e-5)
+    assert torch.allclose(step[1, -1], m(b)[0][0, -1], atol=1e-5)
 
 
 def test_attention_maps_are_causal_distributions():
