@@ -200,6 +200,16 @@ def test_app_api_only_with_an_api_key(tiny_model, app_process):
         assert httpx.get(f"{url}/").status_code == 404  # no UI
 
 
+def test_app_api_compiles_by_default_and_serves_what_the_library_writes(tiny_model, app_process, lm):
+    with app_process("--api-only", env={"MODEL_ID": str(tiny_model), "GPT_COMPILE": "1"}) as app:
+        app.wait_ready(timeout=120)  # the engine compiles both graphs before /health answers
+        bodies = [{"prompt": p, "max_tokens": 150, "temperature": 0} for p in ("ROMEO:", "JULIET:\nThe", "N")]
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:  # several rows in one step: the batch graph
+            texts = list(pool.map(lambda b: post(f"{app.url}/v1/completions", b).json()["choices"][0]["text"], bodies))
+        assert texts == [lm.generate(b["prompt"], max_new_tokens=150, temperature=0) for b in bodies]
+        assert "uncompiled" not in app.output()
+
+
 def test_empty_prompt_continues_from_a_fresh_line(api, lm):
     r = client(api).completions.create(model="play", prompt="", max_tokens=20, temperature=0)
     assert r.choices[0].text == lm.generate("", max_new_tokens=20, temperature=0)
