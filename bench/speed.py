@@ -98,8 +98,8 @@ def flagship(n: int, repeats: int) -> None:
     """The shipped default model as the app and the server load it: tok/s at batch 1 and 8."""
     lm = gpt.load(FLAGSHIP, device="cpu", compile=True)
     cfg = lm.model.config
-    print(f"\nshipped flagship, compiled as the app runs it ({FLAGSHIP.name}: {cfg.n_layer}L/{cfg.n_head}H/{cfg.n_embd}, context {cfg.block_size}, "
-          f"{lm.model.num_params() / 1e6:.2f}M)")  # fmt: skip
+    print(f"\nshipped flagship, compiled as the app runs it ({FLAGSHIP.name}: {cfg.n_layer}L/{cfg.n_head}H/"
+          f"{cfg.n_embd}, context {cfg.block_size}, {lm.model.num_params() / 1e6:.2f}M)")  # fmt: skip
     for batch in (1, 8):
         lm.generate_batch(["\n"] * batch, max_new_tokens=50, **CONTROLS)
         t = statistics.median(
