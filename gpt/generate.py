@@ -227,6 +227,7 @@ def uncompiled_step(model: GPT, idx: torch.Tensor, cache: KVCache) -> tuple[torc
 
 
 def decode_with(model: GPT, idx: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor):
+    """The step as a plain function, whose code CompiledStep copies once per model."""
     return model.decode_step(idx, k, v, pos)
 
 
@@ -234,7 +235,7 @@ STEP_IDS = itertools.count()
 
 
 class CompiledStep:
-    """GPT.decode_step through torch.compile: one graph per step instead of ~15 small ops per layer, 1.5x the
+    """GPT.decode_step through torch.compile: one graph per step instead of ~15 small ops per layer, 1.6-1.9x the
     tokens/s at batch 1 on a CPU (bench/speed.py). Two graphs, each compiled on first use (~8 s each;
     DecodeBatch.warm_up): one row reads its whole context (fixed shapes are fastest); several rows read only the
     positions in use (at least 16: lengths 0 and 1 would each get a graph), batch size and length dynamic. Fills
@@ -250,7 +251,7 @@ class CompiledStep:
         torch._functorch.config.enable_autograd_cache = False
         self.model = model
         # torch.compile keeps graphs per code object: this model's step gets a code object of its own, so its graphs
-        # need guards on the step's inputs only (checking every module and weight cost 15% of a batch-1 token), and
+        # need guards on the step's inputs only (checking every module and weight cost 10% of a batch-1 token), and
         # another model's graphs are never run with this model's weights.
         code = decode_with.__code__.replace(co_name=f"decode_step_{next(STEP_IDS)}")
         step = types.FunctionType(code, decode_with.__globals__)
