@@ -592,7 +592,7 @@ def main() -> None:
     p.add_argument("--max-batch", type=int, default=16, help="requests decoded together in one batched step")
     p.add_argument("--max-waiting", type=int, default=64, help="requests allowed to wait; beyond that, 429")
     a("--no-compile", action="store_true",
-      help="decode without torch.compile (as GPT_COMPILE=0): starts ~20 s sooner, decodes 1.5-2x slower")  # fmt: skip
+      help="decode without torch.compile (as GPT_COMPILE=0): starts ~15 s sooner, decodes 1.6-1.9x slower")  # fmt: skip
     args = p.parse_args()
     if args.no_compile:
         os.environ["GPT_COMPILE"] = "0"

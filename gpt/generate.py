@@ -295,6 +295,7 @@ class DecodeBatch:
     def __init__(self, model: Model, capacity: int, compiled: CompiledStep | None = None):
         p = next(model.parameters())
         self.model, self.device, self.compiled = model, p.device, compiled
+        self.decode = (compiled or functools.partial(uncompiled_step, model)) if isinstance(model, GPT) else None
         self.cache = model.empty_cache(capacity, p.device, p.dtype)
         self.seen = torch.zeros(capacity, model.config.vocab_size, dtype=torch.bool, device=p.device)
         self.params: list[SamplingParams] = []
@@ -361,8 +362,8 @@ class DecodeBatch:
             self.sampler = Sampler(self.params, self.model.config.vocab_size, self.device, self.generators)
         last = torch.tensor([ids[-1] for ids in self.history], device=self.device)
         cache = self.cache.rows(0, n)
-        if isinstance(self.model, GPT):
-            logits, k_new, v_new = (self.compiled or functools.partial(uncompiled_step, self.model))(last, cache)
+        if self.decode:
+            logits, k_new, v_new = self.decode(last, cache)
             cache.append(k_new, v_new)
         else:
             logits = self.model(last[:, None], cache=cache)[0][:, -1]

@@ -94,7 +94,7 @@ def load(path_or_repo_id: str | Path, device: str | None = None, revision: str |
          token: str | None = None, limits: ModelLimits | None = None, compile: bool = False) -> LM:  # fmt: skip
     """A model folder or Hub repo (owner/name[@revision], private ones with a token) on a device (default: the best
     available), checked against `limits` before it is built. compile=True decodes through torch.compile on CPUs and
-    CUDA (gpt.generate.CompiledStep): worth its ~25 s of compiling in a long-lived process such as the app."""
+    CUDA (gpt.generate.CompiledStep): worth its ~8 s of compiling per graph in a long-lived process (the app)."""
     folder = resolve(path_or_repo_id, revision, token)
     is_local = os.path.isdir(str(path_or_repo_id))
     return load_folder(folder, pick_device(device), limits, None if is_local else str(path_or_repo_id), compile)
