@@ -56,7 +56,9 @@ def test_batchnorm_statistics_are_saved_and_used_in_eval(trained):
     x = torch.tensor([[0, 3, 5, 2, 7, 1]])
     alone = lm.model(x)[0]
     crowd = lm.model(torch.cat([x, torch.randint(lm.tokenizer.vocab_size, (7, 6))]))[0][:1]
-    assert torch.equal(alone, crowd)
+    # Equal up to rounding: BLAS may round a 1-row and an 8-row matmul differently (2e-6 on an AMD EPYC); batch
+    # statistics would move these logits by 2-5.
+    torch.testing.assert_close(alone, crowd, rtol=0, atol=1e-4)
 
 
 def test_decoding_with_the_window_cache_equals_rerunning_the_whole_sequence(trained):
