@@ -27,7 +27,6 @@ MAX_BODY_BYTES = 1 << 20
 MAX_STOP_STRINGS = 4
 MAX_STOP_CHARS = 1000
 MAX_N = 8
-CHUNK_INTERVAL_S = 0.005  # a stream sends at most one chunk per client per 5 ms
 DISCONNECT_POLL_S = 0.25  # how often a request that is not streaming checks that its client is still there
 CHAT_MAX_TOKENS = 256  # a chat reply's default length (completions default to 16, as OpenAI's)
 
@@ -254,7 +253,7 @@ async def collect(request: Request, jobs: list[Job]) -> list[list[Token]] | None
 
 async def stream(request: Request, jobs: list[Job], meta: dict, chat: bool, with_logprobs: bool,
                  include_usage: bool, prefix: str = "") -> AsyncIterator[str]:  # fmt: skip
-    """SSE chunks in OpenAI's format; the tokens of a few steps go together (at most one chunk per 5 ms)."""
+    """SSE chunks in OpenAI's format; the tokens of one hand-over from the engine go in one chunk."""
     kind = "chat.completion.chunk" if chat else "text_completion"
 
     def chunk(choices, **extra) -> str:
@@ -272,8 +271,6 @@ async def stream(request: Request, jobs: list[Job], meta: dict, chat: bool, with
                 return
             for i in [i for i, f in pending.items() if f in done]:
                 tokens = [pending.pop(i).result()]
-                if tokens[-1] is not None:
-                    await asyncio.sleep(CHUNK_INTERVAL_S)  # let a few steps' tokens gather: fewer, larger chunks
                 while tokens[-1] is not None and not jobs[i].events.empty():
                     tokens.append(jobs[i].events.get_nowait())
                 finished = tokens[-1] is None
