@@ -1,10 +1,11 @@
+import asyncio
 import math
 
 import pytest
 import torch
 
 import gpt
-from gpt.engine import Engine
+from gpt.engine import Engine, Job
 from gpt.generate import LM, CompiledStep, DecodeBatch, Sampler, SamplingParams, StopStrings, Token
 from gpt.model import GPT, GPTConfig
 from gpt.tokenizer import CharTokenizer
@@ -216,6 +217,29 @@ def test_engine_compiles_every_graph_before_it_serves_and_leaves_no_row_behind()
         batch.add([1, 2, 3, 4], SamplingParams(temperature=0))
         batch.step()
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_the_engine_hands_the_first_token_over_at_once_and_gathers_the_rest(lm):
+    """With a long delivery interval the first token arrives alone, then the others and the end in one hand-over."""
+    engine = Engine(lm, max_batch=2, delivery_interval=3600)
+
+    async def run():
+        job = Job(lm.encode_prompt("ROMEO:"), SamplingParams(max_new_tokens=40, temperature=0), 0,
+                  asyncio.get_running_loop())  # fmt: skip
+        assert engine.submit([job])
+        first = await job.events.get()
+        assert job.events.empty()  # nothing else was handed over with it
+        second = await job.events.get()
+        rest = [job.events.get_nowait() for _ in range(job.events.qsize())]  # arrived together
+        return [first, second] + rest
+
+    try:
+        items = asyncio.run(run())
+        assert items[-1] is None and len(items) == 41
+        assert "".join(t.text for t in items[:-1]) == lm.generate("ROMEO:", max_new_tokens=40, temperature=0)
+        assert engine.admitted == 0
+    finally:
+        engine.close()
 
 
 def test_a_compiler_that_cannot_run_warns_once_and_decoding_goes_on(lm, monkeypatch):
