@@ -83,8 +83,8 @@ async def one_request(url: str, tokens: int, seed: int, drop_after: int = 0) -> 
     start, first, count, chunks = time.perf_counter(), None, 0, 0
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
-        head = b"POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-        writer.write(head % (host.encode(), len(body)) + b"Connection: close\r\n\r\n" + body)
+        request = b"POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n" % host.encode()
+        writer.write(request + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
         head = (await reader.readuntil(b"\r\n\r\n")).lower()
         if not head.startswith(b"http/1.1 200") or b"transfer-encoding: chunked" not in head:
             raise RuntimeError(f"unexpected response: {head[:200]!r}")
