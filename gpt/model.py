@@ -119,6 +119,15 @@ def cache_plan(pos: torch.Tensor, T: int, device) -> tuple[CachePlan, torch.Tens
 # one token (2-5% of a batch-1 step, measured); they hold no weights, so folders are unchanged.
 
 
+def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """layer(x) for a decode step. One row under torch.compile is a multiply-and-sum, which the compiler turns into
+    one loop that streams the weight at memory speed: 2.3x the BLAS's one-row product on a 2-vCPU AMD EPYC (MKL)."""
+    if x.size(0) != 1 or not torch.compiler.is_compiling():
+        return layer(x)
+    y = (x[:, None, :] * layer.weight).sum(-1)
+    return y if layer.bias is None else y + layer.bias
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -263,18 +272,18 @@ class GPT(
         k_new, v_new = [], []
         for i, block in enumerate(self.transformer.h):
             ln = block.ln_1
-            q, kt, vt = block.attn.c_attn(F.layer_norm(x, (C,), ln.weight, ln.bias)).view(-1, 3, H, D).unbind(1)
+            q, kt, vt = linear(block.attn.c_attn, F.layer_norm(x, (C,), ln.weight, ln.bias)).view(-1, 3, H, D).unbind(1)
             q = q / math.sqrt(D)
             cached = (k[:, i] @ q[..., None])[..., 0].masked_fill(~visible, float("-inf"))  # (B, H, S)
             p = torch.cat([cached, (q * kt).sum(-1, keepdim=True)], dim=-1).softmax(dim=-1)  # the cache, then itself
             y = (p[:, :, None, :-1] @ v[:, i])[:, :, 0] + p[..., -1:] * vt
-            x = x + block.attn.c_proj(y.reshape(-1, C))
+            x = x + linear(block.attn.c_proj, y.reshape(-1, C))
             ln = block.ln_2
-            x = x + block.mlp.c_proj(F.gelu(block.mlp.c_fc(F.layer_norm(x, (C,), ln.weight, ln.bias))))
+            x = x + linear(block.mlp.c_proj, F.gelu(linear(block.mlp.c_fc, F.layer_norm(x, (C,), ln.weight, ln.bias))))
             k_new.append(kt)
             v_new.append(vt)
         ln = self.transformer.ln_f
-        return self.lm_head(F.layer_norm(x, (C,), ln.weight, ln.bias)), torch.stack(k_new, 1), torch.stack(v_new, 1)
+        return linear(self.lm_head, F.layer_norm(x, (C,), ln.weight, ln.bias)), torch.stack(k_new, 1), torch.stack(v_new, 1)
 
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> torch.Tensor:
