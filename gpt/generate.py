@@ -252,9 +252,12 @@ class CompiledStep:
         self.model = model
         # torch.compile keeps graphs per code object: this model's step gets a code object of its own, so its graphs
         # need guards on the step's inputs only (checking every module and weight cost 10% of a batch-1 token), and
-        # another model's graphs are never run with this model's weights.
-        code = decode_with.__code__.replace(co_name=f"decode_step_{next(STEP_IDS)}")
-        step = types.FunctionType(code, decode_with.__globals__)
+        # another model's graphs are never run with this model's weights. And one code object per graph: of one code
+        # object's graphs the last compiled is tried first, and the several-rows graph takes one row too (at half the
+        # speed of the one-row graph, which is what a server with one client ran before).
+        n = next(STEP_IDS)
+        codes = [decode_with.__code__.replace(co_name=f"decode_step_{n}_{kind}") for kind in ("one_row", "rows")]
+        steps = [types.FunctionType(code, decode_with.__globals__) for code in codes]
         options = {
             "cpp_wrapper": True,
             # a pointwise result of more than 8 ops is computed once, not again inside each row of the one-row
@@ -263,7 +266,7 @@ class CompiledStep:
             "fx_graph_cache": False,
             "guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe,
         }
-        self.compiled = torch.compile(step, options=options)
+        self.one_row, self.rows = (torch.compile(step, options=options) for step in steps)
         self.failed = False
 
     def __call__(self, idx: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -278,7 +281,7 @@ class CompiledStep:
                         torch._dynamo.mark_dynamic(t, 0)
                     for t in (k, v):
                         torch._dynamo.mark_dynamic(t, 3)
-                return self.compiled(self.model, idx, k, v, pos)
+                return (self.one_row if len(idx) == 1 else self.rows)(self.model, idx, k, v, pos)
             except Exception as e:
                 self.failed = True
                 message = f"torch.compile cannot run here, decoding uncompiled: {type(e).__name__}: {e}"

@@ -283,7 +283,8 @@ class GPT(
             k_new.append(kt)
             v_new.append(vt)
         ln = self.transformer.ln_f
-        return linear(self.lm_head, F.layer_norm(x, (C,), ln.weight, ln.bias)), torch.stack(k_new, 1), torch.stack(v_new, 1)
+        logits = linear(self.lm_head, F.layer_norm(x, (C,), ln.weight, ln.bias))
+        return logits, torch.stack(k_new, 1), torch.stack(v_new, 1)
 
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> torch.Tensor:

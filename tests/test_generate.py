@@ -203,7 +203,7 @@ def test_compiled_step_logits_match_with_rows_joining_and_leaving(lm, compiled_l
         assert torch.allclose(eager_lp, compiled_lp, atol=1e-4)
 
 
-def test_engine_compiles_every_graph_before_it_serves_and_leaves_no_row_behind():
+def test_engine_compiles_every_graph_before_it_serves_and_one_row_runs_its_own_graph():
     from torch._dynamo.utils import counters
 
     tok = CharTokenizer(list("abcdefghij\n"))  # a shape of its own: no graph compiled by another test fits it
@@ -217,6 +217,15 @@ def test_engine_compiles_every_graph_before_it_serves_and_leaves_no_row_behind()
         batch.add([1, 2, 3, 4], SamplingParams(temperature=0))
         batch.step()
     assert counters["stats"]["unique_graphs"] == graphs
+    ran = []  # which graph each step runs: one row, after several rows, runs the one-row graph (twice as fast)
+    for kind in ("one_row", "rows"):
+        graph = getattr(lm.compiled, kind)
+        setattr(lm.compiled, kind, lambda *args, graph=graph, kind=kind: ran.append(kind) or graph(*args))
+    batch.step()
+    while len(batch) > 1:
+        batch.remove(0)
+    batch.step()
+    assert ran == ["rows", "one_row"]
 
 
 def test_the_engine_hands_the_first_token_over_at_once_and_gathers_the_rest(lm):
@@ -248,7 +257,7 @@ def test_a_compiler_that_cannot_run_warns_once_and_decoding_goes_on(lm, monkeypa
     def broken(*args):
         raise RuntimeError("no C++ compiler")
 
-    monkeypatch.setattr(step, "compiled", broken)
+    monkeypatch.setattr(step, "one_row", broken)
     fallback = LM(lm.model, lm.tokenizer)
     fallback.compiled = step
     with pytest.warns(UserWarning, match="decoding uncompiled: RuntimeError: no C\\+\\+ compiler"):
