@@ -237,7 +237,8 @@ STEP_IDS = itertools.count()
 class CompiledStep:
     """GPT.decode_step through torch.compile: one graph per step instead of ~15 small ops per layer, 1.6-1.9x the
     tokens/s at batch 1 on a CPU (bench/speed.py). Two graphs, each compiled on first use (~8 s each;
-    DecodeBatch.warm_up): one row reads its whole context (fixed shapes are fastest); several rows read only the
+    DecodeBatch.warm_up): one row reads its whole context (fixed shapes are fastest) and streams each weight in one
+    C++ loop (gpt/model.py's `linear`: 2x the step's speed on an AMD EPYC); several rows read only the
     positions in use (at least 16: lengths 0 and 1 would each get a graph), batch size and length dynamic. Fills
     (a prompt, a context shift) stay uncompiled: they are compute-bound, and a compiled fill was no faster on the
     10.65M model. Where the compiler cannot run (no C++ compiler, an unsupported device) it warns once and runs
