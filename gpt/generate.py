@@ -236,10 +236,11 @@ STEP_IDS = itertools.count()
 
 class CompiledStep:
     """GPT.decode_step through torch.compile: one graph per step instead of ~15 small ops per layer, 1.6-1.9x the
-    tokens/s at batch 1 on a CPU (bench/speed.py). Two graphs, each compiled on first use (~8 s each;
+    tokens/s at batch 1 on a CPU (bench/speed.py). Two graphs, each compiled on first use (8-60 s each, by host;
     DecodeBatch.warm_up): one row reads its whole context (fixed shapes are fastest) and streams each weight in one
     C++ loop (gpt/model.py's `linear`: 2x the step's speed on an AMD EPYC); several rows read only the
-    positions in use (at least 16: lengths 0 and 1 would each get a graph), batch size and length dynamic. Fills
+    positions in use (at least 16: lengths 0 and 1 would each get a graph), batch size and length dynamic, and on a
+    CPU multiply in inductor's C++ GEMM over frozen weights (1.3-2x oneDNN's speed for 2-16 rows, AMD EPYC). Fills
     (a prompt, a context shift) stay uncompiled: they are compute-bound, and a compiled fill was no faster on the
     10.65M model. The several-rows graph holds the weights it was compiled with: a model changed after its first
     batched step would need a new CompiledStep. Where the compiler cannot run (no C++ compiler, an unsupported
