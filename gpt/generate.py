@@ -274,7 +274,7 @@ class CompiledStep:
         if next(model.parameters()).device.type == "cpu":
             # the products of several rows in inductor's own C++ GEMM (register-blocked kernels over the frozen
             # weights, one candidate, so nothing to tune) instead of oneDNN: a 2-vCPU AMD EPYC's 2- / 16-row step
-            # 4.2 / 10.2 ms -> 2.2-2.9 / 7.9-8.4 ms (compiling takes ~20 s more)
+            # 4.2-5.1 / 10.1-10.2 ms -> 1.9-2.9 / 6.4-8.4 ms (compiling takes ~20 s more)
             rows_options |= {"max_autotune_gemm": True, "max_autotune_gemm_backends": "CPP",
                              "autotune_local_cache": False}  # fmt: skip
         self.one_row = torch.compile(steps[0], options=options)
