@@ -331,17 +331,23 @@ class DecodeBatch:
         return len(self.history)
 
     @torch.inference_mode()
-    def _fill(self, i: int, ids: list[int]) -> None:
-        row = self.cache.rows(i, i + 1)
-        row.reset()
-        if ids:
-            self.model(torch.tensor([ids], device=self.device), cache=row)
+    def _fill(self, rows: list[int], ids: list[list[int]]) -> None:
+        """The caches of some rows from their tokens, as many for each row, in one forward pass for all of them."""
+        if len(rows) == 1:
+            filled = self.cache.rows(rows[0], rows[0] + 1)  # written in place
+            filled.reset()
+        else:  # rows that need not be adjacent: filled in a cache of their own, then taken in
+            filled = self.model.empty_cache(len(rows), self.device, self.cache.k.dtype, length=len(ids[0]))
+        if ids[0]:
+            self.model(torch.tensor(ids, device=self.device), cache=filled)
+        if len(rows) > 1:
+            self.cache.take(rows, filled)
 
     @torch.inference_mode()
     def add(self, prompt: list[int], params: SamplingParams) -> None:
         """A new row for a non-empty prompt; longer than the context, only its last block_size tokens count."""
         i, ids = len(self), list(prompt[-self.model.config.block_size :])
-        self._fill(i, ids[:-1])  # the last prompt token is fed by the next step
+        self._fill([i], [ids[:-1]])  # the last prompt token is fed by the next step
         self.seen[i] = False
         self.seen[i, ids] = True
         self.history.append(ids)
@@ -376,12 +382,14 @@ class DecodeBatch:
     def step(self, with_logprobs: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Every row's next token (n,) and, if asked, the model's log-probabilities (n, V)."""
         n, block = len(self), self.model.config.block_size
-        keep = context_shift_keep(block)
+        keep = block if self.cache.slides else context_shift_keep(block)
+        shifted = []
         for i, ids in enumerate(self.history):
             if len(ids) > block:  # context full: a window model's cache drops its oldest token itself, a GPT's shifts
-                del ids[: len(ids) - (block if self.cache.slides else keep)]
-                if not self.cache.slides:
-                    self._fill(i, ids[:-1])
+                del ids[: len(ids) - keep]
+                shifted.append(i)
+        if shifted and not self.cache.slides:  # rows that shift together (a batch in step) refill together
+            self._fill(shifted, [self.history[i][:-1] for i in shifted])
         if self.sampler is None:
             self.sampler = Sampler(self.params, self.model.config.vocab_size, self.device, self.generators)
         last = torch.tensor([ids[-1] for ids in self.history], device=self.device)

@@ -57,8 +57,12 @@ class KVCache:
         self.k, self.v, self.pos = k, v, pos  # k, v: (B, n_layer, n_head, block_size + 1, head_size); pos: (B,)
 
     @classmethod
-    def empty(cls, config: GPTConfig, batch_size: int, device=None, dtype=torch.float32) -> "KVCache":
-        shape = (batch_size, config.n_layer, config.n_head, config.block_size + 1, config.n_embd // config.n_head)
+    def empty(
+        cls, config: GPTConfig, batch_size: int, device=None, dtype=torch.float32, length: int | None = None
+    ) -> "KVCache":
+        """Room for `length` positions a row (block_size + 1 unless told: a fill of a few rows needs only its own)."""
+        length = config.block_size + 1 if length is None else length
+        shape = (batch_size, config.n_layer, config.n_head, length, config.n_embd // config.n_head)
         k = torch.zeros(shape, device=device, dtype=dtype)
         return cls(k, torch.zeros_like(k), torch.zeros(batch_size, dtype=torch.long))
 
@@ -79,6 +83,12 @@ class KVCache:
             rows, at = torch.arange(len(self.pos), device=self.k.device), self.pos.to(self.k.device)
             self.k[rows, :, :, at], self.v[rows, :, :, at] = k_new, v_new
         self.pos += 1
+
+    def take(self, rows: list[int], filled: "KVCache") -> None:
+        """These rows become filled's rows, in order: their keys, values and lengths (rows filled together)."""
+        at, n = torch.tensor(rows, device=self.k.device), filled.k.size(3)
+        self.k[at, :, :, :n], self.v[at, :, :, :n] = filled.k, filled.v
+        self.pos[rows] = filled.pos
 
     def move(self, src: int, dst: int) -> None:
         """Row src's keys, values and length into row dst."""
@@ -227,8 +237,8 @@ class GPT(
         """Parameters counted once (the tied head shares the token embedding); position embeddings included."""
         return self.config.num_params()
 
-    def empty_cache(self, batch_size: int, device=None, dtype=torch.float32) -> KVCache:
-        return KVCache.empty(self.config, batch_size, device, dtype)
+    def empty_cache(self, batch_size: int, device=None, dtype=torch.float32, length: int | None = None) -> KVCache:
+        return KVCache.empty(self.config, batch_size, device, dtype, length)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
         """Logits (B, T, vocab) and, with targets, the mean cross-entropy (targets of -1 are ignored).

@@ -129,6 +129,23 @@ def test_batch_equals_one_by_one(lm):
     ]
 
 
+def test_rows_that_shift_together_refill_in_one_pass_and_write_what_each_writes_alone(lm):
+    block, prompts = lm.block_size, ["ROMEO:", "JULIET", "Night!"]  # one length: the rows shift at the same steps
+    fills = []  # the rows of each forward pass: decode steps are GPT.decode_step, so these are the cache fills
+    hook = lm.model.register_forward_pre_hook(lambda module, args: fills.append(args[0].size(0)))
+    try:
+        n = 3 * block
+        greedy = lm.generate_batch(prompts, max_new_tokens=n, temperature=0)
+        assert greedy == [lm.generate(p, max_new_tokens=n, temperature=0) for p in prompts]
+        sampled = lm.generate_batch(prompts, max_new_tokens=n, temperature=1.0, top_k=10, seed=7)
+        assert sampled == [
+            lm.generate(p, max_new_tokens=n, temperature=1.0, top_k=10, seed=7 + i) for i, p in enumerate(prompts)
+        ]
+    finally:
+        hook.remove()
+    assert fills.count(len(prompts)) >= 4  # each of the batch's shifts (two a run) was one pass for all three rows
+
+
 def test_long_prompt_and_generation_past_the_context(lm):
     block = lm.block_size
     long_prompt = ("ROMEO:\nThe night is fair and sweet.\n" * 10)[: block * 3]
