@@ -93,27 +93,41 @@ class Engine:
                     self._end(i, "error")
 
     def _admit(self) -> bool:
-        """Move waiting jobs into free rows (blocking while idle); False when the engine is closing."""
-        while len(self.active) < self.max_batch:
+        """Move waiting jobs into free rows (blocking while idle); False when the engine is closing.
+
+        All the jobs waiting join in one go, so that prompts of one length fill their caches in one forward pass.
+        """
+        jobs = []
+        while len(self.active) + len(jobs) < self.max_batch:
             try:
-                job = self.waiting.get(block=not self.active)
+                job = self.waiting.get(block=not self.active and not jobs)
             except queue.Empty:
-                return True
+                break
             if job is None:
                 return False
             if job.cancelled.is_set():
                 self._ended(job)
                 continue
-            try:
-                Sampler([job.params], self.lm.tokenizer.vocab_size, self.batch.device)  # fails here, not mid-batch
-                self.batch.add(job.prompt_ids, job.params)
-            except Exception as e:
-                print(f"gpt engine: a request could not start ({type(e).__name__}: {e})", flush=True)
-                job.row.finish_reason = "error"
-                self._ended(job)
-                continue
-            self.active.append(job)
+            jobs.append(job)
+        try:
+            self._join(jobs)
+        except Exception:  # one by one, so that a job that cannot start ends alone
+            for job in jobs:
+                try:
+                    self._join([job])
+                except Exception as e:
+                    print(f"gpt engine: a request could not start ({type(e).__name__}: {e})", flush=True)
+                    job.row.finish_reason = "error"
+                    self._ended(job)
         return True
+
+    def _join(self, jobs: list[Job]) -> None:
+        """The jobs' rows join the batch, all of them or (raising) none."""
+        for job in jobs:
+            Sampler([job.params], self.lm.tokenizer.vocab_size, self.batch.device)  # fails here, not mid-batch
+        if jobs:
+            self.batch.add([job.prompt_ids for job in jobs], [job.params for job in jobs])
+        self.active += jobs
 
     def _end(self, i: int, reason: str | None = None, deliveries: list | None = None) -> None:
         """Job i leaves the batch (the last row moves into its place) and its reader is told."""

@@ -333,26 +333,36 @@ class DecodeBatch:
     @torch.inference_mode()
     def _fill(self, rows: list[int], ids: list[list[int]]) -> None:
         """The caches of some rows from their tokens, as many for each row, in one forward pass for all of them."""
-        if len(rows) == 1:
-            filled = self.cache.rows(rows[0], rows[0] + 1)  # written in place
+        start = rows[0]
+        adjacent = rows == list(range(start, start + len(rows)))
+        if adjacent:  # written in place
+            filled = self.cache.rows(start, start + len(rows))
             filled.reset()
-        else:  # rows that need not be adjacent: filled in a cache of their own, then taken in
+        else:  # filled in a cache of their own, then taken in
             filled = self.model.empty_cache(len(rows), self.device, self.cache.k.dtype, length=len(ids[0]))
         if ids[0]:
             self.model(torch.tensor(ids, device=self.device), cache=filled)
-        if len(rows) > 1:
+        if not adjacent:
             self.cache.take(rows, filled)
 
     @torch.inference_mode()
-    def add(self, prompt: list[int], params: SamplingParams) -> None:
-        """A new row for a non-empty prompt; longer than the context, only its last block_size tokens count."""
-        i, ids = len(self), list(prompt[-self.model.config.block_size :])
-        self._fill([i], [ids[:-1]])  # the last prompt token is fed by the next step
-        self.seen[i] = False
-        self.seen[i, ids] = True
-        self.history.append(ids)
-        self.params.append(params)
-        self.generators.append(seeded_generator(params.seed))
+    def add(self, prompts: list[list[int]], params: list[SamplingParams]) -> None:
+        """New rows for non-empty prompts; longer than the context, only their last block_size tokens count.
+
+        Prompts of one length in a row fill their caches in one forward pass (a burst of requests, n choices of one
+        prompt): each alone would be a pass of its own. The rows join all together or, if any cannot, none does.
+        """
+        first, block = len(self), self.model.config.block_size
+        ids = [list(prompt[-block:]) for prompt in prompts]
+        for i, row in enumerate(ids, first):
+            self.seen[i] = False
+            self.seen[i, row] = True
+        for _, run in itertools.groupby(range(len(ids)), key=lambda j: len(ids[j])):
+            run = list(run)
+            self._fill([first + j for j in run], [ids[j][:-1] for j in run])  # each last token: the next step's
+        self.history += ids
+        self.params += params
+        self.generators += [seeded_generator(p.seed) for p in params]
         self.sampler = None
 
     def warm_up(self) -> None:
@@ -360,7 +370,7 @@ class DecodeBatch:
         if self.compiled is None or len(self):
             return
         for _ in range(min(2, len(self.cache.pos))):
-            self.add([0], SamplingParams(temperature=0))
+            self.add([[0]], [SamplingParams(temperature=0)])
             self.step()
         while len(self):
             self.remove(len(self) - 1)
@@ -415,8 +425,7 @@ def decode_steps(
     The caller stops when it has what it needs (closing the generator ends the loop at once).
     """
     batch = DecodeBatch(model, len(prompts), compiled)
-    for ids, p in zip(prompts, params):
-        batch.add(ids, p)
+    batch.add(prompts, params)
     while True:
         yield batch.step(with_logprobs)
 

@@ -129,21 +129,22 @@ def test_batch_equals_one_by_one(lm):
     ]
 
 
-def test_rows_that_shift_together_refill_in_one_pass_and_write_what_each_writes_alone(lm):
-    block, prompts = lm.block_size, ["ROMEO:", "JULIET", "Night!"]  # one length: the rows shift at the same steps
+def test_rows_of_one_length_fill_and_refill_in_one_pass_and_write_what_each_writes_alone(lm):
+    prompts, n = ["ROMEO:", "JULIET", "Night!"], 3 * lm.block_size  # one length: the rows shift together too
     fills = []  # the rows of each forward pass: decode steps are GPT.decode_step, so these are the cache fills
     hook = lm.model.register_forward_pre_hook(lambda module, args: fills.append(args[0].size(0)))
     try:
-        n = 3 * block
         greedy = lm.generate_batch(prompts, max_new_tokens=n, temperature=0)
-        assert greedy == [lm.generate(p, max_new_tokens=n, temperature=0) for p in prompts]
         sampled = lm.generate_batch(prompts, max_new_tokens=n, temperature=1.0, top_k=10, seed=7)
+        batch_fills, fills[:] = list(fills), []
+        assert greedy == [lm.generate(p, max_new_tokens=n, temperature=0) for p in prompts]
         assert sampled == [
             lm.generate(p, max_new_tokens=n, temperature=1.0, top_k=10, seed=7 + i) for i, p in enumerate(prompts)
         ]
     finally:
         hook.remove()
-    assert fills.count(len(prompts)) >= 4  # each of the batch's shifts (two a run) was one pass for all three rows
+    assert len(batch_fills) > 2 and set(batch_fills) == {len(prompts)}  # the prompts, then each shift: one pass
+    assert len(fills) == len(prompts) * len(batch_fills)  # alone, each row had a pass of its own
 
 
 def test_long_prompt_and_generation_past_the_context(lm):
@@ -211,7 +212,7 @@ def test_compiled_step_logits_match_with_rows_joining_and_leaving(lm, compiled_l
     ids = lm.tokenizer.encode("ROMEO:\nThe night")
     for i, n in enumerate((3, 9, 1, 12)):
         for b in batches:
-            b.add(ids[:n], SamplingParams(temperature=0))
+            b.add([ids[:n]], [SamplingParams(temperature=0)])
             if i == 2:
                 b.remove(0)
         (eager, _), (compiled, _) = (b.step(with_logprobs=True) for b in batches)
@@ -231,7 +232,7 @@ def test_engine_compiles_every_graph_before_it_serves_and_one_row_runs_its_own_g
     graphs = counters["stats"]["unique_graphs"]
     batch = DecodeBatch(lm.model, 3, lm.compiled)
     for _ in range(3):  # one row, then two, then three: no new graph
-        batch.add([1, 2, 3, 4], SamplingParams(temperature=0))
+        batch.add([[1, 2, 3, 4]], [SamplingParams(temperature=0)])
         batch.step()
     assert counters["stats"]["unique_graphs"] == graphs
     ran = []  # which graph each step runs: one row, after several rows, runs the one-row graph (twice as fast)

@@ -121,22 +121,28 @@ def test_streams_that_are_never_read_give_their_slots_back(api):
     still_serves(url)
 
 
-def test_a_job_that_cannot_start_ends_alone(lm):
-    """A job the batch rejects (a token id outside the vocabulary) ends with 'error'; the others go on."""
+@pytest.mark.parametrize("together", [False, True])
+def test_a_job_that_cannot_start_ends_alone(lm, together):
+    """A job the batch rejects (a token id outside the vocabulary) ends with 'error'; the others go on, also those
+    that arrive with it (the engine admits the jobs waiting together, then one by one if that fails)."""
     engine = Engine(lm, max_batch=4)
 
     async def run():
         loop = asyncio.get_running_loop()
-        good = Job([1, 2, 3], SamplingParams(max_new_tokens=30, temperature=0), 0, loop)
+        good, other = (Job([1, 2, 3], SamplingParams(max_new_tokens=30, temperature=0), 0, loop) for _ in range(2))
         bad = Job([10**6], SamplingParams(max_new_tokens=30), 0, loop)
-        assert engine.submit([good]) and engine.submit([bad])
-        tokens = await asyncio.gather(*(drain(job) for job in (good, bad)))
-        return good, bad, tokens
+        if together:
+            assert engine.submit([good, bad, other])
+        else:
+            assert engine.submit([good]) and engine.submit([bad]) and engine.submit([other])
+        tokens = await asyncio.gather(*(drain(job) for job in (good, bad, other)))
+        return good, bad, other, tokens
 
     try:
-        good, bad, (good_tokens, bad_tokens) = asyncio.run(run())
+        good, bad, other, (good_tokens, bad_tokens, other_tokens) = asyncio.run(run())
         assert bad.row.finish_reason == "error" and bad_tokens == []
-        assert good.row.finish_reason == "length" and len(good_tokens) == 30
+        assert good.row.finish_reason == other.row.finish_reason == "length"
+        assert len(good_tokens) == 30 and other_tokens == good_tokens
         assert engine.healthy and engine.admitted == 0
     finally:
         engine.close()
