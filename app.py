@@ -27,10 +27,13 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
 from gpt.chat import chat_prompt, layout, message_text, natural_end, turns_of  # noqa: E402
-from gpt.folder import read_metrics  # noqa: E402
-from gpt.generate import LM, SEED_MAX, SEED_MIN  # noqa: E402
-from gpt.hub import ModelNotFoundError, load  # noqa: E402
-from gpt.model import ModelFileError  # noqa: E402
+from gpt.folder import (
+    ModelFileError,  # noqa: E402
+    read_metrics,  # noqa: E402
+)
+from gpt.generate import LM, load  # noqa: E402
+from gpt.hub import ModelNotFoundError  # noqa: E402
+from gpt.sampling import SEED_MAX, SEED_MIN, check_seed  # noqa: E402
 from gpt.tokenizer import UnknownCharactersError  # noqa: E402
 
 try:  # ZeroGPU Spaces: run the model calls on a GPU slice; elsewhere a no-op
@@ -127,9 +130,13 @@ def describe(name: str, lm: LM) -> dict:
 
 def controls(temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed: int) -> dict:
     return dict(
-        temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), max_new_tokens=int(max_new_tokens),
-        repetition_penalty=float(repetition_penalty), seed=seed,
-    )  # fmt: skip
+        temperature=float(temperature),
+        top_k=int(top_k),
+        top_p=float(top_p),
+        max_new_tokens=int(max_new_tokens),
+        repetition_penalty=float(repetition_penalty),
+        seed=seed,
+    )
 
 
 SEED_RULE = f"The seed must be a whole number ({SEED_MIN} to {SEED_MAX}) or blank."
@@ -142,9 +149,10 @@ def parse_seed(seed) -> int | None:
         return random.randrange(2**31)
     try:
         value = int(text)
+        check_seed(value)
     except ValueError:
         return None
-    return value if SEED_MIN <= value <= SEED_MAX else None
+    return value
 
 
 def unknown_characters(lm: LM, text: str) -> str | None:
@@ -160,8 +168,9 @@ def fitted(lm: LM, text: str) -> str:
     """The text as the model will see it: a prompt longer than the context keeps its end, and the user is told once."""
     keep = lm.block_size - (1 if lm.tokenizer.documents else 0)
     if len(text) > keep and not lm.windowed:
-        gr.Warning(f"The text is longer than the model's context ({lm.block_size}): only its last {keep} characters "
-                   "are used.")  # fmt: skip
+        gr.Warning(
+            f"The text is longer than the model's context ({lm.block_size}): only its last {keep} characters are used."
+        )
         text = text[-keep:]
     return text
 
@@ -188,8 +197,12 @@ def check_chat(message, history, model_name, temperature, top_k, top_p, max_new_
     message, bad_model = message_text(message), model_problem(model_name)
     problem = "The message is empty: type something to say." if not message.strip() else None
     problem = problem or (None if bad_model else unknown_characters(get_lm(model_name), message))
-    return [gr.validate(problem is None, problem or ""), VALID, gr.validate(bad_model is None, bad_model or ""),
-            *check_settings(seed)]  # fmt: skip
+    return [
+        gr.validate(problem is None, problem or ""),
+        VALID,
+        gr.validate(bad_model is None, bad_model or ""),
+        *check_settings(seed),
+    ]
 
 
 @gpu
@@ -200,8 +213,11 @@ def chat(message, history, model_name, temperature, top_k, top_p, max_new_tokens
     seed = parse_seed(seed)
     settings = controls(temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed)
     prompt = chat_prompt(lm, turns_of(history), fitted(lm, message))
-    note = f"seed {seed}" + (f" · the model does not see the {prompt.dropped_turns} oldest turn(s)"
-                             if prompt.dropped_turns and layout(lm) != "document" else "")  # fmt: skip
+    note = f"seed {seed}" + (
+        f" · the model does not see the {prompt.dropped_turns} oldest turn(s)"
+        if prompt.dropped_turns and layout(lm) != "document"
+        else ""
+    )
     history = [*(history or []), {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
     reply = prompt.reply_prefix
     completion = lm.complete(prompt.text, **{**settings, "stop": prompt.stop})  # keeps the last block_size chars
@@ -225,8 +241,10 @@ def shown(text: str) -> str:
 
 def alternatives_table(tokens) -> list[list]:
     """Per generated token: its probability and the five the model found most likely, with theirs."""
-    return [[shown(t.text), f"{math.exp(t.logprob):.3f}"] + [f"{shown(a)} {math.exp(lp):.3f}" for a, lp in t.top]
-            for t in tokens]  # fmt: skip
+    return [
+        [shown(t.text), f"{math.exp(t.logprob):.3f}"] + [f"{shown(a)} {math.exp(lp):.3f}" for a, lp in t.top]
+        for t in tokens
+    ]
 
 
 def probability_html(tokens) -> str:
@@ -247,17 +265,23 @@ def probability_html(tokens) -> str:
 PROBABILITY_EVERY = 8  # tokens between updates of the coloured text, so a stopped run keeps what it showed
 
 
-def check_complete(prompt, show_probabilities, model_name, temperature, top_k, top_p, max_new_tokens,
-                   repetition_penalty, seed):  # fmt: skip
+def check_complete(
+    prompt, show_probabilities, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed
+):
     bad_model = model_problem(model_name)
     problem = None if bad_model else unknown_characters(get_lm(model_name), prompt or "")
-    return [gr.validate(problem is None, problem or ""), VALID, gr.validate(bad_model is None, bad_model or ""),
-            *check_settings(seed)]  # fmt: skip
+    return [
+        gr.validate(problem is None, problem or ""),
+        VALID,
+        gr.validate(bad_model is None, bad_model or ""),
+        *check_settings(seed),
+    ]
 
 
 @gpu
-def complete(prompt, show_probabilities, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty,
-             seed):  # fmt: skip
+def complete(
+    prompt, show_probabilities, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed
+):
     """A streamed completion: yields (text, coloured text, alternatives table, note)."""
     lm = get_lm(model_name)
     seed = parse_seed(seed)
@@ -290,9 +314,12 @@ def check_attention(prompt, layer, head, model_name):
         why = f"{model_name.strip()} has no attention: a {cfg.arch} reads a fixed window of {cfg.block_size} characters"
         return [VALID, VALID, VALID, gr.validate(False, why + ". Pick a GPT model to see attention.")]
     problem = "Type a short prompt to see its attention." if not prompt else unknown_characters(lm, prompt)
-    return [gr.validate(problem is None, problem or ""),
-            gr.validate(0 <= int(layer) < cfg.n_layer, f"This model has layers 0-{cfg.n_layer - 1}."),
-            gr.validate(0 <= int(head) < cfg.n_head, f"This model has heads 0-{cfg.n_head - 1}."), VALID]  # fmt: skip
+    return [
+        gr.validate(problem is None, problem or ""),
+        gr.validate(0 <= int(layer) < cfg.n_layer, f"This model has layers 0-{cfg.n_layer - 1}."),
+        gr.validate(0 <= int(head) < cfg.n_head, f"This model has heads 0-{cfg.n_head - 1}."),
+        VALID,
+    ]
 
 
 @gpu
@@ -335,9 +362,11 @@ CHAT_EXAMPLES = {
 def model_texts(name: str, lm: LM) -> dict:
     """What the tabs say and offer for a model: its name and chat layout, examples, the default prompt."""
     kind = layout(lm)
-    how = {"scene": "your lines are spoken by ROMEO and the model answers as JULIET",
-           "plain": "one line each, yours then the model's",
-           "document": "type the start of an item (a name) and the model finishes it"}[kind]  # fmt: skip
+    how = {
+        "scene": "your lines are spoken by ROMEO and the model answers as JULIET",
+        "plain": "one line each, yours then the model's",
+        "document": "type the start of an item (a name) and the model finishes it",
+    }[kind]
     return {
         "current": f"**Model: {name}** ({lm.model.num_params() / 1e6:.2f}M parameters, context {lm.block_size}). "
         f"Chat: {how}.",
@@ -368,11 +397,19 @@ def choose_model(name):
     texts = model_texts(name, lm)
     loss, card = model_files(lm)
     layers, heads = slider_tops(lm)
-    return (name, texts["current"], describe(name, lm), loss, card,
-            gr.update(maximum=layers, value=0, interactive=not lm.windowed),
-            gr.update(maximum=heads, value=0, interactive=not lm.windowed),
-            gr.update(value=texts["prompt"], label=texts["prompt_label"]), gr.update(placeholder=texts["placeholder"]),
-            gr.Dataset(samples=texts["examples"]), [])  # fmt: skip
+    return (
+        name,
+        texts["current"],
+        describe(name, lm),
+        loss,
+        card,
+        gr.update(maximum=layers, value=0, interactive=not lm.windowed),
+        gr.update(maximum=heads, value=0, interactive=not lm.windowed),
+        gr.update(value=texts["prompt"], label=texts["prompt_label"]),
+        gr.update(placeholder=texts["placeholder"]),
+        gr.Dataset(samples=texts["examples"]),
+        [],
+    )
 
 
 def model_files(lm: LM) -> tuple[str | None, str]:
@@ -412,8 +449,10 @@ def ladder(seed):
     if not rungs:
         return "No document-mode model (such as the names models) is on offer here.", None
     rungs.sort(key=lambda r: r[0])
-    table = [f"| model | architecture | parameters | validation loss | samples (seed {seed}, temperature 1) |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    table = [
+        f"| model | architecture | parameters | validation loss | samples (seed {seed}, temperature 1) |",
+        "|---|---|---|---|---|",
+    ]
     for params, name, arch, loss, names in rungs:
         shown_loss = f"{loss:.4f}" if loss is not None else "—"
         table.append(f"| {name} | {arch} | {params:,} | {shown_loss} | {', '.join(n.strip() or '∅' for n in names)} |")
@@ -503,8 +542,13 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     chat_note = gr.Markdown()
                     clear = gr.Button("Clear", size="sm", scale=0)
-                turn = box.submit(chat, [box, chatbot, model_name, *settings], [box, chatbot, chat_note],
-                                  validator=check_chat, api_name="chat")  # fmt: skip
+                turn = box.submit(
+                    chat,
+                    [box, chatbot, model_name, *settings],
+                    [box, chatbot, chat_note],
+                    validator=check_chat,
+                    api_name="chat",
+                )
                 box.stop(None, cancels=[turn])
                 examples.click(lambda example: example[0], examples, box, api_visibility="private")
                 clear.click(lambda: ([], ""), None, [chatbot, chat_note], api_visibility="private")
@@ -517,8 +561,11 @@ def build_demo() -> gr.Blocks:
                 output = gr.Textbox(label="completion", lines=8, visible=False)
                 probabilities = gr.HTML()
                 playground_note = gr.Markdown()
-                alternatives = gr.Dataframe(headers=["tok", "p", "1st", "2nd", "3rd", "4th", "5th"],
-                                            label="top-5 alternatives", elem_classes="alternatives")  # fmt: skip
+                alternatives = gr.Dataframe(
+                    headers=["tok", "p", "1st", "2nd", "3rd", "4th", "5th"],
+                    label="top-5 alternatives",
+                    elem_classes="alternatives",
+                )
                 with gr.Row():
                     layers, heads = slider_tops(lm)
                     layer = gr.Slider(0, layers, value=0, step=1, label="layer", interactive=not lm.windowed)
@@ -526,13 +573,24 @@ def build_demo() -> gr.Blocks:
                     show_attention = gr.Button("Show attention")
                 heatmap = gr.Plot(label="attention")
                 inputs = [prompt, show_probabilities, model_name, *settings]
-                job = run.click(complete, inputs, [output, probabilities, alternatives, playground_note],
-                                validator=check_complete, api_name="complete")  # fmt: skip
+                job = run.click(
+                    complete,
+                    inputs,
+                    [output, probabilities, alternatives, playground_note],
+                    validator=check_complete,
+                    api_name="complete",
+                )
                 stop.click(None, cancels=[job])
-                show_probabilities.change(lambda on: gr.update(visible=not on), show_probabilities, output,
-                                          api_visibility="private")  # fmt: skip
-                show_attention.click(attention, [prompt, layer, head, model_name], heatmap, validator=check_attention,
-                                     api_name="attention")  # fmt: skip
+                show_probabilities.change(
+                    lambda on: gr.update(visible=not on), show_probabilities, output, api_visibility="private"
+                )
+                show_attention.click(
+                    attention,
+                    [prompt, layer, head, model_name],
+                    heatmap,
+                    validator=check_attention,
+                    api_name="attention",
+                )
             with gr.Tab("Ladder") as ladder_tab:
                 gr.Markdown(
                     "The makemore ladder on names: a bigram table, an MLP, a WaveNet and the GPT, trained on "
@@ -543,12 +601,20 @@ def build_demo() -> gr.Blocks:
                     resample = gr.Button("Sample again", scale=0)
                 ladder_table = gr.Markdown()
                 ladder_chart = gr.Plot(label="validation loss against parameters")
-                ladder_tab.select(ladder, ladder_seed, [ladder_table, ladder_chart], validator=check_ladder,
-                                  api_name="ladder_tab", api_visibility="private")  # fmt: skip
-                ladder_seed.submit(ladder, ladder_seed, [ladder_table, ladder_chart], validator=check_ladder,
-                                   api_name="ladder")  # fmt: skip
-                resample.click(resample_ladder, None, [ladder_seed, ladder_table, ladder_chart],
-                               api_visibility="private")  # fmt: skip
+                ladder_tab.select(
+                    ladder,
+                    ladder_seed,
+                    [ladder_table, ladder_chart],
+                    validator=check_ladder,
+                    api_name="ladder_tab",
+                    api_visibility="private",
+                )
+                ladder_seed.submit(
+                    ladder, ladder_seed, [ladder_table, ladder_chart], validator=check_ladder, api_name="ladder"
+                )
+                resample.click(
+                    resample_ladder, None, [ladder_seed, ladder_table, ladder_chart], api_visibility="private"
+                )
             with gr.Tab("Model"):
                 with gr.Row():
                     picked = gr.Dropdown(
@@ -582,17 +648,30 @@ def main() -> None:
     p = argparse.ArgumentParser(description="Serve the gpt web app and its OpenAI-compatible API.")
     p.add_argument("--api-only", action="store_true", help="serve the HTTP API without the UI")
     a = p.add_argument
-    a("--api-key", default=os.environ.get("GPT_API_KEY"),
-      help="require this key: Bearer on /v1/*, and a login (any name, the key as password) for the UI")  # fmt: skip
-    a("--models", default=os.environ.get("GPT_MODELS"),
-      help="models visitors may pick: comma-separated folders, folder globs and Hub repo ids "
-      "(default: the shipped weights/*; MODEL_ID is always included)")  # fmt: skip
-    a("--allow-any-model", action="store_true", default=os.environ.get("GPT_ALLOW_ANY_MODEL") == "1",
-      help="let visitors load any folder on this machine or any Hub repo (for local use only)")  # fmt: skip
+    a(
+        "--api-key",
+        default=os.environ.get("GPT_API_KEY"),
+        help="require this key: Bearer on /v1/*, and a login (any name, the key as password) for the UI",
+    )
+    a(
+        "--models",
+        default=os.environ.get("GPT_MODELS"),
+        help="models visitors may pick: comma-separated folders, folder globs and Hub repo ids "
+        "(default: the shipped weights/*; MODEL_ID is always included)",
+    )
+    a(
+        "--allow-any-model",
+        action="store_true",
+        default=os.environ.get("GPT_ALLOW_ANY_MODEL") == "1",
+        help="let visitors load any folder on this machine or any Hub repo (for local use only)",
+    )
     p.add_argument("--max-batch", type=int, default=16, help="requests decoded together in one batched step")
     p.add_argument("--max-waiting", type=int, default=64, help="requests allowed to wait; beyond that, 429")
-    a("--no-compile", action="store_true",
-      help="decode without torch.compile (as GPT_COMPILE=0): starts ~15 s sooner, decodes 1.6-1.9x slower")  # fmt: skip
+    a(
+        "--no-compile",
+        action="store_true",
+        help="decode without torch.compile (as GPT_COMPILE=0): starts ~15 s sooner, decodes 1.6-1.9x slower",
+    )
     args = p.parse_args()
     if args.no_compile:
         os.environ["GPT_COMPILE"] = "0"
@@ -628,9 +707,13 @@ def main() -> None:
                 key = args.api_key.encode()
                 login = lambda user, password: hmac.compare_digest(password.encode(), key)  # noqa: E731
             uv.config.app = gr.mount_gradio_app(
-                app, demo, path="/", auth=login, css=CSS,
+                app,
+                demo,
+                path="/",
+                auth=login,
+                css=CSS,
                 auth_message="This app asks for its API key: log in with any user name and the key as the password.",
-            )  # fmt: skip
+            )
     except gr.Error as e:
         sys.exit(f"error: {e.message}")
     print(f"* serving {CATALOG.default} at http://{host}:{port} (UI: {'off' if args.api_only else '/'}, API: /v1)")

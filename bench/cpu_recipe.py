@@ -19,9 +19,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 1.88
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
-NANOGPT_CPU = ["--n-layer", "4", "--n-head", "4", "--n-embd", "128", "--block-size", "64", "--batch-size", "12",
-               "--max-steps", "2000", "--lr", "1e-3", "--min-lr", "1e-4", "--warmup-steps", "100", "--dropout", "0",
-               "--eval-interval", "2000", "--eval-steps", "20"]  # fmt: skip
+NANOGPT_CPU = [
+    "--n-layer",
+    "4",
+    "--n-head",
+    "4",
+    "--n-embd",
+    "128",
+    "--block-size",
+    "64",
+    "--batch-size",
+    "12",
+    "--max-steps",
+    "2000",
+    "--lr",
+    "1e-3",
+    "--min-lr",
+    "1e-4",
+    "--warmup-steps",
+    "100",
+    "--dropout",
+    "0",
+    "--eval-interval",
+    "2000",
+    "--eval-steps",
+    "20",
+]
 
 
 def run(name: str, data: Path, extra: list[str]) -> tuple[float, float]:
@@ -32,8 +55,13 @@ def run(name: str, data: Path, extra: list[str]) -> tuple[float, float]:
         start = time.perf_counter()
         subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.perf_counter() - start
-        score = subprocess.run([sys.executable, "-m", "gpt.eval", str(out), "--data", str(data), "--device", "cpu"],
-                               check=True, env=env, capture_output=True, text=True).stdout.strip()  # fmt: skip
+        score = subprocess.run(
+            [sys.executable, "-m", "gpt.eval", str(out), "--data", str(data), "--device", "cpu"],
+            check=True,
+            env=env,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     loss = float(score.split()[2])
     print(f"{name:<34} wall {wall:6.1f} s   {score}   {'reached' if loss <= TARGET else 'did not reach'} {TARGET}")
     return wall, loss
@@ -50,8 +78,10 @@ def main() -> None:
 
     threads = torch.get_num_threads()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads)")
-    print(f"target: val loss <= {TARGET} in at most 1/3 of the time nanoGPT's CPU settings take (nanoGPT itself: 1.886 "
-          "in 136-150 s on the 2-vCPU AMD reference)")  # fmt: skip
+    print(
+        f"target: val loss <= {TARGET} in at most 1/3 of the time nanoGPT's CPU settings take (nanoGPT itself: 1.886 "
+        "in 136-150 s on the 2-vCPU AMD reference)"
+    )
     ours, loss = run("--preset shakespeare-char-cpu", args.data, ["--preset", "shakespeare-char-cpu"])
     if args.with_nanogpt_recipe:
         theirs, _ = run("nanoGPT CPU settings, this trainer", args.data, NANOGPT_CPU)

@@ -32,8 +32,10 @@ def main() -> None:
     print(f"model: {args.model} ({lm.model.num_params():,} parameters)")
     reference = "makemore: 2.085 (2000 steps), ~1.92 (long)"
     print(f"validation loss per character (exact, {count:,} targets): {loss:.4f}   {reference}")
-    print(f"samples (temperature 1.0, seed 0): {len(finished)}/{args.samples} finished, "
-          f"{len(novel)} ({len(novel) / max(1, len(finished)):.0%}) not in the training set")  # fmt: skip
+    print(
+        f"samples (temperature 1.0, seed 0): {len(finished)}/{args.samples} finished, "
+        f"{len(novel)} ({len(novel) / max(1, len(finished)):.0%}) not in the training set"
+    )
     print("examples:", " ".join(novel[:15]))
 
 

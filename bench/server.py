@@ -41,8 +41,9 @@ def start_server(model: str, *args: str) -> tuple[subprocess.Popen, str]:
     """`python app.py --api-only ARGS` on a free port, once /health says it is ready."""
     port = free_port()
     env = {**os.environ, "MODEL_ID": model, "GRADIO_SERVER_PORT": str(port)}
-    proc = subprocess.Popen([sys.executable, "app.py", "--api-only", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--api-only", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -77,8 +78,9 @@ async def sse_events(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
 
 async def one_request(url: str, tokens: int, seed: int, drop_after: int = 0) -> tuple[int, float, float]:
     """(characters received, time to first token, total time); drop_after > 0 hangs up after that many chunks."""
-    body = json.dumps({"prompt": "ROMEO:\n", "max_tokens": tokens, "temperature": 0.8, "top_k": 40, "seed": seed,
-                       "stream": True}).encode()  # fmt: skip
+    body = json.dumps(
+        {"prompt": "ROMEO:\n", "max_tokens": tokens, "temperature": 0.8, "top_k": 40, "seed": seed, "stream": True}
+    ).encode()
     host, port = url.removeprefix("http://").split(":")
     start, first, count, chunks = time.perf_counter(), None, 0, 0
     reader, writer = await asyncio.open_connection(host, int(port))
@@ -119,9 +121,11 @@ def throughput(url: str, clients: list[int], tokens: int) -> float:
         aggregate = sum(r[0] for r in results) / wall
         single = single or aggregate
         ttft = [r[1] * 1000 for r in results]
-        print(f"{n:>3} clients: {aggregate:7.0f} tok/s ({aggregate / single:4.1f}x one client) | first token p50 "
-              f"{percentile(ttft, 0.5):5.0f} ms, p99 {percentile(ttft, 0.99):5.0f} ms | whole request p50 "
-              f"{statistics.median(r[2] for r in results):5.2f} s")  # fmt: skip
+        print(
+            f"{n:>3} clients: {aggregate:7.0f} tok/s ({aggregate / single:4.1f}x one client) | first token p50 "
+            f"{percentile(ttft, 0.5):5.0f} ms, p99 {percentile(ttft, 0.99):5.0f} ms | whole request p50 "
+            f"{statistics.median(r[2] for r in results):5.2f} s"
+        )
     return single
 
 
@@ -163,8 +167,10 @@ def main() -> None:
     proc, url = start_server(args.model)
     try:
         asyncio.run(concurrent_requests(url, 1, 20))  # warm-up
-        print(f"model: {args.model}; {args.tokens} new tokens per request, streaming; {os.cpu_count()} CPU cores; "
-              f"server: 16 rows, 64 waiting")  # fmt: skip
+        print(
+            f"model: {args.model}; {args.tokens} new tokens per request, streaming; {os.cpu_count()} CPU cores; "
+            f"server: 16 rows, 64 waiting"
+        )
         single = throughput(url, [int(c) for c in args.clients.split(",")], args.tokens)
 
         asyncio.run(concurrent_requests(url, 30, 2000, drop_after=3))
@@ -172,8 +178,10 @@ def main() -> None:
         start = time.perf_counter()
         count, _, _ = asyncio.run(concurrent_requests(url, 1, args.tokens))[0]
         after = count / (time.perf_counter() - start)
-        print(f"dropped clients: 30 streams dropped mid-way; requests still held {held}; next request "
-              f"{after:.0f} tok/s ({after / single:.2f}x one client before)")  # fmt: skip
+        print(
+            f"dropped clients: 30 streams dropped mid-way; requests still held {held}; next request "
+            f"{after:.0f} tok/s ({after / single:.2f}x one client before)"
+        )
 
         if args.soak:
             asyncio.run(concurrent_requests(url, 8, args.tokens))
@@ -183,8 +191,10 @@ def main() -> None:
                 asyncio.run(concurrent_requests(url, 8, args.tokens))
                 rounds += 1
             end = rss_mib(proc.pid)
-            print(f"soak: {args.soak:.0f} s of 8 clients ({rounds * 8} requests); RSS {warm:.0f} MiB after warm-up, "
-                  f"{end:.0f} MiB after ({(end - warm) / warm:+.1%})")  # fmt: skip
+            print(
+                f"soak: {args.soak:.0f} s of 8 clients ({rounds * 8} requests); RSS {warm:.0f} MiB after warm-up, "
+                f"{end:.0f} MiB after ({(end - warm) / warm:+.1%})"
+            )
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -21,10 +21,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gpt  # noqa: E402
+from gpt.config import TrainConfig  # noqa: E402
 from gpt.generate import LM  # noqa: E402
 from gpt.model import GPT, GPTConfig  # noqa: E402
 from gpt.tokenizer import CharTokenizer  # noqa: E402
-from gpt.train import TrainConfig, make_optimizers  # noqa: E402
+from gpt.train import make_optimizers  # noqa: E402
 
 SHAPES = {
     "0.8M": GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128),  # nanoGPT's CPU recipe
@@ -39,10 +40,19 @@ def hf_model(cfg: GPTConfig, positions: int):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     hf = GPT2Config(
-        vocab_size=cfg.vocab_size, n_positions=positions, n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head,
-        activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None,
-        eos_token_id=None, pad_token_id=0,
-    )  # fmt: skip
+        vocab_size=cfg.vocab_size,
+        n_positions=positions,
+        n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        activation_function="gelu",
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
     return GPT2LMHeadModel(hf).eval()
 
 
@@ -63,11 +73,20 @@ def decode_rates(cfg: GPTConfig, batch: int, n: int, repeats: int) -> dict[str, 
 
     def run_hf():
         with torch.no_grad():
-            hf.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=True, max_new_tokens=n,
-                        min_new_tokens=n, top_k=200, temperature=0.8)  # fmt: skip
+            hf.generate(
+                prompt,
+                attention_mask=torch.ones_like(prompt),
+                do_sample=True,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                top_k=200,
+                temperature=0.8,
+            )
 
-    contenders = {f"this project ({p})": lambda lm=lm: lm.generate_batch(["\n"] * batch, max_new_tokens=n, **CONTROLS)
-                  for p, lm in ours.items()}  # fmt: skip
+    contenders = {
+        f"this project ({p})": lambda lm=lm: lm.generate_batch(["\n"] * batch, max_new_tokens=n, **CONTROLS)
+        for p, lm in ours.items()
+    }
     contenders["HF transformers"] = run_hf
     for fn in contenders.values():  # warm-up
         fn()
@@ -98,8 +117,10 @@ def flagship(n: int, repeats: int) -> None:
     """The shipped default model as the app and the server load it: tok/s at batch 1 and 8."""
     lm = gpt.load(FLAGSHIP, device="cpu", compile=True)
     cfg = lm.model.config
-    print(f"\nshipped flagship, compiled as the app runs it ({FLAGSHIP.name}: {cfg.n_layer}L/{cfg.n_head}H/"
-          f"{cfg.n_embd}, context {cfg.block_size}, {lm.model.num_params() / 1e6:.2f}M)")  # fmt: skip
+    print(
+        f"\nshipped flagship, compiled as the app runs it ({FLAGSHIP.name}: {cfg.n_layer}L/{cfg.n_head}H/"
+        f"{cfg.n_embd}, context {cfg.block_size}, {lm.model.num_params() / 1e6:.2f}M)"
+    )
     for batch in (1, 8):
         lm.generate_batch(["\n"] * batch, max_new_tokens=50, **CONTROLS)
         t = statistics.median(

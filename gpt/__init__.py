@@ -1,16 +1,21 @@
 """A compact character-level GPT: train it, save it as safetensors, share it on the Hub, and sample from it."""
 
-from gpt.generate import LM, SamplingParams
-from gpt.model import GPT, GPTConfig
-from gpt.tokenizer import CharTokenizer
-
 __all__ = ["GPT", "GPTConfig", "LM", "CharTokenizer", "SamplingParams", "load"]
+
+WHERE = {
+    "GPT": "gpt.model",
+    "GPTConfig": "gpt.model",
+    "LM": "gpt.generate",
+    "load": "gpt.generate",
+    "CharTokenizer": "gpt.tokenizer",
+    "SamplingParams": "gpt.sampling",
+}
 
 
 def __getattr__(name: str):
-    # gpt.load lives in gpt.hub, imported on first use so that `python -m gpt.hub` runs it only once.
-    if name == "load":
-        from gpt.hub import load
+    # imported on first use, so that `python -m gpt.hub` (which gpt.generate imports) runs its module only once
+    if name in WHERE:
+        import importlib
 
-        return load
+        return getattr(importlib.import_module(WHERE[name]), name)
     raise AttributeError(f"module 'gpt' has no attribute {name!r}")

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from gpt.model import HUB_TAGS
+from gpt.config import RECIPE
 from gpt.tokenizer import CharTokenizer
 from gpt.window import ModelConfig, WindowConfig
 
+HUB_TAGS = ["gpt2", "character-level", "text-generation", "from-scratch"]  # the Hub tags of every GPT's card
 LADDER = {
     "bigram": "A bigram model (makemore, lecture 2): a table of next-character logits read by the previous character",
     "mlp": "An MLP language model with BatchNorm (Bengio et al. 2003; makemore, lectures 3-4): the last {w} characters "
@@ -33,10 +34,17 @@ def metadata(config: ModelConfig, tokenizer: CharTokenizer, run: dict, name: str
     loss = run.get("exact_val_loss")
     results = None
     if loss is not None:
-        results = [EvalResult(task_type="text-generation", dataset_type=dataset or "custom",
-                              dataset_name=dataset or Path(run.get("data", "data")).name, dataset_split="validation",
-                              metric_type="loss", metric_name="validation loss (nats per character)",
-                              metric_value=round(loss, 4))]  # fmt: skip
+        results = [
+            EvalResult(
+                task_type="text-generation",
+                dataset_type=dataset or "custom",
+                dataset_name=dataset or Path(run.get("data", "data")).name,
+                dataset_split="validation",
+                metric_type="loss",
+                metric_name="validation loss (nats per character)",
+                metric_value=round(loss, 4),
+            )
+        ]
     window = isinstance(config, WindowConfig)
     tags = ["character-level", "text-generation", "from-scratch", "makemore", config.arch] if window else HUB_TAGS
     return ModelCardData(
@@ -52,9 +60,14 @@ def metadata(config: ModelConfig, tokenizer: CharTokenizer, run: dict, name: str
 
 def figures(config: ModelConfig, tokenizer: CharTokenizer, run: dict) -> list[str]:
     if isinstance(config, WindowConfig):
-        shape = ("architecture", config.arch) if config.arch == "bigram" else (
-            "architecture / layers / embedding / hidden", f"{config.arch} / {config.n_layer} / {config.n_embd} / "
-            f"{config.n_hidden}")  # fmt: skip
+        shape = (
+            ("architecture", config.arch)
+            if config.arch == "bigram"
+            else (
+                "architecture / layers / embedding / hidden",
+                f"{config.arch} / {config.n_layer} / {config.n_embd} / {config.n_hidden}",
+            )
+        )
     else:
         shape = ("layers / heads / width", f"{config.n_layer} / {config.n_head} / {config.n_embd}")
     rows = [
@@ -65,10 +78,14 @@ def figures(config: ModelConfig, tokenizer: CharTokenizer, run: dict) -> list[st
     ]
     if run.get("exact_val_loss") is not None:
         rows.append(("**validation loss** (exact: `python -m gpt.eval`)", f"**{run['exact_val_loss']:.4f}**"))
-    formats = [("best_val_loss", "best validation loss (estimate while training)", "{:,.4f}"),
-               ("final_train_loss", "train loss at that step", "{:,.4f}"), ("best_step", "at step", "{:,}"),
-               ("tokens_seen", "tokens seen", "{:,}"), ("wall_time_s", "training wall time (s)", "{:,.0f}"),
-               ("device_name", "trained on", "{}")]  # fmt: skip
+    formats = [
+        ("best_val_loss", "best validation loss (estimate while training)", "{:,.4f}"),
+        ("final_train_loss", "train loss at that step", "{:,.4f}"),
+        ("best_step", "at step", "{:,}"),
+        ("tokens_seen", "tokens seen", "{:,}"),
+        ("wall_time_s", "training wall time (s)", "{:,.0f}"),
+        ("device_name", "trained on", "{}"),
+    ]
     for key, label, form in formats:
         value = run.get(key) if run.get(key) is not None else (run.get("device") if key == "device_name" else None)
         if value is not None:
@@ -76,8 +93,6 @@ def figures(config: ModelConfig, tokenizer: CharTokenizer, run: dict) -> list[st
     return ["| figure | value |", "|---|---|", *(f"| {label} | {value} |" for label, value in rows)]
 
 
-RECIPE = ["arch", "n_layer", "n_head", "n_embd", "n_hidden", "block_size", "dropout", "batch_size", "max_steps",
-          "optimizer", "lr", "muon_lr", "min_lr", "schedule", "warmup_steps", "weight_decay", "ema"]  # fmt: skip
 GPT_ONLY = ("n_layer", "n_head", "dropout", "muon_lr")
 
 
@@ -85,9 +100,15 @@ def recipe(run: dict) -> str:
     """The training settings that make the recipe, as `name=value` pairs (muon_lr only with Muon, ema only when on)."""
     settings = run.get("settings", {})
     window = settings.get("arch", "gpt") != "gpt"
-    keys = [k for k in RECIPE if k in settings and (k != "muon_lr" or settings.get("optimizer") == "muon")
-            and (k != "ema" or settings[k])
-            and not (window and k in GPT_ONLY) and not (not window and k in ("arch", "n_hidden"))]  # fmt: skip
+    keys = [
+        k
+        for k in RECIPE
+        if k in settings
+        and (k != "muon_lr" or settings.get("optimizer") == "muon")
+        and (k != "ema" or settings[k])
+        and not (window and k in GPT_ONLY)
+        and not (not window and k in ("arch", "n_hidden"))
+    ]
     return ", ".join(f"{k}={settings[k]}" for k in keys)
 
 
@@ -146,9 +167,11 @@ def model_card(config: ModelConfig, tokenizer: CharTokenizer, metrics: dict, rep
             "model's validation loss is on a fixed split (every 10th name), so compare with theirs loosely."
         )
     else:
-        intro = (f"A character-level GPT ({config.num_params() / 1e6:.2f}M parameters, {kind}) trained from scratch "
-                 "with the `gpt` library: GPT-2's architecture (pre-norm blocks, causal self-attention, exact GELU, "
-                 "tied embeddings), stored so that both that library and `transformers` load it.")  # fmt: skip
+        intro = (
+            f"A character-level GPT ({config.num_params() / 1e6:.2f}M parameters, {kind}) trained from scratch "
+            "with the `gpt` library: GPT-2's architecture (pre-norm blocks, causal self-attention, exact GELU, "
+            "tied embeddings), stored so that both that library and `transformers` load it."
+        )
     lines = [
         f"# {run.get('name', 'GPT')}",
         "",

@@ -18,7 +18,9 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from gpt.generate import LM, DecodeBatch, Row, Sampler, SamplingParams, Token, step_tokens
+from gpt.decode import DecodeBatch, step_rows
+from gpt.generate import LM
+from gpt.sampling import Row, Sampler, SamplingParams, Token
 
 
 @dataclass
@@ -86,8 +88,10 @@ class Engine:
                 if self.active:
                     self._step()
             except Exception:  # a fault in the shared step: end the requests in it, keep serving the next ones
-                print(f"gpt engine: decoding failed; ending {len(self.active)} request(s)\n{traceback.format_exc()}",
-                      flush=True)  # fmt: skip
+                print(
+                    f"gpt engine: decoding failed; ending {len(self.active)} request(s)\n{traceback.format_exc()}",
+                    flush=True,
+                )
                 self._hand_over()  # what was decoded before the fault reaches its readers before their end
                 for i in reversed(range(len(self.active))):
                     self._end(i, "error")
@@ -149,12 +153,12 @@ class Engine:
             deliveries.append((job, None))
 
     def _step(self) -> None:
-        tops = [j.top_logprobs for j in self.active]
-        tokens, logprobs = self.batch.step(with_logprobs=any(j.logprobs or j.top_logprobs for j in self.active))
-        deliveries, done, first = self.outbox, [], False
-        for i, (job, token) in enumerate(zip(self.active, step_tokens(self.lm.tokenizer, tokens, logprobs, tops))):
-            first = first or job.row.generated == 0
-            deliveries += [(job, ready) for ready in job.row.push(token)]
+        jobs, deliveries, done = self.active, self.outbox, []
+        first = any(job.row.generated == 0 for job in jobs)
+        tops = [job.top_logprobs for job in jobs]
+        ready = step_rows(self.batch, [job.row for job in jobs], self.lm.tokenizer, tops, any(j.logprobs for j in jobs))
+        for i, (job, tokens) in enumerate(zip(jobs, ready)):
+            deliveries += [(job, token) for token in tokens]
             if job.row.finish_reason or job.cancelled.is_set():
                 done.append(i)
         for i in reversed(done):

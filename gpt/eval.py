@@ -15,9 +15,8 @@ import torch
 from torch.nn import functional as F
 
 from gpt.data import DataError, DocumentBatches, read_text, split_documents, split_text
-from gpt.folder import load_folder, read_metrics, write_card, write_metrics
-from gpt.generate import LM
-from gpt.hub import load
+from gpt.folder import read_metrics, write_card, write_metrics
+from gpt.generate import LM, load
 from gpt.tokenizer import UnknownCharactersError
 
 
@@ -49,7 +48,7 @@ def validation_loss(lm: LM, text: str, batch_size: int = 64) -> tuple[float, int
 def record_validation_loss(folder: str | Path, text: str) -> float:
     """Score a model folder exactly and put the figure in its metrics.json and model card."""
     folder = Path(folder)
-    lm = load_folder(folder)
+    lm = load(folder, device="cpu")
     loss, _ = validation_loss(lm, text)
     metrics = read_metrics(folder)
     metrics.setdefault("run", {})["exact_val_loss"] = loss

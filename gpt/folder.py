@@ -32,9 +32,8 @@ from safetensors.torch import load_file, save_file
 
 from gpt.bigram import Bigram
 from gpt.card import model_card
-from gpt.generate import LM
 from gpt.mlp import MLP
-from gpt.model import GPT, GPTConfig, ModelFileError
+from gpt.model import GPT, GPTConfig
 from gpt.tokenizer import CharTokenizer
 from gpt.wavenet import WaveNet
 from gpt.window import ARCHS, Model, ModelConfig, WindowConfig
@@ -46,6 +45,10 @@ BIASES = ("ln_1.bias", "ln_2.bias", "attn.c_attn.bias", "attn.c_proj.bias", "mlp
 HF_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers older transformers versions saved
 WINDOW_TYPE = "gpt-window"
 WINDOW_CLASSES = {"bigram": Bigram, "mlp": MLP, "wavenet": WaveNet}
+
+
+class ModelFileError(ValueError):
+    """A model folder file is missing, unreadable or does not match the others."""
 
 
 def build_model(config: ModelConfig) -> Model:
@@ -70,10 +73,18 @@ def config_json(config: ModelConfig, boundary_id: int | None = None, dtype: str 
     """config.json for transformers' GPT2LMHeadModel (dtype: what transformers should compute in), or a window
     model's."""
     if isinstance(config, WindowConfig):
-        return {"architectures": [WINDOW_CLASSES[config.arch].__name__], "model_type": WINDOW_TYPE,
-                "arch": config.arch, "vocab_size": config.vocab_size, "block_size": config.block_size,
-                "n_embd": config.n_embd, "n_hidden": config.n_hidden, "bos_token_id": boundary_id,
-                "eos_token_id": boundary_id, "dtype": dtype}  # fmt: skip
+        return {
+            "architectures": [WINDOW_CLASSES[config.arch].__name__],
+            "model_type": WINDOW_TYPE,
+            "arch": config.arch,
+            "vocab_size": config.vocab_size,
+            "block_size": config.block_size,
+            "n_embd": config.n_embd,
+            "n_hidden": config.n_hidden,
+            "bos_token_id": boundary_id,
+            "eos_token_id": boundary_id,
+            "dtype": dtype,
+        }
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
@@ -106,23 +117,33 @@ def parse_config(data, source: str) -> tuple[ModelConfig, bool]:
         if missing:
             raise ModelFileError(f"{source}: config.json lacks {', '.join(missing)}")
         if fields["arch"] not in ARCHS:
-            raise ModelFileError(f"{source}: config.json's arch must be one of {', '.join(ARCHS)}, "
-                                 f"got {fields['arch']!r}")  # fmt: skip
+            raise ModelFileError(
+                f"{source}: config.json's arch must be one of {', '.join(ARCHS)}, got {fields['arch']!r}"
+            )
         return WindowConfig(**fields), False
     if data.get("model_type") == "gpt2":
         if data.get("activation_function", "gelu_new") != "gelu" or data.get("n_inner") not in (
             None,
             4 * data.get("n_embd", 0),
         ):
-            raise ModelFileError(f"{source}: config.json describes a GPT-2 variant this library does not run "
-                                 "(it needs activation_function 'gelu' and n_inner 4 * n_embd)")  # fmt: skip
-        fields = {"vocab_size": data.get("vocab_size"), "block_size": data.get("n_positions"),
-                  "n_layer": data.get("n_layer"), "n_head": data.get("n_head"), "n_embd": data.get("n_embd"),
-                  "dropout": data.get("resid_pdrop", 0.0), "bias": data.get("bias", True)}  # fmt: skip
+            raise ModelFileError(
+                f"{source}: config.json describes a GPT-2 variant this library does not run "
+                "(it needs activation_function 'gelu' and n_inner 4 * n_embd)"
+            )
+        fields = {
+            "vocab_size": data.get("vocab_size"),
+            "block_size": data.get("n_positions"),
+            "n_layer": data.get("n_layer"),
+            "n_head": data.get("n_head"),
+            "n_embd": data.get("n_embd"),
+            "dropout": data.get("resid_pdrop", 0.0),
+            "bias": data.get("bias", True),
+        }
         gpt2 = True
     elif "model_type" in data:
-        raise ModelFileError(f"{source}: config.json is a {data['model_type']!r} model; this library runs gpt2 and "
-                             f"{WINDOW_TYPE} ones")  # fmt: skip
+        raise ModelFileError(
+            f"{source}: config.json is a {data['model_type']!r} model; this library runs gpt2 and {WINDOW_TYPE} ones"
+        )
     else:
         fields = {k: data[k] for k in GPTConfig.__dataclass_fields__ if k in data}
         gpt2 = False
@@ -137,27 +158,40 @@ def parse_config(data, source: str) -> tuple[ModelConfig, bool]:
 def check_config(config: ModelConfig, source: str, limits: ModelLimits = ModelLimits()) -> None:
     """Types, ranges and size of a config read from a file; a ModelFileError names the field."""
     window = isinstance(config, WindowConfig)
-    names = ("vocab_size", "block_size", "n_embd", "n_hidden") if window else ("vocab_size", "block_size", "n_layer",
-                                                                              "n_head", "n_embd")  # fmt: skip
+    names = (
+        ("vocab_size", "block_size", "n_embd", "n_hidden")
+        if window
+        else ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+    )
     for name in names:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ModelFileError(f"{source}: config.json's {name} must be a whole number, got {value!r}")
     if window:
-        bounds = [("vocab_size", limits.max_vocab_size), ("block_size", 1 << 10), ("n_embd", 1 << 16),
-                  ("n_hidden", 1 << 16)]  # fmt: skip
+        bounds = [
+            ("vocab_size", limits.max_vocab_size),
+            ("block_size", 1 << 10),
+            ("n_embd", 1 << 16),
+            ("n_hidden", 1 << 16),
+        ]
         check_bounds(config, bounds, source)
         if config.arch == "wavenet" and config.block_size & (config.block_size - 1):
-            raise ModelFileError(f"{source}: config.json's block_size must be a power of two for wavenet, "
-                                 f"got {config.block_size}")  # fmt: skip
+            raise ModelFileError(
+                f"{source}: config.json's block_size must be a power of two for wavenet, got {config.block_size}"
+            )
         check_size(config, source, limits)
         return
     if isinstance(config.dropout, bool) or not isinstance(config.dropout, (int, float)) or not 0 <= config.dropout < 1:
         raise ModelFileError(f"{source}: config.json's dropout must be a number in [0, 1), got {config.dropout!r}")
     if not isinstance(config.bias, bool):
         raise ModelFileError(f"{source}: config.json's bias must be true or false, got {config.bias!r}")
-    bounds = [("vocab_size", limits.max_vocab_size), ("block_size", limits.max_block_size),
-              ("n_layer", limits.max_layers), ("n_head", 1 << 12), ("n_embd", 1 << 16)]  # fmt: skip
+    bounds = [
+        ("vocab_size", limits.max_vocab_size),
+        ("block_size", limits.max_block_size),
+        ("n_layer", limits.max_layers),
+        ("n_head", 1 << 12),
+        ("n_embd", 1 << 16),
+    ]
     check_bounds(config, bounds, source)
     if config.n_embd % config.n_head:
         raise ModelFileError(
@@ -290,24 +324,22 @@ def load_model(folder: str | Path, limits: ModelLimits | None = None, name: str 
     return model.eval()
 
 
-def load_folder(folder: str | Path, device: torch.device | str = "cpu", limits: ModelLimits | None = None,
-                name: str | None = None, compile: bool = False) -> LM:  # fmt: skip
-    """Model and tokenizer of a folder (name: how errors should call it, e.g. the repo id; compile: LM's)."""
+def read_folder(
+    folder: str | Path, limits: ModelLimits | None = None, name: str | None = None
+) -> tuple[Model, CharTokenizer]:
+    """Model and tokenizer of a folder (name: how errors should call it, e.g. the repo id)."""
     folder = Path(folder)
     missing = missing_files(folder)
     if missing:
         raise ModelFileError(
             f"{name or folder}: {', '.join(missing)} missing (a model folder needs {', '.join(REQUIRED_FILES)})"
         )
-    model = load_model(folder, limits, name)
-    tokenizer = CharTokenizer.load(folder / "tokenizer.json")
-    lm = LM(model.to(device), tokenizer, compile)
-    lm.folder = folder
-    return lm
+    return load_model(folder, limits, name), CharTokenizer.load(folder / "tokenizer.json")
 
 
-def write_weights(model: Model, folder: Path, boundary_id: int | None = None,
-                  dtype: torch.dtype = torch.float32) -> None:  # fmt: skip
+def write_weights(
+    model: Model, folder: Path, boundary_id: int | None = None, dtype: torch.dtype = torch.float32
+) -> None:
     """model.safetensors and config.json (a GPT in the GPT-2 layout; weights in `dtype`, counters kept whole)."""
     state = gpt2_tensors(model) if isinstance(model, GPT) else model.state_dict()
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
@@ -331,8 +363,39 @@ def write_card(folder: Path, config: ModelConfig, tokenizer: CharTokenizer) -> N
     write_atomic(folder / "README.md", lambda p: p.write_text(card, encoding="utf-8"))
 
 
-def save_folder(model: Model, tokenizer: CharTokenizer, out: str | Path, metrics: dict | None = None,
-                dtype: torch.dtype = torch.float32) -> None:  # fmt: skip
+def write_loss_plot(curve: list[dict], path: Path) -> None:
+    """loss.png: train and validation loss against training wall time (minutes), steps on the top axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    timed = all("time_s" in c for c in curve)
+    x = [c["time_s"] / 60 if timed else c["step"] for c in curve]
+    ax.plot(x, [c["train_loss"] for c in curve], label="train")
+    ax.plot(x, [c["val_loss"] for c in curve], label="validation")
+    ax.set_xlabel("training wall time (min)" if timed else "step")
+    ax.set_ylabel("cross-entropy (nats/char)")
+    if timed and x[-1] > 0:
+        steps = ax.secondary_xaxis(
+            "top", functions=(lambda m: m * curve[-1]["step"] / x[-1], lambda s: s * x[-1] / max(curve[-1]["step"], 1))
+        )
+        steps.set_xlabel("step (at the run's mean speed)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    write_atomic(path, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+
+
+def save_folder(
+    model: Model,
+    tokenizer: CharTokenizer,
+    out: str | Path,
+    metrics: dict | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> None:
     """Write a whole model folder: every file is written aside, then moved into place, the weights first."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -353,13 +416,13 @@ def save_folder(model: Model, tokenizer: CharTokenizer, out: str | Path, metrics
 def upgrade(folder: str | Path) -> bool:
     """Rewrite a folder of the first format in the transformers-readable one; False if it already is."""
     folder = Path(folder)
-    lm = load_folder(folder)
+    model, tokenizer = read_folder(folder)
     config, gpt2 = read_config(folder)
     tokenizer_data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
     if (gpt2 or isinstance(config, WindowConfig)) and tokenizer_data.get("type") != "char":
         return False
     dtype = next(iter(load_file(str(folder / "model.safetensors")).values())).dtype
-    save_folder(lm.model, lm.tokenizer, folder, dtype=dtype)
+    save_folder(model, tokenizer, folder, dtype=dtype)
     return True
 
 

@@ -1,5 +1,6 @@
-"""The Hugging Face Hub: download a model by repo id (`gpt.load`), publish a folder (python -m gpt.hub push) and deploy
-the app as a Space (python -m gpt.hub deploy). Network only: the folder format is gpt/folder.py's.
+"""The Hugging Face Hub: a repo id resolved to a downloaded folder (for `gpt.load`), a folder published
+(python -m gpt.hub push) and the app deployed as a Space (python -m gpt.hub deploy). Network only: the folder
+format is gpt/folder.py's.
 
 A repo holds the same files as a local model folder, so one loader serves both: a repo id is downloaded through the
 HF cache and then loaded as a folder.
@@ -30,9 +31,7 @@ from huggingface_hub.errors import (
 )
 
 from gpt.card import model_card
-from gpt.folder import MODEL_FILES, ModelLimits, load_folder, read_config, read_metrics
-from gpt.generate import LM
-from gpt.model import pick_device
+from gpt.folder import MODEL_FILES, read_config, read_folder, read_metrics
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
@@ -90,16 +89,6 @@ def resolve(path_or_repo_id: str | Path, revision: str | None = None, token: str
         raise ModelNotFoundError(f"{name}: the Hub refused the download ({str(e).splitlines()[0]})") from None
 
 
-def load(path_or_repo_id: str | Path, device: str | None = None, revision: str | None = None,
-         token: str | None = None, limits: ModelLimits | None = None, compile: bool = False) -> LM:  # fmt: skip
-    """A model folder or Hub repo (owner/name[@revision], private ones with a token) on a device (default: the best
-    available), checked against `limits` before it is built. compile=True decodes through torch.compile on CPUs and
-    CUDA (gpt.generate.CompiledStep): worth its ~8 s of compiling per graph in a long-lived process (the app)."""
-    folder = resolve(path_or_repo_id, revision, token)
-    is_local = os.path.isdir(str(path_or_repo_id))
-    return load_folder(folder, pick_device(device), limits, None if is_local else str(path_or_repo_id), compile)
-
-
 # Publishing.
 
 
@@ -116,21 +105,22 @@ def checked_repo_id(repo_id: str) -> str:
     return repo_id
 
 
-def push(folder: str | Path, repo_id: str, private: bool = False, revision: str | None = None,
-         message: str | None = None) -> tuple[str, str]:  # fmt: skip
+def push(
+    folder: str | Path, repo_id: str, private: bool = False, revision: str | None = None, message: str | None = None
+) -> tuple[str, str]:
     """Upload a model folder (with its card remade for the repo) in one commit; returns (repo URL, commit id)."""
     checked_repo_id(repo_id)
     folder = Path(folder)
     if not folder.is_dir():
         raise HubError(f"{folder}: no such model folder")
-    lm = load_folder(folder)  # a folder that does not load is not pushed
+    model, tokenizer = read_folder(folder)  # a folder that does not load is not pushed
     if not read_config(folder)[1]:
         raise HubError(f"{folder} is in the first folder format: run `python -m gpt.folder upgrade {folder}` first")
     api = hub_api()
     repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
     if revision:
         api.create_branch(repo_id, branch=revision, exist_ok=True)
-    card = model_card(lm.model.config, lm.tokenizer, read_metrics(folder), repo_id=repo_id)
+    card = model_card(model.config, tokenizer, read_metrics(folder), repo_id=repo_id)
     ops = [CommitOperationAdd("README.md", card.encode())]
     ops += [CommitOperationAdd(f, str(folder / f)) for f in MODEL_FILES if f != "README.md" and (folder / f).is_file()]
     info = api.create_commit(repo_id, ops, commit_message=message or f"Upload {folder.name}", revision=revision)
@@ -168,9 +158,17 @@ def space_card(space_id: str, model: str | None, sdk_version: str, python_versio
     return str(SpaceCard(f"---\n{data.to_yaml()}\n---\n\n{body}"))
 
 
-def deploy(space_id: str, files: dict[str, Path], variable: str, model: str | None = None,
-           bundle: str | Path | None = None, hardware: str | None = None, private: bool = False,
-           share_token: bool = False, python_version: str = "3.11") -> str:  # fmt: skip
+def deploy(
+    space_id: str,
+    files: dict[str, Path],
+    variable: str,
+    model: str | None = None,
+    bundle: str | Path | None = None,
+    hardware: str | None = None,
+    private: bool = False,
+    share_token: bool = False,
+    python_version: str = "3.11",
+) -> str:
     """Create or update a Gradio Space running the app on a Hub model (owner/name[@revision]) or on a bundled
     folder, so that it holds exactly these files; returns its URL.
 
@@ -195,13 +193,14 @@ def deploy(space_id: str, files: dict[str, Path], variable: str, model: str | No
             raise HubError(f"{repo}: no such model repo on the Hub (or your token cannot read it)") from None
     else:
         bundle = Path(bundle)
-        load_folder(bundle)
+        read_folder(bundle)
     wanted = {"README.md": None, **files}
     if bundle:
         wanted |= {f"weights/{bundle.name}/{f}": bundle / f for f in MODEL_FILES if (bundle / f).is_file()}
     card = space_card(space_id, model, pinned_version(files["requirements.txt"], "gradio"), python_version)
-    api.create_repo(space_id, repo_type="space", space_sdk="gradio", space_hardware=hardware, private=private,
-                    exist_ok=True)  # fmt: skip
+    api.create_repo(
+        space_id, repo_type="space", space_sdk="gradio", space_hardware=hardware, private=private, exist_ok=True
+    )
     present = set(api.list_repo_files(space_id, repo_type="space"))
     ops = [CommitOperationAdd("README.md", card.encode())]
     ops += [CommitOperationAdd(path, str(local)) for path, local in wanted.items() if local is not None]
@@ -234,8 +233,11 @@ def main(argv: list[str] | None = None) -> None:
     deploy_p.add_argument("--bundle", help="model folder uploaded with the app (default: weights/shakespeare-char)")
     deploy_p.add_argument("--hardware", help="cpu-basic, zero-a10g, t4-small, ... (default: the Hub's)")
     deploy_p.add_argument("--private", action="store_true", help="create the Space private")
-    deploy_p.add_argument("--share-token", action="store_true",
-                          help="store your token as the Space secret HF_TOKEN to read a private model")  # fmt: skip
+    deploy_p.add_argument(
+        "--share-token",
+        action="store_true",
+        help="store your token as the Space secret HF_TOKEN to read a private model",
+    )
     args = p.parse_args(argv)
     try:
         if args.command == "push":
@@ -244,8 +246,16 @@ def main(argv: list[str] | None = None) -> None:
         else:
             root = Path(__file__).resolve().parents[1]
             bundle = None if args.model else (args.bundle or root / "weights" / "shakespeare-char")
-            url = deploy(args.space, app_files(root), "MODEL_ID", args.model, bundle, args.hardware, args.private,
-                         args.share_token)  # fmt: skip
+            url = deploy(
+                args.space,
+                app_files(root),
+                "MODEL_ID",
+                args.model,
+                bundle,
+                args.hardware,
+                args.private,
+                args.share_token,
+            )
             print(f"deployed: {url}")
     except (HubError, ModelNotFoundError, ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")

@@ -2,11 +2,9 @@
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
-from huggingface_hub import PyTorchModelHubMixin
 from torch.nn import functional as F
 
 
@@ -19,10 +17,6 @@ def pick_device(device: str | None = None) -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-class ModelFileError(ValueError):
-    """A model folder file is missing, unreadable or does not match the others."""
 
 
 @dataclass
@@ -196,17 +190,7 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x)), attention
 
 
-HUB_TAGS = ["gpt2", "character-level", "text-generation", "from-scratch"]  # the Hub tags of every card
-
-
-class GPT(
-    nn.Module,
-    PyTorchModelHubMixin,
-    library_name="transformers",
-    license="mit",
-    pipeline_tag="text-generation",
-    tags=HUB_TAGS,
-):
+class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
@@ -309,24 +293,7 @@ class GPT(
         return torch.stack(maps)
 
     @classmethod
-    def from_pretrained(
-        cls, pretrained_model_name_or_path: str | Path, *, revision: str | None = None, token: str | None = None,
-        limits=None,
-    ) -> "GPT":  # fmt: skip
-        """A model folder or Hub repo (owner/name[@revision]), checked before it is built; errors as gpt.load's."""
-        from gpt.folder import load_model  # the on-disk format lives in folder.py, the Hub in hub.py
-        from gpt.hub import resolve
-
-        name = str(pretrained_model_name_or_path)
-        return load_model(resolve(name, revision, token), limits, name)
-
-    def _save_pretrained(self, save_directory: Path) -> None:
-        from gpt.folder import write_weights
-
-        write_weights(self, Path(save_directory))
-
-    def push_to_hub(self, *args, **kwargs):
+    def from_pretrained(cls, *args, **kwargs):
         raise NotImplementedError(
-            "a GPT alone has no tokenizer, so its repo would not load: push a model folder (gpt.train writes one) "
-            "with `python -m gpt.hub push FOLDER --repo owner/name`"
+            "a model folder holds a tokenizer too: load it with gpt.load(path_or_repo_id), whose .model is the GPT"
         )

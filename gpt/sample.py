@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from gpt.hub import load
+from gpt.generate import load
 from gpt.tokenizer import UnknownCharactersError
 
 
@@ -34,9 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     controls = dict(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-        repetition_penalty=args.repetition_penalty, stop=args.stop, seed=args.seed,
-    )  # fmt: skip
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        stop=args.stop,
+        seed=args.seed,
+    )
     try:
         if args.num_samples < 1:
             raise ValueError("--num-samples must be at least 1")

@@ -20,7 +20,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from gpt.chat import chat_prompt, message_text, turns_of
 from gpt.engine import Engine, Job
-from gpt.generate import LM, SEED_MAX, SEED_MIN, SamplingParams, Token, row_params
+from gpt.generate import LM
+from gpt.sampling import SamplingParams, Token, check_seed, row_params
 from gpt.tokenizer import UnknownCharactersError
 
 MAX_BODY_BYTES = 1 << 20
@@ -104,8 +105,17 @@ def sampling_params(body: dict, max_tokens_limit: int, default_max_tokens: int =
         top_k=number(body, "top_k", 0, 0, integer=True),
         repetition_penalty=number(body, "repetition_penalty", 1.0, 0, 100, low_open=True),
         stop=tuple(stops),
-        seed=number(body, "seed", None, SEED_MIN, SEED_MAX, integer=True),
+        seed=checked(check_seed, body.get("seed"), "seed"),
     )
+
+
+def checked(check, value, name: str):
+    """value, if the library's own check of it passes; its message is the API's 400."""
+    try:
+        check(value)
+    except ValueError as e:
+        raise APIError(400, f"'{name}'{str(e).removeprefix(name)}", name) from None
+    return value
 
 
 def media_type(request: Request) -> str:
@@ -179,8 +189,11 @@ def stream_options(body: dict) -> bool:
 
 def usage(prompt_tokens: int, jobs: list[Job]) -> dict:
     completion_tokens = sum(job.row.generated for job in jobs)
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}  # fmt: skip
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def completion_logprobs(tokens: list[Token]) -> dict:
@@ -251,8 +264,15 @@ async def collect(request: Request, jobs: list[Job]) -> list[list[Token]] | None
     return results.result() if results.done() and not results.cancelled() else None
 
 
-async def stream(request: Request, jobs: list[Job], meta: dict, chat: bool, with_logprobs: bool,
-                 include_usage: bool, prefix: str = "") -> AsyncIterator[str]:  # fmt: skip
+async def stream(
+    request: Request,
+    jobs: list[Job],
+    meta: dict,
+    chat: bool,
+    with_logprobs: bool,
+    include_usage: bool,
+    prefix: str = "",
+) -> AsyncIterator[str]:
     """SSE chunks in OpenAI's format; the tokens of one hand-over from the engine go in one chunk."""
     kind = "chat.completion.chunk" if chat else "text_completion"
 
@@ -262,8 +282,12 @@ async def stream(request: Request, jobs: list[Job], meta: dict, chat: bool, with
     pending: dict[int, asyncio.Future] = {}
     try:
         if chat:
-            yield chunk([{"index": i, "delta": {"role": "assistant", "content": prefix}, "finish_reason": None}
-                         for i in range(len(jobs))])  # fmt: skip
+            yield chunk(
+                [
+                    {"index": i, "delta": {"role": "assistant", "content": prefix}, "finish_reason": None}
+                    for i in range(len(jobs))
+                ]
+            )
         pending = {i: asyncio.ensure_future(job.events.get()) for i, job in enumerate(jobs)}
         while pending:
             done, _ = await asyncio.wait(pending.values(), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
@@ -291,8 +315,17 @@ async def stream(request: Request, jobs: list[Job], meta: dict, chat: bool, with
             job.cancelled.set()
 
 
-async def respond(request: Request, server: Server, body: dict, prompt: str, params: SamplingParams, chat: bool,
-                  top_logprobs: int, with_logprobs: bool, prefix: str = ""):  # fmt: skip
+async def respond(
+    request: Request,
+    server: Server,
+    body: dict,
+    prompt: str,
+    params: SamplingParams,
+    chat: bool,
+    top_logprobs: int,
+    with_logprobs: bool,
+    prefix: str = "",
+):
     """Check the rest of the request, hand its n jobs to the engine, answer at once or as a stream."""
     n = number(body, "n", 1, 1, MAX_N, integer=True)
     streaming = flag(body, "stream")
@@ -305,8 +338,11 @@ async def respond(request: Request, server: Server, body: dict, prompt: str, par
     jobs = [Job(prompt_ids, row_params(params, i), top_logprobs, loop, with_logprobs) for i in range(n)]
     if not server.engine.submit(jobs):
         raise APIError(429, "the server is at capacity: retry in a moment", code="overloaded")
-    meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
-            "model": server.model_id}  # fmt: skip
+    meta = {
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}",
+        "created": int(time.time()),
+        "model": server.model_id,
+    }
     if streaming:
         events = stream(request, jobs, meta, chat, with_logprobs, include_usage, prefix)
         return StreamingResponse(events, media_type="text/event-stream")
@@ -316,8 +352,12 @@ async def respond(request: Request, server: Server, body: dict, prompt: str, par
     if any(job.row.finish_reason == "error" for job in jobs):
         raise APIError(500, "generation failed on the server (logged there): retry, or report it")
     choices = [choice(chat, i, job, t, with_logprobs, prefix) for i, (job, t) in enumerate(zip(jobs, results))]
-    return {**meta, "object": "chat.completion" if chat else "text_completion", "choices": choices,
-            "usage": usage(len(prompt_ids), jobs)}  # fmt: skip
+    return {
+        **meta,
+        "object": "chat.completion" if chat else "text_completion",
+        "choices": choices,
+        "usage": usage(len(prompt_ids), jobs),
+    }
 
 
 # The app.

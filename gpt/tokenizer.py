@@ -80,8 +80,11 @@ class CharTokenizer:
         """tokenizer.json and tokenizer_config.json in a folder."""
         tok = Tokenizer(models.BPE(vocab=dict(self.stoi), merges=[], ignore_merges=True))
         tok.decoder = decoders.Fuse()
-        settings = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
-                    "model_max_length": None}  # fmt: skip
+        settings = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "clean_up_tokenization_spaces": False,
+            "model_max_length": None,
+        }
         if self.documents:
             tok.add_special_tokens([BOUNDARY])
             tok.post_processor = processors.TemplateProcessing(
@@ -90,8 +93,9 @@ class CharTokenizer:
             settings.update(bos_token=BOUNDARY, eos_token=BOUNDARY)
         folder = Path(folder)
         (folder / "tokenizer.json").write_text(tok.to_str(pretty=True), encoding="utf-8")
-        (folder / "tokenizer_config.json").write_text(json.dumps({k: v for k, v in settings.items() if v is not None},
-                                                                 indent=1))  # fmt: skip
+        (folder / "tokenizer_config.json").write_text(
+            json.dumps({k: v for k, v in settings.items() if v is not None}, indent=1)
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> "CharTokenizer":

@@ -39,8 +39,10 @@ WORDS = "the my thou art and to of love night what shall i not be is with death 
 def make_play(n_speeches: int, seed: int = 0) -> str:
     """A small made-up play in Tiny Shakespeare's shape: a speaker line ending in ':', then verse."""
     rng = random.Random(seed)
-    parts = ["PROLOGUE:\nThe quick brown fox jumps over the lazy dog; THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG.\n"
-             "Sphinx of black quartz, judge my vow! 'Tis 'so'-and-so: (or not)?\n"]  # fmt: skip
+    parts = [
+        "PROLOGUE:\nThe quick brown fox jumps over the lazy dog; THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG.\n"
+        "Sphinx of black quartz, judge my vow! 'Tis 'so'-and-so: (or not)?\n"
+    ]
     for _ in range(n_speeches):
         verse = "\n".join(
             " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8))).capitalize() + rng.choice(",.;!?")
@@ -79,8 +81,23 @@ def tiny_model(tmp_path_factory, play_file) -> Path:
     from gpt.train import main
 
     out = tmp_path_factory.mktemp("models") / "play"
-    main(["--data", str(play_file), "--out", str(out), *TINY, "--max-steps", "150", "--eval-interval", "50",
-          "--eval-steps", "4", "--lr", "3e-3"])  # fmt: skip
+    main(
+        [
+            "--data",
+            str(play_file),
+            "--out",
+            str(out),
+            *TINY,
+            "--max-steps",
+            "150",
+            "--eval-interval",
+            "50",
+            "--eval-steps",
+            "4",
+            "--lr",
+            "3e-3",
+        ]
+    )
     return out
 
 
@@ -89,9 +106,33 @@ def names_model(tmp_path_factory, names_file) -> Path:
     from gpt.train import main
 
     out = tmp_path_factory.mktemp("models") / "names"
-    main(["--data", str(names_file), "--out", str(out), "--docs", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
-          "--block-size", "16", "--batch-size", "32", "--max-steps", "150", "--eval-interval", "50", "--lr", "3e-3",
-          "--eval-steps", "4"])  # fmt: skip
+    main(
+        [
+            "--data",
+            str(names_file),
+            "--out",
+            str(out),
+            "--docs",
+            "--n-layer",
+            "2",
+            "--n-head",
+            "2",
+            "--n-embd",
+            "32",
+            "--block-size",
+            "16",
+            "--batch-size",
+            "32",
+            "--max-steps",
+            "150",
+            "--eval-interval",
+            "50",
+            "--lr",
+            "3e-3",
+            "--eval-steps",
+            "4",
+        ]
+    )
     return out
 
 
@@ -101,9 +142,33 @@ def mlp_model(tmp_path_factory, names_file) -> Path:
     from gpt.train import main
 
     out = tmp_path_factory.mktemp("models") / "names-mlp"
-    main(["--data", str(names_file), "--out", str(out), "--docs", "--arch", "mlp", "--block-size", "3", "--n-embd",
-          "8", "--n-hidden", "32", "--batch-size", "32", "--max-steps", "100", "--eval-interval", "50", "--lr", "1e-2",
-          "--eval-steps", "4"])  # fmt: skip
+    main(
+        [
+            "--data",
+            str(names_file),
+            "--out",
+            str(out),
+            "--docs",
+            "--arch",
+            "mlp",
+            "--block-size",
+            "3",
+            "--n-embd",
+            "8",
+            "--n-hidden",
+            "32",
+            "--batch-size",
+            "32",
+            "--max-steps",
+            "100",
+            "--eval-interval",
+            "50",
+            "--lr",
+            "1e-2",
+            "--eval-steps",
+            "4",
+        ]
+    )
     return out
 
 
@@ -115,8 +180,9 @@ class AppProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile("w+", prefix="gpt-app-", suffix=".log", delete=False)
         env = {**os.environ, "GRADIO_SERVER_PORT": str(self.port), "PYTHONPATH": str(ROOT), **(env or {})}
-        self.proc = subprocess.Popen([sys.executable, "app.py", *args], cwd=ROOT, env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, "app.py", *args], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True
+        )
 
     def output(self) -> str:
         return Path(self.log.name).read_text()

@@ -22,8 +22,10 @@ class Repo:
         self.commit("main", {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"})
 
     def commit(self, branch: str, files: dict[str, bytes]) -> str:
-        sha = hashlib.sha1(json.dumps(sorted((k, hashlib.sha1(v).hexdigest()) for k, v in files.items())).encode()
-                           + str(len(self.commits)).encode()).hexdigest()  # fmt: skip
+        sha = hashlib.sha1(
+            json.dumps(sorted((k, hashlib.sha1(v).hexdigest()) for k, v in files.items())).encode()
+            + str(len(self.commits)).encode()
+        ).hexdigest()
         self.commits[sha] = files
         self.branches[branch] = sha
         return sha

@@ -20,8 +20,9 @@ def client(app_url):
 
 def chat(client, message, model="play", history=None, **settings):
     """The reply text, the conversation and the note of one chat turn."""
-    _, conversation, note = client.predict(message, history or [], model, *{**SETTINGS, **settings}.values(),
-                                           api_name="/chat")  # fmt: skip
+    _, conversation, note = client.predict(
+        message, history or [], model, *{**SETTINGS, **settings}.values(), api_name="/chat"
+    )
     return text_of(conversation[-1]), conversation, note
 
 
@@ -184,8 +185,11 @@ def test_user_errors_are_one_line_in_the_server_log(tiny_model, app_process):
     with app_process(env={"MODEL_ID": str(tiny_model)}) as app:
         app.wait_ready()
         c = Client(app.url, verbose=False)
-        for args, api_name in [(("hello {x}", [], "play", *SETTINGS.values()), "/chat"),
-                               (("", 0, 0, "play"), "/attention"), (("/etc",), "/load_model")]:  # fmt: skip
+        for args, api_name in [
+            (("hello {x}", [], "play", *SETTINGS.values()), "/chat"),
+            (("", 0, 0, "play"), "/attention"),
+            (("/etc",), "/load_model"),
+        ]:
             with pytest.raises(Exception, match="vocabulary|short prompt|400|not one of"):
                 c.predict(*args, api_name=api_name)
         time.sleep(0.5)

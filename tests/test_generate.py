@@ -5,9 +5,11 @@ import pytest
 import torch
 
 import gpt
+from gpt.decode import CompiledStep, DecodeBatch
 from gpt.engine import Engine, Job
-from gpt.generate import LM, CompiledStep, DecodeBatch, Sampler, SamplingParams, StopStrings, Token
+from gpt.generate import LM
 from gpt.model import GPT, GPTConfig
+from gpt.sampling import Sampler, SamplingParams, StopStrings, Token
 from gpt.tokenizer import CharTokenizer
 
 
@@ -251,8 +253,9 @@ def test_the_engine_hands_the_first_token_over_at_once_and_gathers_the_rest(lm):
     engine = Engine(lm, max_batch=2, delivery_interval=3600)
 
     async def run():
-        job = Job(lm.encode_prompt("ROMEO:"), SamplingParams(max_new_tokens=40, temperature=0), 0,
-                  asyncio.get_running_loop())  # fmt: skip
+        job = Job(
+            lm.encode_prompt("ROMEO:"), SamplingParams(max_new_tokens=40, temperature=0), 0, asyncio.get_running_loop()
+        )
         assert engine.submit([job])
         first = await job.events.get()
         assert job.events.empty()  # nothing else was handed over with it

@@ -9,9 +9,8 @@ import yaml
 from huggingface_hub import CommitOperationDelete, HfApi, SpaceCard
 
 import gpt
-from gpt.folder import MODEL_FILES
+from gpt.folder import MODEL_FILES, ModelFileError
 from gpt.hub import ModelNotFoundError, app_files, deploy, pinned_version, push
-from gpt.model import GPT, ModelFileError
 
 TOKEN = "hf_local_test_token"
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,8 +20,9 @@ GRADIO = pinned_version(ROOT / "requirements.txt", "gradio")
 @pytest.fixture
 def hub_cli(cli):
     """cli with the test token in HF_TOKEN (token=False: none at all)."""
-    return lambda *args, token=True, **env: cli(*args, env={**env, "HF_TOKEN": TOKEN} if token else env,
-                                                drop=() if token else ("HF_TOKEN",))  # fmt: skip
+    return lambda *args, token=True, **env: cli(
+        *args, env={**env, "HF_TOKEN": TOKEN} if token else env, drop=() if token else ("HF_TOKEN",)
+    )
 
 
 @pytest.fixture
@@ -56,7 +56,6 @@ def test_push_then_load_by_repo_id_gives_the_same_model(hub, tiny_model, tmp_pat
     ids = torch.tensor([local.encode_prompt("JULIET: the night")])
     with torch.no_grad():
         assert torch.equal(remote.model(ids)[0], local.model(ids)[0])
-    assert GPT.from_pretrained("alice/play").config == local.model.config
 
 
 def test_pinned_revision_branch_and_offline_cache(hub, token, tiny_model, names_model, tmp_path, monkeypatch, hub_cli):
@@ -168,7 +167,7 @@ def test_repo_id_with_a_revision_loads_everywhere(hub, token, tiny_model, names_
     push(names_model, "alice/at-revision")
     fresh_cache(tmp_path, monkeypatch)
     assert not gpt.load(f"alice/at-revision@{first}", device="cpu").tokenizer.documents
-    assert GPT.from_pretrained(f"alice/at-revision@{first}").config.block_size == 32
+    assert gpt.load(f"alice/at-revision@{first}", device="cpu").model.config.block_size == 32
     r = hub_cli("-m", "gpt.sample", f"alice/at-revision@{first}", "--max-new-tokens", "5", "--prompt", "ROMEO:")
     assert r.returncode == 0 and r.stdout.startswith("ROMEO:"), r.stderr
 
@@ -179,25 +178,18 @@ def test_repo_id_with_a_revision_loads_everywhere(hub, token, tiny_model, names_
         ("alice/nothing-here", None, "no such model repo"),
         ("alice/play", "nope", "revision 'nope' does not exist"),
         ("not/a/repo", None, "neither a model folder nor a Hub repo id"),
-    ],  # fmt: skip
+    ],
 )
-def test_from_pretrained_errors_are_gpt_loads(hub, token, tmp_path, monkeypatch, name, revision, message):
+def test_load_errors_name_what_was_tried(hub, token, tmp_path, monkeypatch, name, revision, message):
     fresh_cache(tmp_path, monkeypatch)
     with pytest.raises(ModelNotFoundError, match=message):
-        GPT.from_pretrained(name, revision=revision)
+        gpt.load(name, revision=revision)
 
 
-def test_from_pretrained_offline_and_uncached_says_so(tmp_path, monkeypatch):
+def test_load_offline_and_uncached_says_so(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
     fresh_cache(tmp_path, monkeypatch)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelNotFoundError, match="not in the local Hugging Face cache"):
-        GPT.from_pretrained("alice/never-seen")
-
-
-def test_a_bare_gpt_does_not_push_an_incomplete_repo():
-    from gpt.model import GPTConfig
-
-    with pytest.raises(NotImplementedError, match="python -m gpt.hub push"):
-        GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8)).push_to_hub("alice/bare")
+        gpt.load("alice/never-seen")

@@ -1,5 +1,6 @@
 """`pip install .` and `pip install git+<repo>` give an importable gpt package and its commands, from any folder."""
 
+import site
 import subprocess
 import venv
 from pathlib import Path
@@ -11,10 +12,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def env_python(tmp_path_factory):
-    """A fresh virtual environment that sees the installed dependencies but not this checkout."""
+    """A fresh virtual environment that sees the dependencies installed where the tests run but not this checkout.
+
+    Inside a virtual environment, system_site_packages reaches only the base interpreter's packages, so the running
+    interpreter's own site-packages are added by a .pth file (they come after the new environment's, which wins).
+    """
     where = tmp_path_factory.mktemp("venv")
     venv.create(where, system_site_packages=True, with_pip=True)
-    return where / "bin" / "python"
+    python = where / "bin" / "python"
+    code = "import site; print(site.getsitepackages()[0])"
+    found = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
+    new_site = Path(found.stdout.strip())
+    (new_site / "outer.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    return python
 
 
 def run(python, *args, cwd):
@@ -28,8 +38,17 @@ def test_pip_install_gives_the_package_and_its_commands(env_python, tmp_path, so
     assert r.returncode == 0, r.stderr[-2000:]
     r = run(env_python, "-c", "import gpt; print(gpt.__file__)", cwd=tmp_path)
     assert r.returncode == 0 and "site-packages" in r.stdout and str(ROOT) not in r.stdout, r.stdout + r.stderr
-    r = run(env_python, "-m", "gpt.sample", str(ROOT / "weights" / "names"), "--num-samples", "2", "--seed", "0",
-            cwd=tmp_path)  # fmt: skip
+    r = run(
+        env_python,
+        "-m",
+        "gpt.sample",
+        str(ROOT / "weights" / "names"),
+        "--num-samples",
+        "2",
+        "--seed",
+        "0",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0 and r.stdout.strip(), r.stderr
     for command in ("gpt-train", "gpt-sample", "gpt-eval", "gpt-hub", "gpt-folder"):
         r = subprocess.run([str(env_python.parent / command), "--help"], capture_output=True, text=True, cwd=tmp_path)

@@ -13,14 +13,37 @@ from gpt.eval import validation_loss
 from gpt.folder import build_model
 from gpt.window import ARCHS, WindowCache, WindowConfig
 
-SHAPES = {"bigram": [], "mlp": ["--block-size", "3", "--n-embd", "8", "--n-hidden", "32"],
-          "wavenet": ["--block-size", "4", "--n-embd", "8", "--n-hidden", "32"]}  # fmt: skip
+SHAPES = {
+    "bigram": [],
+    "mlp": ["--block-size", "3", "--n-embd", "8", "--n-hidden", "32"],
+    "wavenet": ["--block-size", "4", "--n-embd", "8", "--n-hidden", "32"],
+}
 
 
 def train(data: Path, out: Path, arch: str, *extra: str) -> None:
-    gpt.train.main(["--data", str(data), "--out", str(out), "--docs", "--arch", arch, *SHAPES[arch],
-                    "--batch-size", "16", "--lr", "1e-2", "--warmup-steps", "2", "--eval-interval", "10",
-                    "--eval-steps", "2", *extra])  # fmt: skip
+    gpt.train.main(
+        [
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--docs",
+            "--arch",
+            arch,
+            *SHAPES[arch],
+            "--batch-size",
+            "16",
+            "--lr",
+            "1e-2",
+            "--warmup-steps",
+            "2",
+            "--eval-interval",
+            "10",
+            "--eval-steps",
+            "2",
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module", params=ARCHS)
@@ -67,8 +90,9 @@ def test_decoding_with_the_window_cache_equals_rerunning_the_whole_sequence(trai
     seq = torch.randint(model.config.vocab_size, (3, 12), generator=torch.Generator().manual_seed(0))
     full = model(seq)[0]
     cache = WindowCache.empty(model.config, 3)
-    stepped = torch.cat([model(seq[:, :5], cache=cache)[0]] + [model(seq[:, t : t + 1], cache=cache)[0]
-                                                               for t in range(5, 12)], dim=1)  # fmt: skip
+    stepped = torch.cat(
+        [model(seq[:, :5], cache=cache)[0]] + [model(seq[:, t : t + 1], cache=cache)[0] for t in range(5, 12)], dim=1
+    )
     torch.testing.assert_close(stepped, full)
 
 
@@ -93,8 +117,14 @@ def test_resume_equals_an_uninterrupted_run_including_batchnorm_statistics(tmp_p
             assert torch.equal(full[key], split[key]), key
 
 
-@pytest.mark.parametrize("arch, settings", [("bigram", {}), ("mlp", {"block_size": 3, "n_embd": 10, "n_hidden": 200}),
-                                            ("wavenet", {"block_size": 8, "n_embd": 24, "n_hidden": 128})])  # fmt: skip
+@pytest.mark.parametrize(
+    "arch, settings",
+    [
+        ("bigram", {}),
+        ("mlp", {"block_size": 3, "n_embd": 10, "n_hidden": 200}),
+        ("wavenet", {"block_size": 8, "n_embd": 24, "n_hidden": 128}),
+    ],
+)
 def test_parameter_counts_match_the_lectures(arch, settings):
     config = WindowConfig(arch=arch, vocab_size=27, **settings)
     model = build_model(config)
@@ -103,13 +133,24 @@ def test_parameter_counts_match_the_lectures(arch, settings):
 
 
 def test_bad_ladder_settings_are_one_line_errors(cli, names_file, tmp_path):
-    r = cli("-m", "gpt.train", "--data", str(names_file), "--out", str(tmp_path / "m"), "--arch", "wavenet",
-            "--block-size", "6")  # fmt: skip
+    r = cli(
+        "-m",
+        "gpt.train",
+        "--data",
+        str(names_file),
+        "--out",
+        str(tmp_path / "m"),
+        "--arch",
+        "wavenet",
+        "--block-size",
+        "6",
+    )
     assert (
         r.returncode == 1 and r.stderr.strip() == "error: --block-size 6: wavenet needs a power of two (it fuses pairs)"
     )
-    r = cli("-m", "gpt.train", "--data", str(names_file), "--out", str(tmp_path / "m"), "--arch", "mlp", "--dropout",
-            "0.1")  # fmt: skip
+    r = cli(
+        "-m", "gpt.train", "--data", str(names_file), "--out", str(tmp_path / "m"), "--arch", "mlp", "--dropout", "0.1"
+    )
     assert r.returncode == 1 and "--dropout and --bias are for --arch gpt" in r.stderr
 
 
@@ -132,7 +173,20 @@ def test_the_api_and_the_sampling_cli_serve_a_rung(trained, serving, cli):
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             names = list(pool.map(name, range(4)))
     assert names == [lm.generate("", max_new_tokens=30, temperature=1.0, seed=s) for s in range(4)]
-    r = cli("-m", "gpt.sample", str(out), "--prompt", "ma", "--seed", "3", "--max-new-tokens", "30", "--temperature",
-            "1", "--top-k", "0")  # fmt: skip
+    r = cli(
+        "-m",
+        "gpt.sample",
+        str(out),
+        "--prompt",
+        "ma",
+        "--seed",
+        "3",
+        "--max-new-tokens",
+        "30",
+        "--temperature",
+        "1",
+        "--top-k",
+        "0",
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ma" + lm.generate("ma", max_new_tokens=30, temperature=1.0, seed=3)

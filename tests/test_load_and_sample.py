@@ -3,8 +3,8 @@ import shutil
 import pytest
 
 import gpt
+from gpt.folder import ModelFileError
 from gpt.hub import ModelNotFoundError
-from gpt.model import ModelFileError
 
 
 @pytest.fixture

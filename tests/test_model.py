@@ -3,7 +3,8 @@ import json
 import pytest
 import torch
 
-from gpt.model import GPT, GPTConfig, KVCache, ModelFileError
+from gpt.folder import ModelFileError, load_model, write_weights
+from gpt.model import GPT, GPTConfig, KVCache
 
 CFG = GPTConfig(vocab_size=23, block_size=16, n_layer=2, n_head=2, n_embd=32)
 
@@ -83,9 +84,9 @@ def test_attention_maps_are_causal_distributions():
 
 def test_save_and_load_round_trip(tmp_path):
     m = model(seed=3)
-    m.save_pretrained(tmp_path)
+    write_weights(m, tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["n_embd"] == 32
-    loaded = GPT.from_pretrained(tmp_path)
+    loaded = load_model(tmp_path)
     assert loaded.config == m.config
     assert loaded.lm_head.weight is loaded.transformer.wte.weight
     idx = torch.randint(0, 23, (1, 10))
@@ -94,8 +95,8 @@ def test_save_and_load_round_trip(tmp_path):
 
 def test_half_precision_weights_load_as_float32(tmp_path):
     m = model()
-    m.to(torch.bfloat16).save_pretrained(tmp_path)
-    loaded = GPT.from_pretrained(tmp_path)
+    write_weights(m.to(torch.bfloat16), tmp_path)
+    loaded = load_model(tmp_path)
     assert loaded.lm_head.weight.dtype == torch.float32
     assert torch.allclose(loaded.lm_head.weight, m.lm_head.weight.float())
 
@@ -122,7 +123,7 @@ def widen_config(folder):
     ids=["truncated-weights", "mismatched-config", "bad-json", "no-config", "no-weights"],
 )
 def test_a_bad_folder_names_the_file(tmp_path, damage, message):
-    model().save_pretrained(tmp_path)
+    write_weights(model(), tmp_path)
     damage(tmp_path)
     with pytest.raises(ModelFileError, match=message):
-        GPT.from_pretrained(tmp_path)
+        load_model(tmp_path)

@@ -12,7 +12,7 @@ import pytest
 
 import gpt
 from gpt.engine import Engine, Job
-from gpt.generate import SamplingParams, StopStrings, Token
+from gpt.sampling import SamplingParams, StopStrings, Token
 
 SEED_OVERFLOW = 18446744073709551616  # 2**64
 
@@ -99,8 +99,12 @@ def test_largest_seeds_work_with_n(api):
 
 def test_huge_top_k_only_affects_its_own_request(api, lm):
     url, _ = api
-    with httpx.stream("POST", f"{url}/v1/completions", json={"prompt": "JULIET:", "max_tokens": 300, "stream": True,
-                                                             "temperature": 0}, timeout=30) as other:  # fmt: skip
+    with httpx.stream(
+        "POST",
+        f"{url}/v1/completions",
+        json={"prompt": "JULIET:", "max_tokens": 300, "stream": True, "temperature": 0},
+        timeout=30,
+    ) as other:
         lines = other.iter_lines()
         next(lines)
         r = post(url, {"prompt": "ROMEO:", "max_tokens": 20, "top_k": 2**64, "temperature": 0})
@@ -223,8 +227,10 @@ def test_a_chunked_body_over_the_limit_is_answered_413_before_it_is_all_sent(api
     chunk = b"10000\r\n" + b" " * 0x10000 + b"\r\n"  # 64 KiB chunks
     sent, answer = 0, b""
     with socket.create_connection((host, int(port))) as s:
-        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip
+        s.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         while sent < 64 << 20 and not answer:
             try:
                 s.sendall(chunk)
@@ -243,8 +249,11 @@ def test_a_client_that_leaves_a_plain_request_frees_its_row(api):
     host, port = url.removeprefix("http://").split(":")
     body = json.dumps({"prompt": "ROMEO:", "max_tokens": 5000, "temperature": 1.0}).encode()
     with socket.create_connection((host, int(port))) as s:
-        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)  # fmt: skip
+        s.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
         deadline = time.time() + 5
         while not server.engine.active and time.time() < deadline:
             time.sleep(0.01)
@@ -309,10 +318,12 @@ def test_a_real_fault_is_a_logged_json_500_and_the_server_goes_on(lm, serving, m
 
 def crafted_folder(root, **config_changes):
     """A real small model folder whose config.json is then edited as an attacker would."""
+    from gpt.folder import write_weights
     from gpt.model import GPT, GPTConfig
 
     folder = root / "crafted"
-    GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=32)).save_pretrained(folder)
+    folder.mkdir()
+    write_weights(GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=32)), folder)
     (folder / "tokenizer.json").write_text(json.dumps({"type": "char", "chars": [chr(97 + i) for i in range(20)]}))
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps(config | config_changes))
@@ -347,14 +358,14 @@ def crafted_folder(root, **config_changes):
     ],
 )
 def test_crafted_configs_are_refused_before_the_model_is_built(tmp_path, changes, message):
-    from gpt.model import ModelFileError
+    from gpt.folder import ModelFileError
 
     with pytest.raises(ModelFileError, match=message):
         gpt.load(crafted_folder(tmp_path, **changes), device="cpu")
 
 
 def test_a_config_that_is_a_list_is_refused(tmp_path):
-    from gpt.model import ModelFileError
+    from gpt.folder import ModelFileError
 
     folder = crafted_folder(tmp_path)
     (folder / "config.json").write_text("[1, 2, 3]")
@@ -370,7 +381,7 @@ def test_refusing_a_huge_config_allocates_nothing_big(tmp_path):
     folder = crafted_folder(tmp_path, n_layer=1000, n_embd=4096, n_head=32)  # the limit on parameters
     code = (
         "import resource, gpt\n"
-        "from gpt.model import ModelFileError\n"
+        "from gpt.folder import ModelFileError\n"
         f"try:\n    gpt.load({str(folder)!r}, device='cpu')\nexcept ModelFileError as e:\n    print('refused:', e)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
     )
@@ -416,7 +427,7 @@ def test_with_a_key_every_gradio_endpoint_needs_it(keyed_app, api_name, args):
         ("post", "/v1/completions", {"prompt": "a"}),
         ("post", "/v1/chat/completions", {"messages": []}),
         ("get", "/v1/models", None),
-    ],  # fmt: skip
+    ],
 )
 def test_with_a_key_every_v1_route_needs_it(keyed_app, method, path, body):
     r = httpx.request(method, f"{keyed_app}{path}", json=body, timeout=10)

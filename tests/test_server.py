@@ -54,8 +54,9 @@ def test_stop_string_ends_the_completion_before_it(api):
 
 def test_n_choices_equal_a_seeded_batch(api, lm):
     n = client(api).completions.create(model="play", prompt="ROMEO:", max_tokens=20, temperature=1.0, seed=3, n=3)
-    assert [ch.text for ch in n.choices] == lm.generate_batch(["ROMEO:"] * 3, max_new_tokens=20, temperature=1.0,
-                                                              seed=3)  # fmt: skip
+    assert [ch.text for ch in n.choices] == lm.generate_batch(
+        ["ROMEO:"] * 3, max_new_tokens=20, temperature=1.0, seed=3
+    )
 
 
 def test_logprobs_list_the_top_alternatives(api):
@@ -76,9 +77,12 @@ def test_openai_client_chat(api):
     assert r.choices[0].message.role == "assistant" and reply and "\n\n" not in reply
     assert r.choices[0].finish_reason in ("stop", "length") and r.usage.completion_tokens > 0
     stream = c.chat.completions.create(
-        model="play", messages=[{"role": "user", "content": "Good morrow."}], temperature=0, stream=True,
+        model="play",
+        messages=[{"role": "user", "content": "Good morrow."}],
+        temperature=0,
+        stream=True,
         stream_options={"include_usage": True},
-    )  # fmt: skip
+    )
     chunks = list(stream)
     assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == reply
     assert chunks[-1].usage.completion_tokens == r.usage.completion_tokens
@@ -146,8 +150,17 @@ def test_content_type_and_size_limits(api):
 def test_concurrent_identical_greedy_requests_match_one_alone(api, lm):
     alone = lm.generate("JULIET:", max_new_tokens=60, temperature=0)
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        texts = list(pool.map(lambda _: client(api).completions.create(
-            model="play", prompt="JULIET:", max_tokens=60, temperature=0).choices[0].text, range(8)))  # fmt: skip
+        texts = list(
+            pool.map(
+                lambda _: (
+                    client(api)
+                    .completions.create(model="play", prompt="JULIET:", max_tokens=60, temperature=0)
+                    .choices[0]
+                    .text
+                ),
+                range(8),
+            )
+        )
     assert texts == [alone] * 8
 
 
@@ -220,8 +233,9 @@ def test_a_document_model_chat_reply_is_the_whole_item_as_the_app_shows_it(names
     with serving(lm) as (url, _):
         c = client(url)
         r = c.chat.completions.create(model="play", messages=[{"role": "user", "content": "em"}], temperature=0)
-        streamed = c.chat.completions.create(model="play", messages=[{"role": "user", "content": "em"}], temperature=0,
-                                             stream=True)  # fmt: skip
+        streamed = c.chat.completions.create(
+            model="play", messages=[{"role": "user", "content": "em"}], temperature=0, stream=True
+        )
         joined = "".join(ch.choices[0].delta.content or "" for ch in streamed if ch.choices)
     assert r.choices[0].message.content == "em" + lm.generate("em", temperature=0) == joined
 

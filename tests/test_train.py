@@ -9,7 +9,8 @@ import pytest
 
 import gpt
 from gpt.card import RECIPE
-from gpt.train import PRESETS, TrainConfig, build_parser, learning_rate, resolve_settings
+from gpt.config import PRESETS, TrainConfig, build_parser
+from gpt.train import learning_rate, resolve_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,8 +38,21 @@ def test_training_writes_a_model_folder_that_learns(tiny_model):
 
 def test_cli_progress_and_final_line(tmp_path, play_file, cli, tiny_args):
     out = tmp_path / "m"
-    r = cli("-m", "gpt.train", "--data", str(play_file), "--out", str(out), *tiny_args, "--max-steps", "20",
-            "--eval-interval", "10", "--eval-steps", "2")  # fmt: skip
+    r = cli(
+        "-m",
+        "gpt.train",
+        "--data",
+        str(play_file),
+        "--out",
+        str(out),
+        *tiny_args,
+        "--max-steps",
+        "20",
+        "--eval-interval",
+        "10",
+        "--eval-steps",
+        "2",
+    )
     assert r.returncode == 0, r.stderr
     assert "tok_s=" in r.stderr and "20/20" in r.stderr  # tqdm bar with throughput
     last = r.stdout.strip().splitlines()[-1]
@@ -54,8 +68,18 @@ RECIPES = {
 
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, play_file, tiny_args, recipe):
-    common = ["--data", str(play_file), *tiny_args, "--eval-interval", "5", "--eval-steps", "2", "--dropout", "0.1",
-              *RECIPES[recipe]]  # fmt: skip
+    common = [
+        "--data",
+        str(play_file),
+        *tiny_args,
+        "--eval-interval",
+        "5",
+        "--eval-steps",
+        "2",
+        "--dropout",
+        "0.1",
+        *RECIPES[recipe],
+    ]
     gpt.train.main([*common, "--out", str(tmp_path / "full"), "--max-steps", "20"])
     gpt.train.main([*common, "--out", str(tmp_path / "split"), "--max-steps", "10", "--lr-decay-steps", "20"])
     assert curve(tmp_path / "split")[-1]["step"] == 10
@@ -74,8 +98,9 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, play_fil
 def test_a_stop_signal_saves_state_and_resume_finishes(tmp_path, play_file, sig, cli, tiny_args):
     out = tmp_path / "m"
     args = ["--data", str(play_file), "--out", str(out), *tiny_args, "--max-steps", "100000", "--eval-interval", "50"]
-    proc = subprocess.Popen([sys.executable, "-m", "gpt.train", *args], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpt.train", *args], cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 120
     while not (out / "checkpoint" / "state.json").exists() and time.time() < deadline:
         time.sleep(0.2)
@@ -115,8 +140,12 @@ def test_kill_9_at_random_moments_leaves_a_consistent_checkpoint_and_folder(tmp_
     steps = []
     for attempt in range(5):
         args = ["--resume"] if attempt else ["--data", str(play_file), *tiny_args, "--n-embd", "128"]
-        proc = subprocess.Popen([sys.executable, "-m", "gpt.train", *args, *common], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gpt.train", *args, *common],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.time() + 120
         start = steps[-1] if steps else -1
         while time.time() < deadline:
@@ -140,8 +169,21 @@ def test_kill_9_at_random_moments_leaves_a_consistent_checkpoint_and_folder(tmp_
 @pytest.mark.parametrize("damage", ["truncate", "drop", "other-step"])
 def test_a_damaged_checkpoint_is_refused_in_one_line(tmp_path, play_file, damage, cli, tiny_args):
     out = tmp_path / "m"
-    gpt.train.main(["--data", str(play_file), "--out", str(out), *tiny_args, "--max-steps", "4", "--eval-interval", "2",
-                    "--eval-steps", "1"])  # fmt: skip
+    gpt.train.main(
+        [
+            "--data",
+            str(play_file),
+            "--out",
+            str(out),
+            *tiny_args,
+            "--max-steps",
+            "4",
+            "--eval-interval",
+            "2",
+            "--eval-steps",
+            "1",
+        ]
+    )
     folder = out / "checkpoint"
     meta = json.loads((folder / "state.json").read_text())
     tensors = folder / meta["tensors"]
@@ -159,9 +201,29 @@ def test_a_damaged_checkpoint_is_refused_in_one_line(tmp_path, play_file, damage
 
 def test_ddp_two_processes_on_cpu(tmp_path, play_file, free_port, cli, tiny_args):
     out = tmp_path / "ddp"
-    r = cli("-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port), "-m", "gpt.train",
-            "--data", str(play_file), "--out", str(out), *tiny_args, "--max-steps", "20", "--eval-interval", "10",
-            "--eval-steps", "2", "--device", "cpu")  # fmt: skip
+    r = cli(
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(free_port),
+        "-m",
+        "gpt.train",
+        "--data",
+        str(play_file),
+        "--out",
+        str(out),
+        *tiny_args,
+        "--max-steps",
+        "20",
+        "--eval-interval",
+        "10",
+        "--eval-steps",
+        "2",
+        "--device",
+        "cpu",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("best val loss") == 1  # only rank 0 reports and writes
     metrics = json.loads((out / "metrics.json").read_text())
@@ -202,8 +264,22 @@ def test_preset_fills_defaults_and_flags_override():
 
 def test_muon_recipe_learns_and_saves_a_loadable_folder(tmp_path, play_file, tiny_args):
     out = tmp_path / "muon"
-    gpt.train.main(["--data", str(play_file), "--out", str(out), *tiny_args, "--max-steps", "60", "--eval-interval",
-                    "30", "--eval-steps", "4", *RECIPES["muon-wsd"]])  # fmt: skip
+    gpt.train.main(
+        [
+            "--data",
+            str(play_file),
+            "--out",
+            str(out),
+            *tiny_args,
+            "--max-steps",
+            "60",
+            "--eval-interval",
+            "30",
+            "--eval-steps",
+            "4",
+            *RECIPES["muon-wsd"],
+        ]
+    )
     losses = [c["val_loss"] for c in curve(out)]
     assert losses[-1] < losses[0] - 0.5
     assert gpt.load(out, device="cpu").generate("ROMEO:", max_new_tokens=5, temperature=0)
@@ -226,10 +302,28 @@ def test_ema_is_what_is_evaluated_and_saved(tmp_path, play_file, tiny_args):
 def test_resume_state_is_saved_by_the_clock_between_evaluations(tmp_path, play_file, tiny_args, monkeypatch):
     saved = []
     real = gpt.train.save_checkpoint
-    monkeypatch.setattr(gpt.train, "save_checkpoint", lambda out, m, o, meta, *rest: saved.append(meta["step"])
-                        or real(out, m, o, meta, *rest))  # fmt: skip
-    gpt.train.main(["--data", str(play_file), "--out", str(tmp_path / "m"), *tiny_args, "--max-steps", "30",
-                    "--eval-interval", "1000", "--eval-steps", "1", "--checkpoint-minutes", "0"])  # fmt: skip
+    monkeypatch.setattr(
+        gpt.train,
+        "save_checkpoint",
+        lambda out, m, o, meta, *rest: saved.append(meta["step"]) or real(out, m, o, meta, *rest),
+    )
+    gpt.train.main(
+        [
+            "--data",
+            str(play_file),
+            "--out",
+            str(tmp_path / "m"),
+            *tiny_args,
+            "--max-steps",
+            "30",
+            "--eval-interval",
+            "1000",
+            "--eval-steps",
+            "1",
+            "--checkpoint-minutes",
+            "0",
+        ]
+    )
     assert saved == [0, 10, 20, 30, 30]  # evaluations at 0 and 30, the clock at every 10th step
 
 
@@ -237,8 +331,26 @@ def test_resume_state_is_saved_by_the_clock_between_evaluations(tmp_path, play_f
 def test_a_preset_learns_and_its_card_states_its_recipe(tmp_path, play_file, names_file, preset):
     """Each preset, shrunk to a few seconds (shape and steps overridden), lowers the loss; the card gives the rest."""
     out = tmp_path / preset
-    small = ["--n-layer", "2", "--n-head", "2", "--n-embd", "48", "--block-size", "32", "--batch-size", "16",
-             "--max-steps", "60", "--warmup-steps", "5", "--eval-interval", "30", "--eval-steps", "4"]  # fmt: skip
+    small = [
+        "--n-layer",
+        "2",
+        "--n-head",
+        "2",
+        "--n-embd",
+        "48",
+        "--block-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--max-steps",
+        "60",
+        "--warmup-steps",
+        "5",
+        "--eval-interval",
+        "30",
+        "--eval-steps",
+        "4",
+    ]
     data = names_file if PRESETS[preset].get("docs") else play_file
     gpt.train.main(["--data", str(data), "--out", str(out), "--preset", preset, *small])
     losses = [c["val_loss"] for c in curve(out)]

@@ -124,8 +124,9 @@ def first_format_folder(root, play_file):
     folder.mkdir()
     save_model(model, str(folder / "model.safetensors"))
     (folder / "config.json").write_text(json.dumps(vars(model.config)))
-    (folder / "tokenizer.json").write_text(json.dumps({"type": "char", "version": 1, "documents": False,
-                                                       "chars": chars}))  # fmt: skip
+    (folder / "tokenizer.json").write_text(
+        json.dumps({"type": "char", "version": 1, "documents": False, "chars": chars})
+    )
     return folder, model
 
 

@@ -8,9 +8,9 @@ import pytest
 from safetensors import safe_open
 
 import gpt
-from gpt.folder import MODEL_FILES
-from gpt.generate import SamplingParams, decode_steps
-from gpt.model import GPT
+from gpt.decode import DecodeBatch
+from gpt.folder import MODEL_FILES, load_model
+from gpt.sampling import SamplingParams
 from gpt.tokenizer import CharTokenizer
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
@@ -32,7 +32,7 @@ def test_shipped_folder_is_complete_and_consistent(name):
     card = (folder / "README.md").read_text()
     assert card.startswith("---\n") and "pipeline_tag: text-generation" in card and "python -m gpt.train" in card
     assert "library_name: transformers" in card and "model-index" in card and "## Samples" in card
-    assert GPT.from_pretrained(folder).config.n_layer == config["n_layer"]
+    assert load_model(folder).config.n_layer == config["n_layer"]
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +79,9 @@ def test_shipped_ladder_rungs_are_complete_and_reach_their_lecture(name):
 
 
 def test_each_rung_of_the_ladder_beats_the_one_below():
-    losses = [json.loads((WEIGHTS / n / "metrics.json").read_text())["run"]["exact_val_loss"]
-              for n in [*LADDER, "names"]]  # fmt: skip
+    losses = [
+        json.loads((WEIGHTS / n / "metrics.json").read_text())["run"]["exact_val_loss"] for n in [*LADDER, "names"]
+    ]
     assert losses == sorted(losses, reverse=True)
 
 
@@ -105,7 +106,10 @@ def test_compiled_decoding_of_a_shipped_model_is_its_uncompiled_decoding_for_250
     lm = gpt.load(WEIGHTS / name, device="cpu", compile=True)
     prompt = lm.encode_prompt("")
     for params in (SamplingParams(temperature=0), SamplingParams(temperature=0.8, top_k=40, seed=1)):
-        runs = [decode_steps(lm.model, [prompt], [params], compiled=c) for c in (lm.compiled, None)]
-        tokens = [[int(next(run)[0][0]) for _ in range(250)] for run in runs]  # past a document's end, too
+        tokens = []
+        for compiled in (lm.compiled, None):
+            batch = DecodeBatch(lm.model, 1, compiled)
+            batch.add([prompt], [params])
+            tokens.append([int(batch.step()[0][0]) for _ in range(250)])  # past a document's end, too
         assert tokens[0] == tokens[1]
     assert not lm.compiled.failed

@@ -1,0 +1,162 @@
+"""A training run's settings: one dataclass whose fields carry their help, presets as data, the parser made from both.
+
+Each setting is written once, here: the command line, --resume's checks (the `architecture` fields) and the card's
+recipe (the `recipe` fields) all read the fields' metadata.
+"""
+
+import argparse
+import json
+import types
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from gpt.model import GPTConfig
+from gpt.window import ARCHS, ModelConfig, WindowConfig, row_length
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PRESET_FILE = Path(__file__).with_name("presets.json")
+PRESETS = json.loads(PRESET_FILE.read_text())  # name -> settings, each with an "about" line for --help
+PRESET_ABOUT = {name: preset.pop("about") for name, preset in PRESETS.items()}
+
+
+def setting(default, help: str, choices=None, architecture: bool = False, recipe: bool = False):
+    """A TrainConfig field with its command-line help; `architecture`: fixed for a run; `recipe`: named in the card."""
+    meta = {"help": help, "choices": choices, "architecture": architecture, "recipe": recipe}
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    """One run's settings: the defaults below <- a preset <- explicit flags; checked when made."""
+
+    data: str | None = setting(None, "UTF-8 text file to train on (last 10%% validates; with --docs every 10th line)")
+    docs: bool = setting(False, "document mode: one item per line, boundary token", architecture=True)
+    arch: str = setting(
+        "gpt",
+        "gpt, or a rung of the makemore ladder (a window of --block-size)",
+        ["gpt", *ARCHS],
+        architecture=True,
+        recipe=True,
+    )
+    n_hidden: int = setting(200, "hidden width of the mlp and wavenet", architecture=True, recipe=True)
+    n_layer: int = setting(4, "transformer blocks", architecture=True, recipe=True)
+    n_head: int = setting(4, "attention heads per block", architecture=True, recipe=True)
+    n_embd: int = setting(128, "embedding width (gpt: divisible by --n-head)", architecture=True, recipe=True)
+    block_size: int = setting(
+        64, "context length in characters (wavenet: a power of two; bigram: 1)", architecture=True, recipe=True
+    )
+    dropout: float = setting(0.0, "dropout probability while training", recipe=True)
+    bias: bool = setting(False, "use biases in Linear and LayerNorm layers", architecture=True)
+    batch_size: int = setting(32, "sequences per step (per process under torchrun)", recipe=True)
+    max_steps: int = setting(2000, "optimizer steps in total", recipe=True)
+    lr: float = setting(1e-3, "peak learning rate (AdamW)", recipe=True)
+    min_lr: float = setting(1e-4, "learning rate at the end of the decay", recipe=True)
+    warmup_steps: int = setting(100, "steps of linear warmup from 0 to --lr", recipe=True)
+    lr_decay_steps: int | None = setting(None, "step where the schedule reaches --min-lr (unset: --max-steps)")
+    schedule: str = setting(
+        "cosine", "cosine decay, or wsd: warmup, stable at --lr, then linear decay", ["cosine", "wsd"], recipe=True
+    )
+    decay_fraction: float = setting(0.2, "wsd: the fraction of the steps spent decaying to --min-lr")
+    optimizer: str = setting(
+        "adamw", "muon: Muon for the blocks' matrices, AdamW for embeddings and gains", ["adamw", "muon"], recipe=True
+    )
+    muon_lr: float = setting(0.02, "peak learning rate of Muon (scaled by the same schedule)", recipe=True)
+    weight_decay: float = setting(0.1, "AdamW weight decay (matrices only)", recipe=True)
+    beta1: float = setting(0.9, "AdamW beta1")
+    beta2: float = setting(0.99, "AdamW beta2")
+    grad_clip: float = setting(1.0, "clip the gradient norm to this (0: off)")
+    ema: float = setting(
+        0.0, "decay of a moving average of the weights, which is evaluated and saved (0: off)", recipe=True
+    )
+    eval_interval: int = setting(250, "estimate train/val loss (and maybe save) every N steps")
+    eval_steps: int = setting(20, "batches per loss estimate")
+    checkpoint_minutes: float = setting(10.0, "save the resume state at least this often (and at every evaluation)")
+    device: str = setting("auto", "auto picks cuda, then mps, then cpu", ["auto", "cpu", "cuda", "mps"])
+    dtype: str = setting("auto", "autocast precision; auto is bfloat16 on CUDA, else float32", ["auto", *DTYPES])
+    save_dtype: str = setting("float32", "precision of the saved weights (loading always gives float32)", list(DTYPES))
+    compile: bool = setting(False, "torch.compile the model (CUDA)")
+    seed: int = setting(1337, "random seed (same seed and settings give the same run)")
+    dataset: str | None = setting(None, "Hub dataset id of the training data, named in the model card's metadata")
+    preset: str | None = None
+
+    def __post_init__(self):
+        if not self.data:
+            raise ValueError("--data is required: give a UTF-8 text file to train on")
+        counts = ["n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_steps", "eval_interval", "eval_steps"]
+        for k in counts:
+            if getattr(self, k) < 1:
+                raise ValueError(f"--{k.replace('_', '-')} must be at least 1")
+        if self.arch == "gpt" and self.n_embd % self.n_head:
+            raise ValueError(f"--n-embd {self.n_embd} must be divisible by --n-head {self.n_head}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError("--dropout must be in [0, 1)")
+        if not 0 <= self.ema < 1:
+            raise ValueError("--ema must be in [0, 1) (0: off; 0.999 averages about the last 1,000 steps)")
+        if self.warmup_steps < 0 or self.lr <= 0 or self.min_lr < 0 or self.muon_lr <= 0:
+            raise ValueError("--lr and --muon-lr must be > 0, --min-lr and --warmup-steps >= 0")
+        if self.schedule not in ("cosine", "wsd") or not 0 < self.decay_fraction <= 1:
+            raise ValueError("--schedule is cosine or wsd, with --decay-fraction in (0, 1]")
+        if self.optimizer not in ("adamw", "muon"):
+            raise ValueError("--optimizer is adamw or muon")
+        if self.arch not in ("gpt", *ARCHS):
+            raise ValueError(f"--arch is one of gpt, {', '.join(ARCHS)}")
+        if self.arch != "gpt":
+            if self.dropout or self.bias:
+                raise ValueError(f"--dropout and --bias are for --arch gpt; {self.arch} has neither")
+            if self.n_hidden < 1:
+                raise ValueError("--n-hidden must be at least 1")
+            if self.arch == "wavenet" and self.block_size & (self.block_size - 1):
+                raise ValueError(f"--block-size {self.block_size}: wavenet needs a power of two (it fuses pairs)")
+            if self.arch == "bigram":
+                self.block_size = 1
+
+    @property
+    def model(self) -> ModelConfig:
+        """The model's shape, for a vocabulary of vocab_size tokens (set once the data is read)."""
+        if self.arch != "gpt":
+            return WindowConfig(arch=self.arch, block_size=self.block_size, n_embd=self.n_embd, n_hidden=self.n_hidden)
+        return GPTConfig(
+            block_size=self.block_size,
+            n_layer=self.n_layer,
+            n_head=self.n_head,
+            n_embd=self.n_embd,
+            dropout=self.dropout,
+            bias=self.bias,
+        )
+
+    @property
+    def row_length(self) -> int:
+        """Characters per training row: the GPT's context; a window model scores every position of a longer row."""
+        return row_length(self.model)
+
+
+ARCHITECTURE = [f.name for f in fields(TrainConfig) if f.metadata.get("architecture")]
+RECIPE = [f.name for f in fields(TrainConfig) if f.metadata.get("recipe")]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, one flag per TrainConfig field: its help, choices and type come from the field."""
+    presets = "; ".join(f"{name}: {about}" for name, about in PRESET_ABOUT.items())
+    p = argparse.ArgumentParser(
+        prog="python -m gpt.train",
+        description="Train a character-level GPT on a UTF-8 text file. A preset fills the defaults; explicit flags "
+        f"override it. Presets: {presets}.",
+    )
+    p.add_argument("--out", required=True, help="model folder to write (and the checkpoint/ to resume from)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="named recipe filling the defaults below")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out/checkpoint")
+    for f in fields(TrainConfig):
+        if f.name == "preset":
+            continue
+        flag, meta = f"--{f.name.replace('_', '-')}", f.metadata
+        shown = "" if f.default is None else f" (default: {f.default})"
+        if f.type is bool:
+            p.add_argument(flag, action="store_true", default=None, help=meta["help"])
+            continue
+        kind = f.type
+        if isinstance(kind, types.UnionType):
+            kind = next(t for t in kind.__args__ if t is not type(None))
+        p.add_argument(flag, type=kind, choices=meta["choices"], help=meta["help"] + shown)
+    return p

@@ -1,0 +1,69 @@
+"""The shape of the library: the model stands alone, imports run one way, and the layers keep to their jobs."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def imports_of(path: Path) -> set[str]:
+    """Top-level module names a file imports, at any depth of the file (lazy imports count too)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def library_graph() -> dict[str, set[str]]:
+    files = {f"gpt.{p.stem}": p for p in (ROOT / "gpt").glob("*.py") if p.stem != "__init__"}
+    return {name: {m for m in imports_of(p) if m in files} for name, p in files.items()}
+
+
+def test_the_library_imports_form_no_circle():
+    graph, done, path = library_graph(), set(), []
+
+    def visit(name):
+        assert name not in path, f"import circle: {' -> '.join(path[path.index(name) :] + [name])}"
+        if name in done:
+            return
+        path.append(name)
+        for dep in graph[name]:
+            visit(dep)
+        path.pop()
+        done.add(name)
+
+    for name in graph:
+        visit(name)
+
+
+@pytest.mark.parametrize("module, allowed", [("model", {"torch"}), ("server", None)])
+def test_the_model_needs_torch_only_and_the_server_no_gradio(module, allowed):
+    third_party = {m.split(".")[0] for m in imports_of(ROOT / "gpt" / f"{module}.py")} - set(sys.stdlib_module_names)
+    if allowed is not None:
+        assert third_party <= allowed, f"gpt/{module}.py imports {sorted(third_party - allowed)}"
+    code = (
+        f"import sys, gpt.{module}; print(sorted(m for m in ('gradio', 'app', 'huggingface_hub') if m in sys.modules))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    banned = ["gradio", "app"] + (["huggingface_hub"] if module == "model" else [])
+    assert not set(eval(r.stdout)) & set(banned), f"importing gpt.{module} loads {r.stdout.strip()}"
+
+
+def test_no_library_module_imports_the_app():
+    offenders = [name for name, p in ((p.stem, p) for p in (ROOT / "gpt").glob("*.py")) if "app" in imports_of(p)]
+    assert not offenders
+
+
+def test_gpt_from_pretrained_points_to_gpt_load():
+    from gpt.model import GPT
+
+    with pytest.raises(NotImplementedError, match=r"gpt\.load\("):
+        GPT.from_pretrained("owner/name")
