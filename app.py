@@ -670,7 +670,7 @@ def main() -> None:
     a(
         "--no-compile",
         action="store_true",
-        help="decode without torch.compile (as GPT_COMPILE=0): starts ~15 s sooner, decodes 1.6-1.9x slower",
+        help="decode without torch.compile (as GPT_COMPILE=0): starts sooner, decodes slower",
     )
     args = p.parse_args()
     if args.no_compile:

@@ -37,9 +37,8 @@ def step_tokens(
 
 
 def context_shift_keep(block_size: int) -> int:
-    """Tokens kept when a full context is shifted: half the block, as llama.cpp's server keeps. Each shift re-fills
-    them (a prompt-sized forward): keeping 3/4 took 15% of the 0.8M model's decoding time past its context, half
-    takes 9% (compiled, batch 1, 2-vCPU Xeon)."""
+    """Tokens kept when a full context is shifted: half the block, as llama.cpp's server keeps (each shift re-fills
+    them; keeping more re-fills more often: docs/benchmarks.md)."""
     return max(1, block_size // 2)
 
 
@@ -58,16 +57,15 @@ STEP_IDS = itertools.count()
 
 
 class CompiledStep:
-    """GPT.decode_step through torch.compile: one graph per step instead of ~15 small ops per layer, 1.6-1.9x the
-    tokens/s at batch 1 on a CPU (bench/speed.py). Two graphs, each compiled on first use (8-60 s each, by host;
-    DecodeBatch.warm_up): one row reads its whole context (fixed shapes are fastest) and streams each weight in one
-    C++ loop (gpt/model.py's `linear`: 2x the step's speed on an AMD EPYC); several rows read only the
-    positions in use (at least 16: lengths 0 and 1 would each get a graph), batch size and length dynamic, and on a
-    CPU multiply in inductor's C++ GEMM over frozen weights (1.3-2x oneDNN's speed for 2-16 rows, AMD EPYC). Fills
-    (a prompt, a context shift) stay uncompiled: they are compute-bound, and a compiled fill was no faster on the
-    10.65M model. The several-rows graph holds the weights it was compiled with: a model changed after its first
-    batched step would need a new CompiledStep. Where the compiler cannot run (no C++ compiler, an unsupported
-    device) it warns once and runs uncompiled; outputs agree.
+    """GPT.decode_step through torch.compile: one graph per step instead of ~15 small ops per layer.
+
+    Two graphs, each compiled on first use (DecodeBatch.warm_up): one row reads its whole context (fixed shapes are
+    fastest) and streams each weight in one C++ loop (gpt/model.py's `linear`); several rows read only the positions
+    in use (at least 16: lengths 0 and 1 would each get a graph), batch size and length dynamic, and on a CPU
+    multiply in inductor's C++ GEMM over frozen weights. Fills (a prompt, a context shift) stay uncompiled: they are
+    compute-bound. The several-rows graph holds the weights it was compiled with: a model changed after its first
+    batched step needs a new CompiledStep. Where the compiler cannot run (no C++ compiler, an unsupported device) it
+    warns once and runs uncompiled; outputs agree. Why each choice, with its figures: docs/benchmarks.md.
     """
 
     def __init__(self, model: GPT):
@@ -77,27 +75,21 @@ class CompiledStep:
         # torch.compile's on-disk caches of graphs are pickles: off (its compiled C++ code is still reused)
         torch._functorch.config.enable_autograd_cache = False
         self.model = model
-        # torch.compile keeps graphs per code object: this model's step gets a code object of its own, so its graphs
-        # need guards on the step's inputs only (checking every module and weight cost 10% of a batch-1 token), and
-        # another model's graphs are never run with this model's weights. And one code object per graph: of one code
-        # object's graphs the last compiled is tried first, and the several-rows graph takes one row too (at half the
-        # speed of the one-row graph, which is what a server with one client ran before).
+        # one code object per model and graph: guards need check only the step's inputs, another model's graphs never
+        # run with these weights, and one row never falls into the slower several-rows graph
         n = next(STEP_IDS)
         codes = [decode_with.__code__.replace(co_name=f"decode_step_{n}_{kind}") for kind in ("one_row", "rows")]
         steps = [types.FunctionType(code, decode_with.__globals__) for code in codes]
         options = {
             "cpp_wrapper": True,
-            # a pointwise result of more than 8 ops is computed once, not again inside each row of the one-row
-            # products that read it (GELU, layer norm): the batch-1 step in half the time (3.2 vs 6.7 ms, 10.65M)
+            # a pointwise result of over 8 ops (GELU, layer norm) is computed once, not in each row of the products
             "realize_opcount_threshold": 8,
             "fx_graph_cache": False,
             "guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe,
         }
         rows_options = dict(options)
         if next(model.parameters()).device.type == "cpu":
-            # the products of several rows in inductor's own C++ GEMM (register-blocked kernels over the frozen
-            # weights, one candidate, so nothing to tune) instead of oneDNN: a 2-vCPU AMD EPYC's 2- / 16-row step
-            # 4.2-5.1 / 10.1-10.2 ms -> 1.9-2.9 / 6.4-8.4 ms (compiling takes ~20 s more)
+            # several rows' products in inductor's C++ GEMM over the frozen weights (one candidate: nothing to tune)
             rows_options |= {
                 "max_autotune_gemm": True,
                 "max_autotune_gemm_backends": "CPP",
@@ -121,9 +113,7 @@ class CompiledStep:
                         torch._dynamo.mark_dynamic(t, 3)
                 if len(idx) == 1:
                     return self.one_row(self.model, idx, k, v, pos)
-                # weights folded into the graph as constants, so its products run on weights packed once for the
-                # CPU's GEMM (17-28% off a 4- to 16-row step with oneDNN's, AMD EPYC; the C++ GEMM above needs
-                # them); only a global setting reaches it, hence the patch
+                # weights as constants, packed once for the GEMM; only this global setting reaches it
                 with torch._inductor.config.patch(freezing=True):
                     return self.rows(self.model, idx, k, v, pos)
             except Exception as e:
@@ -138,8 +128,7 @@ class DecodeBatch:
 
     Rows join (`add`) and leave (`remove`) between steps; the rows in use stay packed at the front of the cache.
     Each row keeps its own sampling settings, random generator, seen-token mask (repetition penalty) and history.
-    Every method that runs the model or touches the cache is in inference mode: no autograd bookkeeping per op,
-    7-12% more tokens/s at batch 1 on a CPU than under no_grad.
+    Every method that runs the model or touches the cache is in inference mode: no autograd bookkeeping per op.
     """
 
     def __init__(self, model: Model, capacity: int, compiled: CompiledStep | None = None):

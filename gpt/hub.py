@@ -215,7 +215,8 @@ def deploy(
 def app_files(root: Path) -> dict[str, Path]:
     """What a Space needs to run app.py: the app, its requirements and the gpt package (no tests or benchmarks)."""
     files = {"app.py": root / "app.py", "requirements.txt": root / "requirements.txt"}
-    return files | {f"gpt/{p.name}": p for p in sorted((root / "gpt").glob("*.py"))}
+    package = [*(root / "gpt").glob("*.py"), *(root / "gpt").glob("*.json")]  # the code and its data (presets)
+    return files | {f"gpt/{p.name}": p for p in sorted(package)}
 
 
 def main(argv: list[str] | None = None) -> None:

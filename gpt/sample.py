@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--num-samples", type=int, default=1, help="samples to draw, decoded together as one batch")
     a("--stream", action="store_true", help="print text as it is generated")
     a("--device", default=None, help="cpu, cuda or mps (default: the best available)")
-    a("--compile", action="store_true", help="decode through torch.compile: 1.6-1.9x faster after ~8 s of compiling")
+    a("--compile", action="store_true", help="decode through torch.compile: faster after some seconds of compiling")
     return p
 
 

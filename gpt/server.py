@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from gpt.chat import chat_prompt, message_text, turns_of
 from gpt.engine import Engine, Job
 from gpt.generate import LM
-from gpt.sampling import SamplingParams, Token, check_seed, row_params
+from gpt.sampling import SamplingParams, Token, row_params
 from gpt.tokenizer import UnknownCharactersError
 
 MAX_BODY_BYTES = 1 << 20
@@ -98,24 +98,30 @@ def sampling_params(body: dict, max_tokens_limit: int, default_max_tokens: int =
         raise APIError(400, "'stop' must be a non-empty string or a list of them", "stop")
     if len(stops) > MAX_STOP_STRINGS or any(len(s) > MAX_STOP_CHARS for s in stops):
         raise APIError(400, f"'stop' takes at most {MAX_STOP_STRINGS} strings of {MAX_STOP_CHARS} characters", "stop")
-    return SamplingParams(
-        max_new_tokens=number(body, "max_tokens", default_max_tokens, 1, max_tokens_limit, integer=True),
-        temperature=number(body, "temperature", 1.0, 0, 2),
-        top_p=number(body, "top_p", 1.0, 0, 1, low_open=True),
-        top_k=number(body, "top_k", 0, 0, integer=True),
-        repetition_penalty=number(body, "repetition_penalty", 1.0, 0, 100, low_open=True),
-        stop=tuple(stops),
-        seed=checked(check_seed, body.get("seed"), "seed"),
-    )
-
-
-def checked(check, value, name: str):
-    """value, if the library's own check of it passes; its message is the API's 400."""
-    try:
-        check(value)
+    values = {
+        "max_new_tokens": ("max_tokens", default_max_tokens),
+        "temperature": ("temperature", 1.0),
+        "top_p": ("top_p", 1.0),
+        "top_k": ("top_k", 0),
+        "repetition_penalty": ("repetition_penalty", 1.0),
+        "seed": ("seed", None),
+    }
+    given = {field: body.get(api) if body.get(api) is not None else default for field, (api, default) in values.items()}
+    try:  # the library checks every control; the API adds only its own bounds, below
+        params = SamplingParams(**given, stop=tuple(stops))
     except ValueError as e:
-        raise APIError(400, f"'{name}'{str(e).removeprefix(name)}", name) from None
-    return value
+        field = str(e).split()[0]
+        name = values[field][0] if field in values else field
+        raise APIError(400, f"'{name}'{str(e).removeprefix(field)}", name) from None
+    limits = [
+        ("max_tokens", params.max_new_tokens, 1, max_tokens_limit),
+        ("temperature", params.temperature, 0, 2),
+        ("repetition_penalty", params.repetition_penalty, 0, 100),
+    ]
+    for name, value, low, high in limits:
+        if not low <= value <= high:
+            raise APIError(400, f"'{name}' must be from {low} to {high} on this server, got {str(value)[:40]}", name)
+    return params
 
 
 def media_type(request: Request) -> str:

@@ -26,7 +26,7 @@ os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="gpt-tests-hf-")
 for _name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_CACHE", "MODEL_ID"):
     os.environ.pop(_name, None)
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-# The app compiles its decoding (~25 s per model) unless GPT_COMPILE=0: the app processes of the tests do not.
+# The app compiles its decoding (tens of seconds per model) unless GPT_COMPILE=0: the app processes of the tests do not.
 # Compiled decoding is tested where it is asked for (compile=True in test_generate.py, test_weights.py).
 os.environ["GPT_COMPILE"] = "0"
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +70,49 @@ def names_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "names.txt"
     path.write_text(make_names(400))
     return path
+
+
+# The tiers: a test is `slow` when it waits on a trained model, a process or the compiler (by the fixtures it uses, or
+# marked so), `browser` when it drives Chromium; the rest is the unit tier on a random model, for quick runs:
+# python -m pytest -m "not slow and not browser". The README's command runs every tier.
+SLOW_FIXTURES = {
+    "tiny_model",
+    "names_model",
+    "mlp_model",
+    "app_url",
+    "app_process",
+    "cli",
+    "hub",
+    "serving",
+    "env_python",
+    "compiled_lm",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name == "test_browser.py":
+            item.add_marker(pytest.mark.browser)
+        elif SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def random_model(tmp_path_factory) -> Path:
+    """A model folder with random weights over the made-up play's characters, made in milliseconds (as nanochat's
+    MockModel): for tests of decoding, sampling and serving that need a model, not a good one."""
+    import torch
+
+    from gpt.folder import save_folder
+    from gpt.model import GPT, GPTConfig
+    from gpt.tokenizer import CharTokenizer
+
+    tokenizer = CharTokenizer.from_text(make_play(600))
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32))
+    out = tmp_path_factory.mktemp("models") / "random"
+    save_folder(model.eval(), tokenizer, out)
+    return out
 
 
 TINY = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "16"]

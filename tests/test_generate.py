@@ -14,8 +14,8 @@ from gpt.tokenizer import CharTokenizer
 
 
 @pytest.fixture(scope="module")
-def lm(tiny_model):
-    return gpt.load(tiny_model, device="cpu")
+def lm(random_model):
+    return gpt.load(random_model, device="cpu")
 
 
 @pytest.mark.parametrize(
@@ -223,6 +223,7 @@ def test_compiled_step_logits_match_with_rows_joining_and_leaving(lm, compiled_l
         assert torch.allclose(eager_lp, compiled_lp, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_engine_compiles_every_graph_before_it_serves_and_one_row_runs_its_own_graph():
     from torch._dynamo.utils import counters
 
@@ -286,6 +287,7 @@ def test_a_compiler_that_cannot_run_warns_once_and_decoding_goes_on(lm, monkeypa
     assert step.failed and text == lm.generate("ROMEO:", max_new_tokens=20, temperature=0)
 
 
+@pytest.mark.slow
 def test_two_compiled_models_of_one_shape_but_their_vocabulary_keep_their_own_graphs():
     torch.manual_seed(0)
     lms = []

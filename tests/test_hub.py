@@ -102,7 +102,7 @@ def test_deploy_a_space_serving_a_hub_model(hub, token, hub_cli):
     assert r.returncode == 0, r.stderr
     assert "spaces/alice/chat" in r.stdout
     files = hub.files("space", "alice/chat")
-    expected = {".gitattributes", "README.md", "app.py", "requirements.txt"} | {
+    expected = {".gitattributes", "README.md", "app.py", "requirements.txt", "gpt/presets.json"} | {
         f"gpt/{p.name}" for p in (ROOT / "gpt").glob("*.py")
     }
     assert set(files) == expected
@@ -123,7 +123,8 @@ def test_deploy_a_space_with_a_bundled_model(hub, token, tiny_model, tmp_path):
     assert url.endswith("/spaces/alice/bundled")
     files = hub.files("space", "alice/bundled")
     assert {f"weights/play/{f}" for f in MODEL_FILES} <= set(files)
-    assert not any("checkpoint" in f or f.startswith(("tests/", "bench/")) for f in files)
+    assert not any("/checkpoint/" in f or f.startswith(("tests/", "bench/")) for f in files)
+    assert "gpt/presets.json" in files  # the package's data travels with its code
     assert "models" not in front_matter(files["README.md"])
     assert hub.repos[("space", "alice/bundled")].variables == {"MODEL_ID": "weights/play"}
 
