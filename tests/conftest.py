@@ -72,9 +72,20 @@ def names_file(tmp_path_factory) -> Path:
     return path
 
 
-# The tiers: a test is `slow` when it waits on a trained model, a process or the compiler (by the fixtures it uses, or
-# marked so), `browser` when it drives Chromium; the rest is the unit tier on a random model, for quick runs:
-# python -m pytest -m "not slow and not browser". The README's command runs every tier.
+# The tiers: a test is `slow` when it waits on a trained model, a process or the compiler (by the fixtures it uses, its
+# module, or marked so), `browser` when it drives Chromium; the rest is the unit tier on a random model, for quick
+# runs: python -m pytest -m "not slow and not browser". The README's command runs every tier.
+SLOW_MODULES = {
+    "test_app.py",
+    "test_hub.py",
+    "test_install.py",
+    "test_ladder.py",
+    "test_load_and_sample.py",
+    "test_server.py",
+    "test_train.py",
+    "test_transformers.py",
+    "test_weights.py",
+}
 SLOW_FIXTURES = {
     "tiny_model",
     "names_model",
@@ -93,7 +104,7 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.path.name == "test_browser.py":
             item.add_marker(pytest.mark.browser)
-        elif SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        elif item.path.name in SLOW_MODULES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
 
