@@ -20,30 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGET = 1.88
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 NANOGPT_CPU = [
-    "--n-layer",
-    "4",
-    "--n-head",
-    "4",
-    "--n-embd",
-    "128",
-    "--block-size",
-    "64",
-    "--batch-size",
-    "12",
-    "--max-steps",
-    "2000",
-    "--lr",
-    "1e-3",
-    "--min-lr",
-    "1e-4",
-    "--warmup-steps",
-    "100",
-    "--dropout",
-    "0",
-    "--eval-interval",
-    "2000",
-    "--eval-steps",
-    "20",
+    *"--n-layer 4 --n-head 4 --n-embd 128 --block-size 64 --batch-size 12 --max-steps 2000 --lr 1e-3".split(),
+    *"--min-lr 1e-4 --warmup-steps 100 --dropout 0 --eval-interval 2000 --eval-steps 20".split(),
 ]
 
 

@@ -76,28 +76,10 @@ def names_file(tmp_path_factory) -> Path:
 # module, or marked so), `browser` when it drives Chromium; the rest is the unit tier on a random model, for quick
 # runs: python -m pytest -m "not slow and not browser". The README's command runs every tier.
 SLOW_MODULES = {
-    "test_app.py",
-    "test_hub.py",
-    "test_install.py",
-    "test_ladder.py",
-    "test_load_and_sample.py",
-    "test_server.py",
-    "test_train.py",
-    "test_transformers.py",
-    "test_weights.py",
+    *"test_app.py test_hub.py test_install.py test_ladder.py test_load_and_sample.py test_server.py".split(),
+    *"test_train.py test_transformers.py test_weights.py".split(),
 }
-SLOW_FIXTURES = {
-    "tiny_model",
-    "names_model",
-    "mlp_model",
-    "app_url",
-    "app_process",
-    "cli",
-    "hub",
-    "serving",
-    "env_python",
-    "compiled_lm",
-}
+SLOW_FIXTURES = {*"tiny_model names_model mlp_model app_url app_process cli hub serving env_python compiled_lm".split()}
 
 
 def pytest_collection_modifyitems(items):
@@ -142,14 +124,7 @@ def tiny_model(tmp_path_factory, play_file) -> Path:
             "--out",
             str(out),
             *TINY,
-            "--max-steps",
-            "150",
-            "--eval-interval",
-            "50",
-            "--eval-steps",
-            "4",
-            "--lr",
-            "3e-3",
+            *"--max-steps 150 --eval-interval 50 --eval-steps 4 --lr 3e-3".split(),
         ]
     )
     return out
@@ -166,25 +141,8 @@ def names_model(tmp_path_factory, names_file) -> Path:
             str(names_file),
             "--out",
             str(out),
-            "--docs",
-            "--n-layer",
-            "2",
-            "--n-head",
-            "2",
-            "--n-embd",
-            "32",
-            "--block-size",
-            "16",
-            "--batch-size",
-            "32",
-            "--max-steps",
-            "150",
-            "--eval-interval",
-            "50",
-            "--lr",
-            "3e-3",
-            "--eval-steps",
-            "4",
+            *"--docs --n-layer 2 --n-head 2 --n-embd 32 --block-size 16 --batch-size 32 --max-steps 150".split(),
+            *"--eval-interval 50 --lr 3e-3 --eval-steps 4".split(),
         ]
     )
     return out
@@ -202,25 +160,8 @@ def mlp_model(tmp_path_factory, names_file) -> Path:
             str(names_file),
             "--out",
             str(out),
-            "--docs",
-            "--arch",
-            "mlp",
-            "--block-size",
-            "3",
-            "--n-embd",
-            "8",
-            "--n-hidden",
-            "32",
-            "--batch-size",
-            "32",
-            "--max-steps",
-            "100",
-            "--eval-interval",
-            "50",
-            "--lr",
-            "1e-2",
-            "--eval-steps",
-            "4",
+            *"--docs --arch mlp --block-size 3 --n-embd 8 --n-hidden 32 --batch-size 32 --max-steps 100".split(),
+            *"--eval-interval 50 --lr 1e-2 --eval-steps 4".split(),
         ]
     )
     return out

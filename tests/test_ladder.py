@@ -31,16 +31,7 @@ def train(data: Path, out: Path, arch: str, *extra: str) -> None:
             "--arch",
             arch,
             *SHAPES[arch],
-            "--batch-size",
-            "16",
-            "--lr",
-            "1e-2",
-            "--warmup-steps",
-            "2",
-            "--eval-interval",
-            "10",
-            "--eval-steps",
-            "2",
+            *"--batch-size 16 --lr 1e-2 --warmup-steps 2 --eval-interval 10 --eval-steps 2".split(),
             *extra,
         ]
     )
@@ -140,10 +131,7 @@ def test_bad_ladder_settings_are_one_line_errors(cli, names_file, tmp_path):
         str(names_file),
         "--out",
         str(tmp_path / "m"),
-        "--arch",
-        "wavenet",
-        "--block-size",
-        "6",
+        *"--arch wavenet --block-size 6".split(),
     )
     assert (
         r.returncode == 1 and r.stderr.strip() == "error: --block-size 6: wavenet needs a power of two (it fuses pairs)"
@@ -173,20 +161,6 @@ def test_the_api_and_the_sampling_cli_serve_a_rung(trained, serving, cli):
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             names = list(pool.map(name, range(4)))
     assert names == [lm.generate("", max_new_tokens=30, temperature=1.0, seed=s) for s in range(4)]
-    r = cli(
-        "-m",
-        "gpt.sample",
-        str(out),
-        "--prompt",
-        "ma",
-        "--seed",
-        "3",
-        "--max-new-tokens",
-        "30",
-        "--temperature",
-        "1",
-        "--top-k",
-        "0",
-    )
+    r = cli("-m", "gpt.sample", str(out), *"--prompt ma --seed 3 --max-new-tokens 30 --temperature 1 --top-k 0".split())
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ma" + lm.generate("ma", max_new_tokens=30, temperature=1.0, seed=3)

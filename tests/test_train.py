@@ -46,12 +46,7 @@ def test_cli_progress_and_final_line(tmp_path, play_file, cli, tiny_args):
         "--out",
         str(out),
         *tiny_args,
-        "--max-steps",
-        "20",
-        "--eval-interval",
-        "10",
-        "--eval-steps",
-        "2",
+        *"--max-steps 20 --eval-interval 10 --eval-steps 2".split(),
     )
     assert r.returncode == 0, r.stderr
     assert "tok_s=" in r.stderr and "20/20" in r.stderr  # tqdm bar with throughput
@@ -72,12 +67,7 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, play_fil
         "--data",
         str(play_file),
         *tiny_args,
-        "--eval-interval",
-        "5",
-        "--eval-steps",
-        "2",
-        "--dropout",
-        "0.1",
+        *"--eval-interval 5 --eval-steps 2 --dropout 0.1".split(),
         *RECIPES[recipe],
     ]
     gpt.train.main([*common, "--out", str(tmp_path / "full"), "--max-steps", "20"])
@@ -176,12 +166,7 @@ def test_a_damaged_checkpoint_is_refused_in_one_line(tmp_path, play_file, damage
             "--out",
             str(out),
             *tiny_args,
-            "--max-steps",
-            "4",
-            "--eval-interval",
-            "2",
-            "--eval-steps",
-            "1",
+            *"--max-steps 4 --eval-interval 2 --eval-steps 1".split(),
         ]
     )
     folder = out / "checkpoint"
@@ -202,11 +187,7 @@ def test_a_damaged_checkpoint_is_refused_in_one_line(tmp_path, play_file, damage
 def test_ddp_two_processes_on_cpu(tmp_path, play_file, free_port, cli, tiny_args):
     out = tmp_path / "ddp"
     r = cli(
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
+        *"-m torch.distributed.run --nproc-per-node 2 --master-port".split(),
         str(free_port),
         "-m",
         "gpt.train",
@@ -215,14 +196,7 @@ def test_ddp_two_processes_on_cpu(tmp_path, play_file, free_port, cli, tiny_args
         "--out",
         str(out),
         *tiny_args,
-        "--max-steps",
-        "20",
-        "--eval-interval",
-        "10",
-        "--eval-steps",
-        "2",
-        "--device",
-        "cpu",
+        *"--max-steps 20 --eval-interval 10 --eval-steps 2 --device cpu".split(),
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("best val loss") == 1  # only rank 0 reports and writes
@@ -271,12 +245,7 @@ def test_muon_recipe_learns_and_saves_a_loadable_folder(tmp_path, play_file, tin
             "--out",
             str(out),
             *tiny_args,
-            "--max-steps",
-            "60",
-            "--eval-interval",
-            "30",
-            "--eval-steps",
-            "4",
+            *"--max-steps 60 --eval-interval 30 --eval-steps 4".split(),
             *RECIPES["muon-wsd"],
         ]
     )
@@ -314,14 +283,7 @@ def test_resume_state_is_saved_by_the_clock_between_evaluations(tmp_path, play_f
             "--out",
             str(tmp_path / "m"),
             *tiny_args,
-            "--max-steps",
-            "30",
-            "--eval-interval",
-            "1000",
-            "--eval-steps",
-            "1",
-            "--checkpoint-minutes",
-            "0",
+            *"--max-steps 30 --eval-interval 1000 --eval-steps 1 --checkpoint-minutes 0".split(),
         ]
     )
     assert saved == [0, 10, 20, 30, 30]  # evaluations at 0 and 30, the clock at every 10th step
@@ -332,24 +294,8 @@ def test_a_preset_learns_and_its_card_states_its_recipe(tmp_path, play_file, nam
     """Each preset, shrunk to a few seconds (shape and steps overridden), lowers the loss; the card gives the rest."""
     out = tmp_path / preset
     small = [
-        "--n-layer",
-        "2",
-        "--n-head",
-        "2",
-        "--n-embd",
-        "48",
-        "--block-size",
-        "32",
-        "--batch-size",
-        "16",
-        "--max-steps",
-        "60",
-        "--warmup-steps",
-        "5",
-        "--eval-interval",
-        "30",
-        "--eval-steps",
-        "4",
+        *"--n-layer 2 --n-head 2 --n-embd 48 --block-size 32 --batch-size 16 --max-steps 60 --warmup-steps".split(),
+        *"5 --eval-interval 30 --eval-steps 4".split(),
     ]
     data = names_file if PRESETS[preset].get("docs") else play_file
     gpt.train.main(["--data", str(data), "--out", str(out), "--preset", preset, *small])
