@@ -193,7 +193,7 @@ class Row:
 
     def __init__(self, params: SamplingParams, boundary_id: int | None):
         self.params = params
-        self.stops, self.boundary_id, self.max_new_tokens = StopStrings(params.stop), boundary_id, params.max_new_tokens
+        self.stops, self.boundary_id = StopStrings(params.stop), boundary_id
         self.generated = 0
         self.finish_reason: str | None = "length" if params.max_new_tokens == 0 else None
 
@@ -205,7 +205,7 @@ class Row:
         ready, stopped = self.stops.feed(token)
         if stopped:
             self.finish_reason = "stop"
-        elif self.generated >= self.max_new_tokens:
+        elif self.generated >= self.params.max_new_tokens:
             self.finish_reason = "length"
             ready += self.stops.flush()
         return ready
