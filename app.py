@@ -9,8 +9,7 @@ the key on the API (Bearer) and in the UI (a login). All model work is in gpt/.
 """
 
 import argparse
-import functools
-import glob
+import asyncio
 import hmac
 import html
 import math
@@ -18,7 +17,7 @@ import os
 import random
 import sys
 import threading
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -26,22 +25,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
+from gpt.catalog import Catalog, ModelUnavailable, NotOffered, Served  # noqa: E402
 from gpt.chat import chat_prompt, layout, message_text, natural_end, turns_of  # noqa: E402
-from gpt.folder import (
-    ModelFileError,  # noqa: E402
-    read_metrics,  # noqa: E402
-)
-from gpt.generate import LM, load  # noqa: E402
-from gpt.hub import ModelNotFoundError  # noqa: E402
-from gpt.sampling import SEED_MAX, SEED_MIN, check_seed  # noqa: E402
+from gpt.engine import Job  # noqa: E402
+from gpt.folder import read_metrics  # noqa: E402
+from gpt.generate import LM  # noqa: E402
+from gpt.sampling import SEED_MAX, SEED_MIN, SamplingParams, Token, check_seed, row_params  # noqa: E402
 from gpt.tokenizer import UnknownCharactersError  # noqa: E402
-
-try:  # ZeroGPU Spaces: run the model calls on a GPU slice; elsewhere a no-op
-    import spaces
-
-    gpu = spaces.GPU
-except ImportError:
-    gpu = lambda fn: fn  # noqa: E731
 
 ROOT = Path(__file__).resolve().parent
 SHIPPED = str(ROOT / "weights" / "*")
@@ -49,78 +39,48 @@ ATTENTION_MAX_CHARS = 64
 API_KEY = os.environ.get("GPT_API_KEY")  # set from --api-key too: the API usage text mentions the key
 
 
-@dataclass
-class Catalog:
-    """The models this app offers, by short name (a folder's name or a repo id), and whether others may be named."""
-
-    sources: dict[str, str] = field(default_factory=dict)  # short name -> folder path or owner/name[@revision]
-    default: str = ""
-    allow_any: bool = False
-
-    @classmethod
-    def from_settings(cls, models: str | None, default: str | None, allow_any: bool = False) -> "Catalog":
-        """models: comma-separated folders, folder globs and repo ids; default (MODEL_ID) is always offered."""
-        catalog = cls(allow_any=allow_any)
-        for item in [i.strip() for i in (models or SHIPPED).split(",") if i.strip()]:
-            if glob.has_magic(item):
-                for folder in sorted(glob.glob(item)):
-                    if os.path.isfile(os.path.join(folder, "config.json")):
-                        catalog.add(folder)
-            else:
-                catalog.add(item)
-        if default:
-            catalog.default = catalog.add(default)
-        else:
-            catalog.default = (
-                "shakespeare-char" if "shakespeare-char" in catalog.sources else next(iter(catalog.sources), "")
-            )
-        return catalog
-
-    def add(self, source: str) -> str:
-        name = Path(source).name if os.path.isdir(source) else source
-        self.sources[name] = str(Path(source).resolve()) if os.path.isdir(source) else source
-        return name
-
-    def source(self, name: str) -> str:
-        name = (name or "").strip()
-        if name in self.sources:
-            return self.sources[name]
-        if self.allow_any and name:
-            return name
-        offered = ", ".join(self.sources) or "none"
-        raise gr.Error(f"{name!r} is not one of the models this app offers: pick one of {offered}.")
+CATALOG = Catalog.from_settings(os.environ.get("GPT_MODELS"), os.environ.get("MODEL_ID"), SHIPPED)
 
 
-CATALOG = Catalog.from_settings(os.environ.get("GPT_MODELS"), os.environ.get("MODEL_ID"))
-
-
-@functools.lru_cache(maxsize=8)
-def load_cached(source: str) -> LM:
-    """load() once per model: the sessions and the API share loaded models, decoding compiled unless GPT_COMPILE=0."""
-    return load(source, compile=os.environ.get("GPT_COMPILE", "1") != "0")
+def get_served(name: str) -> Served:
+    """The model of a catalog name and its engine (loaded once, shared with the API); a bad name is a gr.Error that
+    says what to give instead, naming the model as the visitor named it, never its folder on the server's disk."""
+    try:
+        return CATALOG.get(name)
+    except (NotOffered, ModelUnavailable) as e:
+        raise gr.Error(str(e) + ".") from None
 
 
 def get_lm(name: str) -> LM:
-    """The model of a catalog name (cached); a bad name is a gr.Error that says what to give instead.
-
-    Messages name the model as the visitor named it, never the folder it maps to on the server's disk.
-    """
-    source = CATALOG.source(name)
-    try:
-        return load_cached(source)
-    except (ModelNotFoundError, ModelFileError, ValueError, FileNotFoundError) as e:
-        message = str(e).replace(source, name.strip())
-        raise gr.Error(message) from None
+    return get_served(name).lm
 
 
-def describe(name: str, lm: LM) -> dict:
-    """What the app shows about a model: architecture, size, device and the training figures."""
+async def start(served: Served, prompts: list[str], params: list[SamplingParams], top_logprobs: int = 0) -> list[Job]:
+    """Jobs for the model's engine, which decodes them in one batch with every other request, the UI's and the API's."""
+    jobs = [Job(served.lm.encode_prompt(p), params, top_logprobs) for p, params in zip(prompts, params)]
+    if not served.engine.submit(jobs):
+        raise gr.Error("The server is at capacity: try again in a moment.")
+    return jobs
+
+
+async def streamed(job: Job) -> AsyncIterator[Token]:
+    """A job's tokens; leaving early (Stop) frees its row after the engine's current step."""
+    async for token in job.tokens():
+        yield token
+    if job.row.finish_reason == "error":
+        raise gr.Error("Generation failed on the server (it is logged there): try again.")
+
+
+def describe(name: str, served: Served) -> dict:
+    """What the app shows about a model: architecture, size, device, decoding and the training figures."""
+    lm = served.lm
     run = read_metrics(lm.folder).get("run", {}) if lm.folder else {}
     keys = ["best_val_loss", "exact_val_loss", "tokens_seen", "wall_time_s", "device_name"]
     return {
         "model": name,
         "parameters": lm.model.num_params(),
         "device": str(lm.device),
+        "decoding": "compiled" if served.engine.compiled else "uncompiled",
         "document_mode": lm.tokenizer.documents,
         "vocab": "".join(lm.tokenizer.chars),
         "config": vars(lm.model.config),
@@ -205,10 +165,10 @@ def check_chat(message, history, model_name, temperature, top_k, top_p, max_new_
     ]
 
 
-@gpu
-def chat(message, history, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed):
+async def chat(message, history, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed):
     """One chat turn, streamed: yields (the cleared box, the conversation, a note on seed and memory)."""
-    lm = get_lm(model_name)
+    served = await asyncio.to_thread(get_served, model_name)
+    lm = served.lm
     message = message_text(message).strip()
     seed = parse_seed(seed)
     settings = controls(temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed)
@@ -220,15 +180,12 @@ def chat(message, history, model_name, temperature, top_k, top_p, max_new_tokens
     )
     history = [*(history or []), {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
     reply = prompt.reply_prefix
-    completion = lm.complete(prompt.text, **{**settings, "stop": prompt.stop})  # keeps the last block_size chars
-    try:
-        for token in completion:
-            reply += token.text
-            history[-1]["content"] = reply
-            yield "", history, note
-    finally:
-        completion.close()
-    if completion.finish_reason == "length":
+    (job,) = await start(served, [prompt.text], [SamplingParams(**settings, stop=tuple(prompt.stop))])
+    async for token in streamed(job):  # the engine keeps the prompt's last block_size characters
+        reply += token.text
+        history[-1]["content"] = reply
+        yield "", history, note
+    if job.row.finish_reason == "length":
         reply = natural_end(reply)
     history[-1]["content"] = reply if reply.strip() else "…"
     yield "", history, note
@@ -278,26 +235,23 @@ def check_complete(
     ]
 
 
-@gpu
-def complete(
+async def complete(
     prompt, show_probabilities, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed
 ):
     """A streamed completion: yields (text, coloured text, alternatives table, note)."""
-    lm = get_lm(model_name)
+    served = await asyncio.to_thread(get_served, model_name)
     seed = parse_seed(seed)
     settings = controls(temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed)
-    completion = lm.complete(fitted(lm, prompt or ""), top_logprobs=5 if show_probabilities else 0, **settings)
     tokens, text, note = [], "", f"seed {seed}"
-    try:
-        for token in completion:
-            tokens.append(token)
-            text += token.text
-            if show_probabilities and len(tokens) % PROBABILITY_EVERY == 0:
-                yield text, probability_html(tokens), alternatives_table(tokens), note
-            elif not show_probabilities:
-                yield text, "", [], note
-    finally:
-        completion.close()
+    top = 5 if show_probabilities else 0
+    (job,) = await start(served, [fitted(served.lm, prompt or "")], [SamplingParams(**settings)], top)
+    async for token in streamed(job):
+        tokens.append(token)
+        text += token.text
+        if show_probabilities and len(tokens) % PROBABILITY_EVERY == 0:
+            yield text, probability_html(tokens), alternatives_table(tokens), note
+        elif not show_probabilities:
+            yield text, "", [], note
     if show_probabilities:
         yield text, probability_html(tokens), alternatives_table(tokens), note
     else:
@@ -322,7 +276,6 @@ def check_attention(prompt, layer, head, model_name):
     ]
 
 
-@gpu
 def attention(prompt, layer, head, model_name):
     lm = get_lm(model_name)
     if len(prompt) > ATTENTION_MAX_CHARS:
@@ -393,14 +346,15 @@ def slider_tops(lm: LM) -> tuple[int, int]:
 def choose_model(name):
     """Load the picked model for this browser session and show it on every tab (checked first by check_model)."""
     name = name.strip()
-    lm = get_lm(name)
+    served = get_served(name)
+    lm = served.lm
     texts = model_texts(name, lm)
     loss, card = model_files(lm)
     layers, heads = slider_tops(lm)
     return (
         name,
         texts["current"],
-        describe(name, lm),
+        describe(name, served),
         loss,
         card,
         gr.update(maximum=layers, value=0, interactive=not lm.windowed),
@@ -429,23 +383,35 @@ def check_ladder(seed):
     return [gr.validate(parse_seed(seed) is not None, SEED_RULE)]
 
 
-def ladder(seed):
+def offered_models() -> list[Served]:
+    """Every model on offer that loads now (a Hub repo offline is left out: the Model tab says why when picked)."""
+    served = []
+    for name in CATALOG.sources:
+        try:
+            served.append(get_served(name))
+        except gr.Error:
+            continue
+    return served
+
+
+async def ladder(seed):
     """Every document-mode model on offer (the makemore ladder and the GPT above it), smallest first: its size, exact
-    validation loss and names sampled with one seed, as a table and a chart of loss against parameters."""
+    validation loss and names sampled with one seed (as generate_batch samples them), as a table and a chart of loss
+    against parameters. Every model's engine samples at once."""
     seed = parse_seed(seed)
     if seed is None:  # API callers skip the validator
         raise gr.Error(SEED_RULE)
+    models = [s for s in await asyncio.to_thread(offered_models) if s.lm.tokenizer.documents]
+    params = SamplingParams(max_new_tokens=32, temperature=1.0, seed=seed)
+    samples = [row_params(params, i) for i in range(LADDER_SAMPLES)]
+    jobs = [await start(served, [""] * LADDER_SAMPLES, samples) for served in models]
+    texts = [await asyncio.gather(*(text_of(job) for job in model_jobs)) for model_jobs in jobs]
     rungs = []
-    for name in CATALOG.sources:
-        try:
-            lm = get_lm(name)
-        except gr.Error:  # not reachable now (a Hub repo offline): the Model tab says why when it is picked
-            continue
-        if lm.tokenizer.documents:
-            run = read_metrics(lm.folder).get("run", {}) if lm.folder else {}
-            names = lm.generate_batch([""] * LADDER_SAMPLES, max_new_tokens=32, temperature=1.0, seed=seed)
-            arch = lm.model.config.arch if lm.windowed else "gpt"
-            rungs.append((lm.model.num_params(), name, arch, run.get("exact_val_loss"), names))
+    for served, names in zip(models, texts):
+        lm = served.lm
+        run = read_metrics(lm.folder).get("run", {}) if lm.folder else {}
+        arch = lm.model.config.arch if lm.windowed else "gpt"
+        rungs.append((lm.model.num_params(), served.name, arch, run.get("exact_val_loss"), names))
     if not rungs:
         return "No document-mode model (such as the names models) is on offer here.", None
     rungs.sort(key=lambda r: r[0])
@@ -459,10 +425,14 @@ def ladder(seed):
     return "\n".join(table), ladder_figure([r for r in rungs if r[3] is not None])
 
 
-def resample_ladder():
+async def text_of(job: Job) -> str:
+    return "".join([token.text async for token in streamed(job)])
+
+
+async def resample_ladder():
     """A fresh seed, shown in the seed field so the samples can be had again."""
     seed = str(random.randrange(2**31))
-    return seed, *ladder(seed)
+    return seed, *(await ladder(seed))
 
 
 def ladder_figure(rungs):
@@ -505,7 +475,7 @@ messages = [{{"role": "user", "content": "Good morrow!"}}]
 reply = client.chat.completions.create(model="{CATALOG.default}", messages=messages)
 print(reply.choices[0].message.content)
 ```
-The API serves the app's default model, `{CATALOG.default}`; `GET /v1/models` lists it."""
+The API serves every model this app offers, by `model` (default: `{CATALOG.default}`); `GET /v1/models` lists them."""
 
 
 CSS = """
@@ -518,7 +488,8 @@ CSS = """
 
 
 def build_demo() -> gr.Blocks:
-    lm = get_lm(CATALOG.default)
+    served = get_served(CATALOG.default)
+    lm = served.lm
     texts = model_texts(CATALOG.default, lm)
     with gr.Blocks(title="gpt: train, share, talk") as demo:
         model_name = gr.Textbox(CATALOG.default, visible=False, label="model")  # this browser's model, sent each call
@@ -626,7 +597,7 @@ def build_demo() -> gr.Blocks:
                     )
                     load_button = gr.Button("Load", variant="primary")
                 loss_png, card_text = model_files(lm)
-                summary = gr.JSON(describe(CATALOG.default, lm), label="model")
+                summary = gr.JSON(describe(CATALOG.default, served), label="model")
                 loss = gr.Image(loss_png, label="training loss", type="filepath")
                 card = gr.Markdown(card_text)
                 with gr.Accordion("Use it from code: the OpenAI-compatible API", open=False):
@@ -639,7 +610,7 @@ def build_demo() -> gr.Blocks:
                     api_name="load_model",
                 )
         demo.load(api_usage, None, usage, api_visibility="private")
-    demo.queue(default_concurrency_limit=4, max_size=32)
+    demo.queue(default_concurrency_limit=CATALOG.max_batch, max_size=CATALOG.max_batch + CATALOG.max_waiting)
     return demo
 
 
@@ -670,20 +641,26 @@ def main() -> None:
     a(
         "--no-compile",
         action="store_true",
-        help="decode without torch.compile (as GPT_COMPILE=0): starts sooner, decodes slower",
+        help="never compile decoding (as GPT_COMPILE=0); by default it is compiled in the background after start",
     )
     args = p.parse_args()
-    if args.no_compile:
-        os.environ["GPT_COMPILE"] = "0"
     import uvicorn
 
     from gpt.server import Server, create_app
 
-    CATALOG = Catalog.from_settings(args.models, os.environ.get("MODEL_ID"), args.allow_any_model)
+    CATALOG = Catalog.from_settings(
+        args.models,
+        os.environ.get("MODEL_ID"),
+        SHIPPED,
+        allow_any=args.allow_any_model,
+        compile=not args.no_compile and os.environ.get("GPT_COMPILE", "1") != "0",
+        max_batch=args.max_batch,
+        max_waiting=args.max_waiting,
+    )
     API_KEY = args.api_key
     if not CATALOG.default:
         sys.exit("error: no model to serve: set MODEL_ID or --models (the shipped weights/ folder is empty)")
-    server = Server(CATALOG.default, api_key=args.api_key, max_batch=args.max_batch, max_waiting=args.max_waiting)
+    server = Server(CATALOG, api_key=args.api_key)
     app = create_app(server)
     host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
     port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
@@ -691,17 +668,17 @@ def main() -> None:
 
     def load_in_background() -> None:  # /health answers 503 until the model is in
         try:
-            server.ready(get_lm(CATALOG.default))
+            get_served(CATALOG.default)
         except gr.Error as e:
             server.load_error = e.message
             uv.should_exit = True
 
+    print(f"* loading {CATALOG.default}", flush=True)
     try:
         if args.api_only:
             threading.Thread(target=load_in_background, daemon=True).start()
         else:
             demo = build_demo()
-            server.ready(get_lm(CATALOG.default))
             login = None
             if args.api_key:
                 key = args.api_key.encode()

@@ -1,14 +1,16 @@
 """Continuous batching: one engine thread decodes every admitted request in one batched forward step.
 
 Each request is a Job in its own KV cache row, with its own sampling settings, random generator and stop rules.
-Waiting jobs join between steps; finished, cancelled or failed ones leave. The engine knows nothing of HTTP: a job
-carries an asyncio queue and its event loop, and receives each Token, then None when it is finished. Tokens reach
+Waiting jobs join between steps; finished, cancelled or failed ones leave. The engine knows nothing of HTTP or of the
+UI: a job carries an asyncio queue and its event loop, and receives each Token, then None when it is finished; the API
+and the app's handlers read their jobs alike, so their rows decode in one batch. Tokens reach
 the event loops in one hand-over per `delivery_interval` (a request's first token and its end at once), not one
 per step: with 16 streams on a 2-core machine, every wake-up of the event loop takes CPU from the decode step.
 
 Robustness rules: whatever one job does, the thread keeps running (a job that cannot join ends alone with
 finish_reason "error"); a job's slot is counted from `submit` until the engine ends it, on every path, so capacity
-is never lost; `healthy` tells whether the thread is alive.
+is never lost; `healthy` tells whether the thread is alive. Decoding starts uncompiled; `use_compiled` swaps in a
+compiled step between two steps (gpt/catalog.py builds it in the background), with the same tokens.
 """
 
 import asyncio
@@ -16,9 +18,10 @@ import queue
 import threading
 import time
 import traceback
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from gpt.decode import DecodeBatch, step_rows
+from gpt.decode import CompiledStep, DecodeBatch, step_rows
 from gpt.generate import LM
 from gpt.sampling import Row, Sampler, SamplingParams, Token
 
@@ -29,17 +32,34 @@ class Job:
 
     prompt_ids: list[int]
     params: SamplingParams
-    top_logprobs: int  # alternatives listed per token
-    loop: asyncio.AbstractEventLoop  # the reader's loop, where `events` is read
+    top_logprobs: int = 0  # alternatives listed per token
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)  # where `events` is read
     logprobs: bool = False  # each token's log-probability (always on when top_logprobs is asked)
     events: asyncio.Queue = field(default_factory=asyncio.Queue)  # each Token, then None when finished
     row: Row | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
 
+    async def tokens(self) -> AsyncIterator[Token]:
+        """The job's tokens as they come. Leaving early (a break, a cancelled task) cancels the job: the engine frees
+        its row after the step it is in."""
+        try:
+            while (token := await self.events.get()) is not None:
+                yield token
+        finally:
+            self.cancelled.set()
+
 
 def deliver(items: list[tuple[asyncio.Queue, Token | None]]) -> None:
     for events, item in items:
         events.put_nowait(item)
+
+
+def post(loop: asyncio.AbstractEventLoop, items: list[tuple[asyncio.Queue, Token | None]]) -> None:
+    """Hand items to a reader's event loop; a loop that has closed has no reader left."""
+    try:
+        loop.call_soon_threadsafe(deliver, items)
+    except RuntimeError:
+        pass
 
 
 class Engine:
@@ -57,12 +77,28 @@ class Engine:
         self.lock = threading.Lock()
         self.admitted = 0  # jobs submitted and not yet ended: decoding or waiting
         self.stopping = False
+        self.steps = 0  # decode steps run: how tests see that a row left within one step
         self.thread = threading.Thread(target=self._run, name="gpt-engine", daemon=True)
         self.thread.start()
 
     @property
     def healthy(self) -> bool:
         return self.thread.is_alive() and not self.stopping
+
+    @property
+    def compiled(self) -> bool:
+        return self.batch.compiled is not None and not self.batch.compiled.failed
+
+    @property
+    def decoding(self) -> int:
+        """Rows in the batch now."""
+        return len(self.active)
+
+    def use_compiled(self, step: CompiledStep) -> None:
+        """Decode through `step` from the next step on: its graphs compiled for this model and a batch of max_batch
+        rows (a batch of another capacity would compile again). One attribute swap, so no step sees half of it."""
+        self.batch.compiled = step
+        self.batch.decode = step
 
     def submit(self, jobs: list[Job]) -> bool:
         """Admit all the jobs, or none of them when there is no room (the caller answers 'busy')."""
@@ -76,11 +112,28 @@ class Engine:
         return True
 
     def close(self) -> None:
+        """Stop the thread; requests still decoding or waiting end with finish_reason "error"."""
         self.stopping = True
         self.waiting.put(None)
         self.thread.join(timeout=10)
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self._hand_over()
+            for i in reversed(range(len(self.active))):
+                self._end(i, "error")
+            while True:
+                try:
+                    job = self.waiting.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job.row.finish_reason = "error"
+                    self._ended(job)
+
+    def _serve(self) -> None:
         while not self.stopping:
             try:
                 if not self._admit():
@@ -148,7 +201,7 @@ class Engine:
         with self.lock:
             self.admitted -= 1
         if deliveries is None:
-            job.loop.call_soon_threadsafe(deliver, [(job.events, None)])
+            post(job.loop, [(job.events, None)])
         else:
             deliveries.append((job, None))
 
@@ -157,6 +210,7 @@ class Engine:
         first = any(job.row.generated == 0 for job in jobs)
         tops = [job.top_logprobs for job in jobs]
         ready = step_rows(self.batch, [job.row for job in jobs], self.lm.tokenizer, tops, any(j.logprobs for j in jobs))
+        self.steps += 1
         for i, (job, tokens) in enumerate(zip(jobs, ready)):
             deliveries += [(job, token) for token in tokens]
             if job.row.finish_reason or job.cancelled.is_set():
@@ -170,4 +224,4 @@ class Engine:
         """The outbox to the readers: one wake-up per event loop."""
         deliveries, self.outbox, self.delivered_at = self.outbox, [], time.monotonic()
         for loop in {job.loop for job, _ in deliveries}:
-            loop.call_soon_threadsafe(deliver, [(job.events, item) for job, item in deliveries if job.loop is loop])
+            post(loop, [(job.events, item) for job, item in deliveries if job.loop is loop])

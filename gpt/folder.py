@@ -250,16 +250,10 @@ def from_gpt2_tensors(tensors: dict[str, torch.Tensor], config: GPTConfig, sourc
     return state
 
 
-def expected_shapes(config: ModelConfig, gpt2: bool) -> dict[str, list[int]]:
-    with torch.device("meta"):
-        model = build_model(config)
-    tensors = gpt2_tensors(model) if gpt2 else model.state_dict()
-    return {k: list(v.shape) for k, v in tensors.items()}
-
-
-def check_weights(config: ModelConfig, weights: Path, gpt2: bool) -> None:
-    """The safetensors header names exactly the tensors this config needs, with their shapes (nothing is loaded)."""
-    expected = expected_shapes(config, gpt2)
+def check_weights(model: Model, weights: Path, gpt2: bool) -> None:
+    """The safetensors header names exactly the tensors the model (built from config.json) needs, with their shapes
+    (nothing is loaded)."""
+    expected = {k: list(v.shape) for k, v in (gpt2_tensors(model) if gpt2 else model.state_dict()).items()}
     try:
         with safe_open(str(weights), "pt") as f:
             found = {k: f.get_slice(k).get_shape() for k in f.keys()}
@@ -307,7 +301,8 @@ def load_model(folder: str | Path, limits: ModelLimits | None = None, name: str 
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise ModelFileError(f"{source}: model.safetensors is missing")
-    check_weights(config, weights, gpt2)
+    model = build_model(config)  # within the limits just checked
+    check_weights(model, weights, gpt2)
     try:
         tensors = load_file(str(weights))
     except (SafetensorError, OSError) as e:
@@ -319,7 +314,6 @@ def load_model(folder: str | Path, limits: ModelLimits | None = None, name: str 
     else:
         state = {**tensors, "lm_head.weight": tensors.get("lm_head.weight", tensors.get("transformer.wte.weight"))}
         state.setdefault("transformer.wte.weight", state["lm_head.weight"])
-    model = build_model(config)
     model.load_state_dict(state, strict=True)
     return model.eval()
 

@@ -68,13 +68,17 @@ class LM:
                 f"{model.config.vocab_size}"
             )
         self.model, self.tokenizer = model, tokenizer
-        compile = compile and isinstance(model, GPT) and self.device.type in ("cpu", "cuda")
-        self.compiled = CompiledStep(model) if compile else None  # decoding through torch.compile
+        self.compiled = CompiledStep(model) if compile and self.compilable else None  # decoding through torch.compile
         self.folder: Path | None = None  # where it was loaded from, if anywhere
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def compilable(self) -> bool:
+        """Whether decoding can go through torch.compile: a GPT on a CPU or a CUDA device."""
+        return isinstance(self.model, GPT) and self.device.type in ("cpu", "cuda")
 
     @property
     def block_size(self) -> int:

@@ -4,6 +4,7 @@ The handlers only parse and check requests, hand jobs to the engine and relay to
 JSON error in OpenAI's shape; a request can never stop the engine or keep a slot (the engine owns both).
 
 Endpoints: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions (stream: true gives SSE).
+Every model of the catalog is served, by the request's `model` (the default when it is left out), each by its engine.
 """
 
 import asyncio
@@ -18,9 +19,9 @@ from dataclasses import dataclass, replace
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from gpt.catalog import Catalog, ModelUnavailable, NotOffered, Served
 from gpt.chat import chat_prompt, message_text, turns_of
-from gpt.engine import Engine, Job
-from gpt.generate import LM
+from gpt.engine import Job
 from gpt.sampling import SamplingParams, Token, row_params
 from gpt.tokenizer import UnknownCharactersError
 
@@ -48,19 +49,12 @@ class APIError(Exception):
 
 @dataclass
 class Server:
-    """Settings and state shared by the HTTP handlers."""
+    """Settings and state shared by the HTTP handlers: ready once the catalog's default model is loaded."""
 
-    model_id: str
-    lm: LM | None = None
-    engine: Engine | None = None
+    catalog: Catalog
     api_key: str | None = None
-    max_batch: int = 16
-    max_waiting: int = 64
     max_tokens: int = 2048
-    load_error: str | None = None  # why the model could not be loaded
-
-    def ready(self, lm: LM) -> None:
-        self.lm, self.engine = lm, Engine(lm, self.max_batch, self.max_waiting)
+    load_error: str | None = None  # why the default model could not be loaded
 
 
 # Request parsing.
@@ -128,8 +122,9 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def read_body(request: Request, server: Server) -> dict:
-    """The JSON object of a request, read with a size cap (a chunked body is cut off, not buffered whole)."""
+async def read_body(request: Request, server: Server) -> tuple[dict, Served]:
+    """The JSON object of a request, read with a size cap (a chunked body is cut off, not buffered whole), and the
+    model it names, loaded."""
     if media_type(request) != "application/json":
         raise APIError(415, "send the request as JSON (Content-Type: application/json)")
     raw = bytearray()
@@ -144,17 +139,23 @@ async def read_body(request: Request, server: Server) -> dict:
     if not isinstance(body, dict):
         raise APIError(400, "the body must be a JSON object")
     check_ready(server)
-    model = body.get("model", server.model_id)
-    if model != server.model_id:
-        raise APIError(404, f"model {model!r} does not exist: GET /v1/models lists it", "model", "model_not_found")
-    return body
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise APIError(400, "'model' must be a string: GET /v1/models lists them", "model")
+    try:
+        served = await asyncio.to_thread(server.catalog.get, model or server.catalog.default)
+    except NotOffered as e:
+        raise APIError(404, f"{e} (GET /v1/models lists them)", "model", "model_not_found") from None
+    except ModelUnavailable as e:
+        raise APIError(503, f"model {model!r} cannot be loaded now: {e}", "model") from None
+    if not served.engine.healthy:
+        raise APIError(503, f"the decoding engine of {served.name!r} has stopped: restart the server")
+    return body, served
 
 
 def check_ready(server: Server) -> None:
-    if server.engine is None:
+    if server.catalog.loaded(server.catalog.default) is None:
         raise APIError(503, "the model is still loading: retry in a moment")
-    if not server.engine.healthy:
-        raise APIError(503, "the decoding engine has stopped: restart the server")
 
 
 def completion_prompt(body: dict) -> str:
@@ -249,10 +250,7 @@ async def until_disconnected(request: Request) -> None:
 
 
 async def drain(job: Job) -> list[Token]:
-    tokens = []
-    while (item := await job.events.get()) is not None:
-        tokens.append(item)
-    return tokens
+    return [token async for token in job.tokens()]
 
 
 async def collect(request: Request, jobs: list[Job]) -> list[list[Token]] | None:
@@ -323,7 +321,7 @@ async def stream(
 
 async def respond(
     request: Request,
-    server: Server,
+    served: Served,
     body: dict,
     prompt: str,
     params: SamplingParams,
@@ -337,17 +335,16 @@ async def respond(
     streaming = flag(body, "stream")
     include_usage = stream_options(body)
     try:
-        prompt_ids = server.lm.encode_prompt(prompt)
+        prompt_ids = served.lm.encode_prompt(prompt)
     except (UnknownCharactersError, ValueError) as e:
         raise APIError(400, str(e), "messages" if chat else "prompt") from None
-    loop = asyncio.get_running_loop()
-    jobs = [Job(prompt_ids, row_params(params, i), top_logprobs, loop, with_logprobs) for i in range(n)]
-    if not server.engine.submit(jobs):
+    jobs = [Job(prompt_ids, row_params(params, i), top_logprobs, logprobs=with_logprobs) for i in range(n)]
+    if not served.engine.submit(jobs):
         raise APIError(429, "the server is at capacity: retry in a moment", code="overloaded")
     meta = {
         "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}",
         "created": int(time.time()),
-        "model": server.model_id,
+        "model": served.name,
     }
     if streaming:
         events = stream(request, jobs, meta, chat, with_logprobs, include_usage, prefix)
@@ -424,43 +421,58 @@ class Guard:
                 await APIError(500, "internal error (logged on the server)").response()(scope, receive, send)
 
 
+def engine_state(served: Served) -> dict:
+    engine = served.engine
+    return {"compiled": engine.compiled, "requests": engine.admitted, "decoding": engine.decoding}
+
+
 async def health(request: Request):
+    """Ready once the default model is loaded; its engine's state (compiled yet, requests, rows decoding), and each
+    loaded model's."""
     server: Server = request.app.state.server
+    catalog = server.catalog
     if server.load_error:
         return JSONResponse({"status": "error", "error": server.load_error}, status_code=503)
-    if server.engine is None:
+    default = catalog.loaded(catalog.default)
+    if default is None:
         return JSONResponse({"status": "loading"}, status_code=503)
-    if not server.engine.healthy:
+    if not default.engine.healthy:
         return JSONResponse({"status": "error", "error": "the decoding engine has stopped"}, status_code=503)
-    return {"status": "ok", "model": server.model_id, "requests": server.engine.admitted}
+    loaded = {name: engine_state(served) for name, served in list(catalog.served.items())}
+    return {"status": "ok", "model": catalog.default, **engine_state(default), "loaded": loaded}
 
 
 async def models(request: Request):
+    """Every model on offer; `loaded` says which are in memory (the others load on their first request)."""
     server: Server = request.app.state.server
     check_ready(server)
-    data = [{"id": server.model_id, "object": "model", "created": 0, "owned_by": "gpt"}]
+    names = [server.catalog.default, *(n for n in server.catalog.sources if n != server.catalog.default)]
+    data = [
+        {"id": n, "object": "model", "created": 0, "owned_by": "gpt", "loaded": server.catalog.loaded(n) is not None}
+        for n in names
+    ]
     return {"object": "list", "data": data}
 
 
 async def completions(request: Request):
     server: Server = request.app.state.server
-    body = await read_body(request, server)
+    body, served = await read_body(request, server)
     prompt = completion_prompt(body)
     logprobs = number(body, "logprobs", 0, 0, 5, integer=True)
     params = sampling_params(body, server.max_tokens)
-    return await respond(request, server, body, prompt, params, False, logprobs, logprobs > 0)
+    return await respond(request, served, body, prompt, params, False, logprobs, logprobs > 0)
 
 
 async def chat_completions(request: Request):
     server: Server = request.app.state.server
-    body = await read_body(request, server)
+    body, served = await read_body(request, server)
     messages = chat_messages(body)
     try:
-        prompt = chat_prompt(server.lm, turns_of(messages[:-1]), message_text(messages[-1]["content"]))
+        prompt = chat_prompt(served.lm, turns_of(messages[:-1]), message_text(messages[-1]["content"]))
     except ValueError as e:
         raise APIError(400, str(e), "messages") from None
     with_logprobs = flag(body, "logprobs")
     top = number(body, "top_logprobs", 0, 0, 5, integer=True) if with_logprobs else 0
     params = sampling_params(body, server.max_tokens, CHAT_MAX_TOKENS)
     params = replace(params, stop=params.stop + tuple(prompt.stop))
-    return await respond(request, server, body, prompt.text, params, True, top, with_logprobs, prompt.reply_prefix)
+    return await respond(request, served, body, prompt.text, params, True, top, with_logprobs, prompt.reply_prefix)

@@ -252,14 +252,17 @@ def app_url(tiny_model, names_model, mlp_model):
 
 
 @contextmanager
-def _serving(lm, **settings):
-    """The API for an already-loaded model, on a free port, in this process (so tests can look at its engine)."""
+def _serving(lm, max_tokens: int = 2048, **catalog_settings):
+    """The API for an already-loaded model named "play", on a free port, in this process; gives the URL and the
+    model as served (its LM and engine, for tests to look at)."""
     import uvicorn
 
+    from gpt.catalog import Catalog
     from gpt.server import Server, create_app
 
-    server = Server("play", **settings)
-    server.ready(lm)
+    catalog = Catalog("play", **catalog_settings)
+    served = catalog.put("play", lm)
+    server = Server(catalog, max_tokens=max_tokens)
     port = _free_port()
     uv = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
@@ -267,16 +270,16 @@ def _serving(lm, **settings):
     while not uv.started:
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}", server
+        yield f"http://127.0.0.1:{port}", served
     finally:
         uv.should_exit = True
         thread.join(timeout=10)
-        server.engine.close()
+        catalog.close()
 
 
 @pytest.fixture(scope="session")
 def serving():
-    """serving(lm, **Server settings) -> context manager giving (url, server)."""
+    """serving(lm, max_tokens=, **Catalog settings) -> context manager giving (url, the model as served)."""
     return _serving
 
 

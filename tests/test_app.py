@@ -195,3 +195,31 @@ def test_user_errors_are_one_line_in_the_server_log(tiny_model, app_process):
         time.sleep(0.5)
         log = app.output()
     assert "Traceback" not in log, log
+
+
+def test_the_ui_and_the_api_decode_in_one_batch_and_stop_frees_the_ui_row(app_url):
+    import httpx
+
+    base = app_url.rstrip("/")
+
+    def decoding() -> int:
+        return httpx.get(f"{base}/health").json()["loaded"]["play"]["decoding"]
+
+    def wait_for(rows: int) -> bool:
+        deadline = time.time() + 20
+        while decoding() != rows and time.time() < deadline:
+            time.sleep(0.02)
+        return decoding() == rows
+
+    ui = Client(app_url, verbose=False).submit(
+        "ROMEO:\n", False, "play", *{**SAMPLED, "max_new_tokens": 2000}.values(), api_name="/complete"
+    )
+    assert wait_for(1)
+    body = {"model": "play", "prompt": "JULIET:\n", "max_tokens": 2000, "n": 8, "logprobs": 5, "stream": True}
+    with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=60) as api:
+        lines = api.iter_lines()  # kept: a dropped iterator closes the stream
+        next(lines)
+        assert wait_for(9)  # the UI's row and the API's eight, in one engine's batch
+        ui.cancel()
+        assert wait_for(8)  # Stop freed the UI's row; the API's go on
+    assert wait_for(0)

@@ -298,3 +298,76 @@ def test_two_compiled_models_of_one_shape_but_their_vocabulary_keep_their_own_gr
         for compiled, plain in lms:
             text = compiled.generate("abc", max_new_tokens=30, temperature=1.0, seed=4)
             assert text == plain.generate("abc", max_new_tokens=30, temperature=1.0, seed=4)
+
+
+def test_a_reader_that_leaves_frees_its_row_within_one_step(lm):
+    engine = Engine(lm, max_batch=2)
+
+    async def run():
+        job = Job(lm.encode_prompt("ROMEO:"), SamplingParams(max_new_tokens=100_000, temperature=1.0))
+        assert engine.submit([job])
+
+        async def read():
+            async for _ in job.tokens():
+                pass
+
+        reader = asyncio.ensure_future(read())
+        while engine.steps < 20:
+            await asyncio.sleep(0.01)
+        reader.cancel()  # as the app's Stop cancels its handler
+        await asyncio.gather(reader, return_exceptions=True)
+        left_at = engine.steps
+        while engine.decoding:
+            await asyncio.sleep(0.001)
+        return engine.steps - left_at
+
+    try:
+        assert asyncio.run(run()) <= 1 and engine.admitted == 0
+    finally:
+        engine.close()
+
+
+def test_closing_the_engine_ends_the_requests_it_holds(lm):
+    engine = Engine(lm, max_batch=1)
+
+    async def run():
+        params = SamplingParams(max_new_tokens=100_000)
+        jobs = [Job(lm.encode_prompt("ROMEO:"), params) for _ in range(3)]  # one decoding, two waiting
+        assert engine.submit(jobs)
+        while not engine.steps:
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(engine.close)
+        for job in jobs:
+            async for _ in job.tokens():
+                pass
+        return [job.row.finish_reason for job in jobs]
+
+    assert asyncio.run(asyncio.wait_for(run(), 30)) == ["error"] * 3
+
+
+@pytest.mark.slow
+def test_a_stream_keeps_its_tokens_when_the_compiled_step_is_swapped_in(lm, compiled_lm):
+    """As the app does once its background compile is done: the rows decoding go on through the compiled graphs."""
+    batch = DecodeBatch(lm.model, 2, compiled_lm.compiled)
+    batch.warm_up()  # both graphs, for a batch of the engine's capacity
+    engine = Engine(lm, max_batch=2)
+    controls = [dict(max_new_tokens=300, temperature=0), dict(max_new_tokens=300, temperature=1.0, top_k=10, seed=5)]
+
+    async def run():
+        jobs = [Job(lm.encode_prompt("ROMEO:"), SamplingParams(**c)) for c in controls]
+        assert engine.submit(jobs)
+        while engine.steps < 50:
+            await asyncio.sleep(0.001)
+        assert not engine.compiled
+        engine.use_compiled(compiled_lm.compiled)
+        texts = []
+        for job in jobs:
+            texts.append([t.text async for t in job.tokens()])
+        return texts, engine.steps
+
+    try:
+        texts, steps = asyncio.run(run())
+    finally:
+        engine.close()
+    assert ["".join(t) for t in texts] == [lm.generate("ROMEO:", **c) for c in controls]
+    assert engine.compiled and steps == 300 and not compiled_lm.compiled.failed

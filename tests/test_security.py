@@ -270,9 +270,10 @@ def test_only_json_is_accepted(api, content_type):
 def test_models_is_503_while_loading():
     from fastapi.testclient import TestClient
 
+    from gpt.catalog import Catalog
     from gpt.server import Server, create_app
 
-    assert TestClient(create_app(Server("play"))).get("/v1/models").status_code == 503
+    assert TestClient(create_app(Server(Catalog("play")))).get("/v1/models").status_code == 503
 
 
 def test_api_only_with_a_bad_model_exits_with_one_line(app_process):

@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import json
+import re
 import time
 from contextlib import ExitStack
 
@@ -11,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import gpt
+from gpt.catalog import Catalog
 from gpt.server import Server, create_app
 
 
@@ -190,7 +192,7 @@ def test_overload_is_429(lm, serving):
 
 
 def test_health_is_503_while_loading():
-    http = TestClient(create_app(Server("play")))
+    http = TestClient(create_app(Server(Catalog("play"))))
     assert http.get("/health").status_code == 503
     r = http.post("/v1/completions", json={"prompt": "a"})
     assert r.status_code == 503 and "loading" in r.json()["error"]["message"]
@@ -213,14 +215,25 @@ def test_app_api_only_with_an_api_key(tiny_model, app_process):
         assert httpx.get(f"{url}/").status_code == 404  # no UI
 
 
-def test_app_api_compiles_by_default_and_serves_what_the_library_writes(tiny_model, app_process, lm):
+def test_the_app_answers_at_once_compiles_in_the_background_and_serves_the_same_text(tiny_model, app_process, lm):
+    bodies = [{"prompt": p, "max_tokens": 150, "temperature": 0} for p in ("ROMEO:", "JULIET:\nThe", "N")]
+    expected = [lm.generate(b["prompt"], max_new_tokens=150, temperature=0) for b in bodies]
+
+    def texts():  # several rows in one step: the batch graph once compiled
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            return list(pool.map(lambda b: post(f"{app.url}/v1/completions", b).json()["choices"][0]["text"], bodies))
+
     with app_process("--api-only", env={"MODEL_ID": str(tiny_model), "GPT_COMPILE": "1"}) as app:
-        app.wait_ready(timeout=120)  # the engine compiles both graphs before /health answers
-        bodies = [{"prompt": p, "max_tokens": 150, "temperature": 0} for p in ("ROMEO:", "JULIET:\nThe", "N")]
-        with concurrent.futures.ThreadPoolExecutor(3) as pool:  # several rows in one step: the batch graph
-            texts = list(pool.map(lambda b: post(f"{app.url}/v1/completions", b).json()["choices"][0]["text"], bodies))
-        assert texts == [lm.generate(b["prompt"], max_new_tokens=150, temperature=0) for b in bodies]
-        assert "uncompiled" not in app.output()
+        app.wait_ready(timeout=60)
+        assert httpx.get(f"{app.url}/health").json()["compiled"] is False  # compiling takes tens of seconds
+        assert texts() == expected
+        deadline = time.time() + 300
+        while not httpx.get(f"{app.url}/health").json()["compiled"] and time.time() < deadline:
+            time.sleep(1)
+        assert texts() == expected
+        output = app.output()
+    assert "compiling in the background" in output and re.search(r"decoding compiled .*: now [\d,]+ tok/s", output)
+    assert "cannot run" not in output
 
 
 def test_empty_prompt_continues_from_a_fresh_line(api, lm):

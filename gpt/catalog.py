@@ -1,0 +1,177 @@
+"""The models one process offers, by name: each loaded once, with one engine that the UI and the API share.
+
+A GPT decodes uncompiled at first, so that a server answers at once; its compiled step is built in the background, one
+model at a time, and swapped into its engine when ready (the same tokens: tests/test_generate.py). Names are what a
+visitor sees, a folder's name or a Hub repo id, never a path on the server's disk.
+"""
+
+import glob
+import os
+import queue
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpt.decode import CompiledStep, DecodeBatch
+from gpt.engine import Engine
+from gpt.folder import ModelFileError
+from gpt.generate import LM, load
+from gpt.hub import ModelNotFoundError
+from gpt.sampling import SamplingParams
+
+MAX_LOADED = 8  # models kept loaded; beyond that the least recently used idle one is let go
+
+
+class NotOffered(LookupError):
+    """A model name this catalog does not offer; the message names what it does."""
+
+
+class ModelUnavailable(Exception):
+    """An offered model that cannot be loaded now (a Hub repo offline, a broken folder); the message says why."""
+
+
+@dataclass
+class Served:
+    """A loaded model and the engine that decodes for it."""
+
+    name: str
+    lm: LM
+    engine: Engine
+
+
+def one_stream_rate(batch: DecodeBatch, steps: int = 64) -> float:
+    """Tokens per second of one row decoding in an empty batch (after a few steps, so that first calls do not count)."""
+    batch.add([[0]], [SamplingParams(temperature=0)])
+    for _ in range(4):
+        batch.step()
+    began = time.perf_counter()
+    for _ in range(steps):
+        batch.step()
+    rate = steps / (time.perf_counter() - began)
+    batch.remove(0)
+    return rate
+
+
+class Catalog:
+    """Short name -> folder path or owner/name[@revision]; the default is always offered, others only if allow_any."""
+
+    def __init__(
+        self,
+        default: str = "",
+        allow_any: bool = False,
+        compile: bool = False,
+        max_batch: int = 16,
+        max_waiting: int = 64,
+    ):
+        self.sources: dict[str, str] = {}
+        self.default, self.allow_any, self.compile = default, allow_any, compile
+        self.max_batch, self.max_waiting = max_batch, max_waiting
+        self.served: OrderedDict[str, Served] = OrderedDict()  # loaded, least recently used first
+        self.lock = threading.Lock()
+        self.loading: dict[str, threading.Lock] = {}  # one load at a time per model
+        self.to_compile: queue.Queue[Served | None] = queue.Queue()
+        self.compiler: threading.Thread | None = None
+
+    @classmethod
+    def from_settings(cls, models: str | None, default: str | None, shipped: str, **settings) -> "Catalog":
+        """models: comma-separated folders, folder globs and repo ids (None: the shipped folders' glob); default
+        (MODEL_ID) is always offered; settings: as Catalog's."""
+        catalog = cls(**settings)
+        for item in [i.strip() for i in (models or shipped).split(",") if i.strip()]:
+            if glob.has_magic(item):
+                for folder in sorted(glob.glob(item)):
+                    if os.path.isfile(os.path.join(folder, "config.json")):
+                        catalog.add(folder)
+            else:
+                catalog.add(item)
+        if default:
+            catalog.default = catalog.add(default)
+        else:
+            names = catalog.sources
+            catalog.default = "shakespeare-char" if "shakespeare-char" in names else next(iter(names), "")
+        return catalog
+
+    def add(self, source: str) -> str:
+        """Offer a folder (by its name) or a repo id; returns the name."""
+        name = Path(source).name if os.path.isdir(source) else source
+        self.sources[name] = str(Path(source).resolve()) if os.path.isdir(source) else source
+        return name
+
+    def source(self, name: str) -> str:
+        name = (name or "").strip()
+        if name in self.sources:
+            return self.sources[name]
+        if self.allow_any and name:
+            return name
+        offered = ", ".join(self.sources) or "none"
+        raise NotOffered(f"{name!r} is not one of the models offered here: pick one of {offered}")
+
+    def loaded(self, name: str) -> Served | None:
+        """The model if it is loaded (never loads it)."""
+        return self.served.get((name or "").strip())
+
+    def get(self, name: str) -> Served:
+        """The model and its engine, loaded on first use (a caller waits for a load another has begun)."""
+        name = (name or "").strip()
+        source = self.source(name)
+        with self.lock:
+            if name in self.served:
+                self.served.move_to_end(name)
+                return self.served[name]
+            loading = self.loading.setdefault(name, threading.Lock())
+        with loading:
+            if name in self.served:
+                return self.served[name]
+            try:
+                lm = load(source)
+            except (ModelNotFoundError, ModelFileError, ValueError, FileNotFoundError) as e:
+                raise ModelUnavailable(str(e).replace(source, name)) from None
+            return self.put(name, lm)
+
+    def put(self, name: str, lm: LM) -> Served:
+        """Serve a model already loaded, under `name`; a GPT's compiled step is queued for the background."""
+        served = Served(name, lm, Engine(lm, self.max_batch, self.max_waiting))
+        with self.lock:
+            self.sources.setdefault(name, name)
+            self.served[name] = served
+            idle = [n for n, s in self.served.items() if n != name and not s.engine.admitted]
+            for old in idle[: max(0, len(self.served) - MAX_LOADED)]:
+                self.served.pop(old).engine.close()
+        if self.compile and lm.compilable:
+            if self.compiler is None:
+                self.compiler = threading.Thread(target=self._compile_all, name="gpt-compile", daemon=True)
+                self.compiler.start()
+            print(f"* {name}: decoding uncompiled; compiling in the background", flush=True)
+            self.to_compile.put(served)
+        return served
+
+    def close(self) -> None:
+        self.to_compile.put(None)
+        with self.lock:
+            for served in self.served.values():
+                served.engine.close()
+            self.served.clear()
+
+    def _compile_all(self) -> None:
+        while (served := self.to_compile.get()) is not None:
+            if served.engine.healthy:
+                self._compile(served)
+
+    def _compile(self, served: Served) -> None:
+        """Compile the step on a batch of the engine's own capacity (the graphs it will run), then swap it in."""
+        began, model = time.monotonic(), served.lm.model
+        step = CompiledStep(model)
+        batch = DecodeBatch(model, served.engine.max_batch, step)
+        batch.warm_up()
+        if step.failed:  # CompiledStep has said why
+            return
+        rate = one_stream_rate(batch)
+        uncompiled = one_stream_rate(DecodeBatch(model, served.engine.max_batch))
+        served.engine.use_compiled(step)
+        print(
+            f"* {served.name}: decoding compiled ({time.monotonic() - began:.0f} s): now {rate:,.0f} tok/s for one "
+            f"stream (uncompiled {uncompiled:,.0f})",
+            flush=True,
+        )
