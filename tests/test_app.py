@@ -223,3 +223,20 @@ def test_the_ui_and_the_api_decode_in_one_batch_and_stop_frees_the_ui_row(app_ur
         ui.cancel()
         assert wait_for(8)  # Stop freed the UI's row; the API's go on
     assert wait_for(0)
+
+
+def test_the_api_serves_every_model_on_offer_by_name(app_url, names_model, mlp_model):
+    import httpx
+    import openai
+
+    import gpt
+
+    base = app_url.rstrip("/")
+    api = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in api.models.list().data] == ["play", "names", "names-mlp", "carol/app-model"]
+    for name, folder in (("names", names_model), ("names-mlp", mlp_model)):
+        r = api.completions.create(model=name, prompt="em", max_tokens=16, temperature=0)
+        assert r.model == name and r.choices[0].text == gpt.load(folder).generate("em", max_new_tokens=16, temperature=0)
+    assert httpx.get(f"{base}/health").json()["loaded"]["names-mlp"]["requests"] == 0
+    r = httpx.post(f"{base}/v1/completions", json={"model": "weights/names", "prompt": "em"})
+    assert r.status_code == 404 and "names, names-mlp, carol/app-model, play" in r.json()["error"]["message"]
