@@ -236,7 +236,8 @@ def test_the_api_serves_every_model_on_offer_by_name(app_url, names_model, mlp_m
     assert [m.id for m in api.models.list().data] == ["play", "names", "names-mlp", "carol/app-model"]
     for name, folder in (("names", names_model), ("names-mlp", mlp_model)):
         r = api.completions.create(model=name, prompt="em", max_tokens=16, temperature=0)
-        assert r.model == name and r.choices[0].text == gpt.load(folder).generate("em", max_new_tokens=16, temperature=0)
+        expected = gpt.load(folder).generate("em", max_new_tokens=16, temperature=0)
+        assert r.model == name and r.choices[0].text == expected
     assert httpx.get(f"{base}/health").json()["loaded"]["names-mlp"]["requests"] == 0
     r = httpx.post(f"{base}/v1/completions", json={"model": "weights/names", "prompt": "em"})
     assert r.status_code == 404 and "names, names-mlp, carol/app-model, play" in r.json()["error"]["message"]
