@@ -38,17 +38,19 @@ def free_port() -> int:
 
 
 def start_server(model: str, *args: str) -> tuple[subprocess.Popen, str]:
-    """`python app.py --api-only ARGS` on a free port, once /health says it is ready."""
+    """`python app.py --api-only ARGS` on a free port, once /health says it is ready and (unless --no-compile) that
+    its background compile is done, so that the figures are the compiled server's."""
     port = free_port()
     env = {**os.environ, "MODEL_ID": model, "GRADIO_SERVER_PORT": str(port)}
     proc = subprocess.Popen(
         [sys.executable, "app.py", "--api-only", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
+    deadline = time.time() + 600
     while time.time() < deadline:
         try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+            health = httpx.get(f"{url}/health", timeout=1)
+            if health.status_code == 200 and (health.json()["compiled"] or "--no-compile" in args):
                 return proc, url
         except httpx.HTTPError:
             pass
