@@ -55,9 +55,10 @@ def get_lm(name: str) -> LM:
     return get_served(name).lm
 
 
-async def start(served: Served, prompts: list[str], params: list[SamplingParams], top_logprobs: int = 0) -> list[Job]:
-    """Jobs for the model's engine, which decodes them in one batch with every other request, the UI's and the API's."""
-    jobs = [Job(served.lm.encode_prompt(p), params, top_logprobs) for p, params in zip(prompts, params)]
+def start(served: Served, prompts: list[str], params: list[SamplingParams], top_logprobs: int = 0) -> list[Job]:
+    """Jobs for the model's engine, which decodes them in one batch with every other request, the UI's and the API's.
+    Called on the event loop, which reads the jobs."""
+    jobs = [Job(served.lm.encode_prompt(text), p, top_logprobs) for text, p in zip(prompts, params)]
     if not served.engine.submit(jobs):
         raise gr.Error("The server is at capacity: try again in a moment.")
     return jobs
@@ -180,7 +181,7 @@ async def chat(message, history, model_name, temperature, top_k, top_p, max_new_
     )
     history = [*(history or []), {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
     reply = prompt.reply_prefix
-    (job,) = await start(served, [prompt.text], [SamplingParams(**settings, stop=tuple(prompt.stop))])
+    (job,) = start(served, [prompt.text], [SamplingParams(**settings, stop=tuple(prompt.stop))])
     async for token in streamed(job):  # the engine keeps the prompt's last block_size characters
         reply += token.text
         history[-1]["content"] = reply
@@ -244,7 +245,7 @@ async def complete(
     settings = controls(temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed)
     tokens, text, note = [], "", f"seed {seed}"
     top = 5 if show_probabilities else 0
-    (job,) = await start(served, [fitted(served.lm, prompt or "")], [SamplingParams(**settings)], top)
+    (job,) = start(served, [fitted(served.lm, prompt or "")], [SamplingParams(**settings)], top)
     async for token in streamed(job):
         tokens.append(token)
         text += token.text
@@ -404,7 +405,7 @@ async def ladder(seed):
     models = [s for s in await asyncio.to_thread(offered_models) if s.lm.tokenizer.documents]
     params = SamplingParams(max_new_tokens=32, temperature=1.0, seed=seed)
     samples = [row_params(params, i) for i in range(LADDER_SAMPLES)]
-    jobs = [await start(served, [""] * LADDER_SAMPLES, samples) for served in models]
+    jobs = [start(served, [""] * LADDER_SAMPLES, samples) for served in models]
     texts = [await asyncio.gather(*(text_of(job) for job in model_jobs)) for model_jobs in jobs]
     rungs = []
     for served, names in zip(models, texts):

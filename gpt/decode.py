@@ -133,8 +133,8 @@ class DecodeBatch:
 
     def __init__(self, model: Model, capacity: int, compiled: CompiledStep | None = None):
         p = next(model.parameters())
-        self.model, self.device, self.compiled = model, p.device, compiled
-        self.decode = (compiled or functools.partial(uncompiled_step, model)) if isinstance(model, GPT) else None
+        self.model, self.device = model, p.device
+        self.use_compiled(compiled)
         self.cache = model.empty_cache(capacity, p.device, p.dtype)
         self.seen = torch.zeros(capacity, model.config.vocab_size, dtype=torch.bool, device=p.device)
         self.params: list[SamplingParams] = []
@@ -144,6 +144,13 @@ class DecodeBatch:
 
     def __len__(self) -> int:
         return len(self.history)
+
+    def use_compiled(self, compiled: CompiledStep | None) -> None:
+        """Decode through `compiled` (None: uncompiled) from the next step on; a step reads `decode` once, so it runs
+        wholly one way or the other. Graphs fit a batch of this capacity: one of another capacity compiles again."""
+        self.compiled = compiled
+        gpt = isinstance(self.model, GPT)
+        self.decode = (compiled or functools.partial(uncompiled_step, self.model)) if gpt else None
 
     @torch.inference_mode()
     def _fill(self, rows: list[int], ids: list[list[int]]) -> None:

@@ -95,10 +95,8 @@ class Engine:
         return len(self.active)
 
     def use_compiled(self, step: CompiledStep) -> None:
-        """Decode through `step` from the next step on: its graphs compiled for this model and a batch of max_batch
-        rows (a batch of another capacity would compile again). One attribute swap, so no step sees half of it."""
-        self.batch.compiled = step
-        self.batch.decode = step
+        """Decode through `step` from the next step on (its graphs best compiled on a batch of max_batch rows)."""
+        self.batch.use_compiled(step)
 
     def submit(self, jobs: list[Job]) -> bool:
         """Admit all the jobs, or none of them when there is no room (the caller answers 'busy')."""

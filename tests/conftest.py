@@ -26,7 +26,8 @@ os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="gpt-tests-hf-")
 for _name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_CACHE", "MODEL_ID"):
     os.environ.pop(_name, None)
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-# The app compiles its decoding (tens of seconds per model) unless GPT_COMPILE=0: the app processes of the tests do not.
+# The app compiles its decoding in the background (tens of seconds of CPU per model) unless GPT_COMPILE=0: the app
+# processes of the tests do not, except where a test asks for it.
 # Compiled decoding is tested where it is asked for (compile=True in test_generate.py, test_weights.py).
 os.environ["GPT_COMPILE"] = "0"
 ROOT = Path(__file__).resolve().parents[1]
