@@ -78,35 +78,38 @@ async def sse_events(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
             yield event
 
 
-async def one_request(url: str, tokens: int, seed: int, drop_after: int = 0) -> tuple[int, float, float]:
-    """(characters received, time to first token, total time); drop_after > 0 hangs up after that many chunks."""
-    body = json.dumps(
-        {"prompt": "ROMEO:\n", "max_tokens": tokens, "temperature": 0.8, "top_k": 40, "seed": seed, "stream": True}
-    ).encode()
+def sampled(tokens: int, seed: int) -> dict:
+    return {"prompt": "ROMEO:\n", "max_tokens": tokens, "temperature": 0.8, "top_k": 40, "seed": seed}
+
+
+async def one_request(url: str, body: dict, drop_after: int = 0) -> tuple[str, float, float]:
+    """(text received, time to first token, total time) of one streaming /v1/completions request; drop_after > 0
+    hangs up after that many chunks."""
+    payload = json.dumps({**body, "stream": True}).encode()
     host, port = url.removeprefix("http://").split(":")
-    start, first, count, chunks = time.perf_counter(), None, 0, 0
+    start, first, text, chunks = time.perf_counter(), None, "", 0
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
         request = b"POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n" % host.encode()
-        writer.write(request + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        writer.write(request + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(payload) + payload)
         head = (await reader.readuntil(b"\r\n\r\n")).lower()
         if not head.startswith(b"http/1.1 200") or b"transfer-encoding: chunked" not in head:
             raise RuntimeError(f"unexpected response: {head[:200]!r}")
         async for event in sse_events(reader):
             if event.startswith(b"data: {"):
-                chars = sum(len(c["text"]) for c in json.loads(event[6:])["choices"])
-                count += chars
-                first = first or (time.perf_counter() - start if chars else None)
+                chunk = "".join(c["text"] for c in json.loads(event[6:])["choices"])
+                text += chunk
+                first = first or (time.perf_counter() - start if chunk else None)
                 chunks += 1
                 if drop_after and chunks >= drop_after:
                     break
     finally:
         writer.close()
-    return count, first or 0.0, time.perf_counter() - start
+    return text, first or 0.0, time.perf_counter() - start
 
 
-async def concurrent_requests(url: str, n: int, tokens: int, drop_after: int = 0) -> list[tuple[int, float, float]]:
-    return await asyncio.gather(*(one_request(url, tokens, i, drop_after) for i in range(n)))
+async def concurrent_requests(url: str, n: int, tokens: int, drop_after: int = 0) -> list[tuple[str, float, float]]:
+    return await asyncio.gather(*(one_request(url, sampled(tokens, i), drop_after) for i in range(n)))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -120,7 +123,7 @@ def throughput(url: str, clients: list[int], tokens: int) -> float:
         start = time.perf_counter()
         results = asyncio.run(concurrent_requests(url, n, tokens))
         wall = time.perf_counter() - start
-        aggregate = sum(r[0] for r in results) / wall
+        aggregate = sum(len(r[0]) for r in results) / wall
         single = single or aggregate
         ttft = [r[1] * 1000 for r in results]
         print(
@@ -178,8 +181,8 @@ def main() -> None:
         asyncio.run(concurrent_requests(url, 30, 2000, drop_after=3))
         held = held_requests(url)
         start = time.perf_counter()
-        count, _, _ = asyncio.run(concurrent_requests(url, 1, args.tokens))[0]
-        after = count / (time.perf_counter() - start)
+        text, _, _ = asyncio.run(concurrent_requests(url, 1, args.tokens))[0]
+        after = len(text) / (time.perf_counter() - start)
         print(
             f"dropped clients: 30 streams dropped mid-way; requests still held {held}; next request "
             f"{after:.0f} tok/s ({after / single:.2f}x one client before)"
