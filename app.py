@@ -277,13 +277,14 @@ def check_attention(prompt, layer, head, model_name):
     ]
 
 
-def attention(prompt, layer, head, model_name):
-    lm = get_lm(model_name)
+async def attention(prompt, layer, head, model_name):
+    served = await asyncio.to_thread(get_served, model_name)
+    lm = served.lm
     if len(prompt) > ATTENTION_MAX_CHARS:
         gr.Warning(f"Attention is shown for the last {ATTENTION_MAX_CHARS} characters of the prompt.")
         prompt = prompt[-ATTENTION_MAX_CHARS:]
     ids = torch.tensor([lm.encode_prompt(prompt)], device=lm.device)
-    maps = lm.model.attention_maps(ids)[int(layer), int(head)].float().cpu()
+    maps = await served.engine.run(lambda: lm.model.attention_maps(ids)[int(layer), int(head)].float().cpu())
     labels = [shown(lm.tokenizer.decode([i])) for i in ids[0].tolist()]
     return attention_figure(maps, labels, int(layer), int(head))
 

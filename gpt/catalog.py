@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpt.decode import CompiledStep, DecodeBatch
-from gpt.engine import Engine
+from gpt.engine import Engine, in_passing_thread
 from gpt.folder import ModelFileError
 from gpt.generate import LM, load
 from gpt.hub import ModelNotFoundError
@@ -125,7 +125,7 @@ class Catalog:
             if name in self.served:
                 return self.served[name]
             try:
-                lm = load(source)
+                lm = in_passing_thread(load, source)  # its OpenMP threads end with it (gpt/engine.py)
             except (ModelNotFoundError, ModelFileError, ValueError, FileNotFoundError) as e:
                 raise ModelUnavailable(str(e).replace(source, name)) from None
             return self.put(name, lm)
@@ -140,11 +140,12 @@ class Catalog:
             for old in idle[: max(0, len(self.served) - MAX_LOADED)]:
                 self.served.pop(old).engine.close()
         if self.compile and lm.compilable:
-            if self.compiler is None:
-                self.compiler = threading.Thread(target=self._compile_all, name="gpt-compile", daemon=True)
-                self.compiler.start()
             print(f"* {name}: decoding uncompiled; compiling in the background", flush=True)
-            self.to_compile.put(served)
+            with self.lock:
+                self.to_compile.put(served)
+                if self.compiler is None:  # a thread that ends when nothing is left to compile (gpt/engine.py)
+                    self.compiler = threading.Thread(target=self._compile_all, name="gpt-compile", daemon=True)
+                    self.compiler.start()
         return served
 
     def close(self) -> None:
@@ -155,7 +156,14 @@ class Catalog:
             self.served.clear()
 
     def _compile_all(self) -> None:
-        while (served := self.to_compile.get()) is not None:
+        while True:
+            with self.lock:
+                if self.to_compile.empty():
+                    self.compiler = None
+                    return
+                served = self.to_compile.get()
+            if served is None:
+                return
             if served.engine.healthy:
                 self._compile(served)
 

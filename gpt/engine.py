@@ -11,19 +11,30 @@ Robustness rules: whatever one job does, the thread keeps running (a job that ca
 finish_reason "error"); a job's slot is counted from `submit` until the engine ends it, on every path, so capacity
 is never lost; `healthy` tells whether the thread is alive. Decoding starts uncompiled; `use_compiled` swaps in a
 compiled step between two steps (gpt/catalog.py builds it in the background), with the same tokens.
+
+Threads: torch's CPU kernels run on OpenMP (libgomp), which gives each thread that runs a parallel region a team of
+its own, kept while that thread lives; once the process holds more such threads than CPUs, every team's threads sleep
+between regions instead of spinning, and one decode step (dozens of regions) runs 4-6x slower (docs/benchmarks.md).
+So a served model's torch work runs on its engine's thread (`run` for work other than decoding: attention maps), the
+thread ends when the engine has been idle for `idle_exit` seconds, and loads and compiles run on threads that end
+(`in_passing_thread`, gpt/catalog.py).
 """
 
 import asyncio
+import concurrent.futures
 import queue
 import threading
 import time
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from gpt.decode import CompiledStep, DecodeBatch, step_rows
 from gpt.generate import LM
 from gpt.sampling import Row, Sampler, SamplingParams, Token
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -62,28 +73,65 @@ def post(loop: asyncio.AbstractEventLoop, items: list[tuple[asyncio.Queue, Token
         pass
 
 
+def in_passing_thread(fn: Callable[..., T], *args: Any) -> T:
+    """fn(*args) on a thread that ends with it, and so do the OpenMP threads it starts (module docstring)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn, *args).result()
+
+
+@dataclass
+class Call:
+    """Torch work other than decoding, run on the engine's thread between two steps; its result reaches `future`."""
+
+    fn: Callable[[], Any]
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
+    future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def settle(self, result: Any = None, error: BaseException | None = None) -> None:
+        def settle_now():
+            if not self.future.done():
+                self.future.set_exception(error) if error else self.future.set_result(result)
+
+        try:
+            self.loop.call_soon_threadsafe(settle_now)
+        except RuntimeError:
+            pass
+
+
 class Engine:
     """Continuous batching over one model: at most max_batch rows decode, at most max_waiting jobs wait."""
 
-    def __init__(self, lm: LM, max_batch: int = 16, max_waiting: int = 64, delivery_interval: float = 0.02):
+    def __init__(
+        self,
+        lm: LM,
+        max_batch: int = 16,
+        max_waiting: int = 64,
+        delivery_interval: float = 0.02,
+        idle_exit: float = 2.0,
+    ):
         self.lm, self.max_batch, self.max_waiting = lm, max_batch, max_waiting
-        self.delivery_interval = delivery_interval
+        self.delivery_interval, self.idle_exit = delivery_interval, idle_exit
         self.outbox: list[tuple[Job, Token | None]] = []  # tokens decoded and not yet handed to their readers
         self.delivered_at = 0.0
         self.batch = DecodeBatch(lm.model, max_batch, lm.compiled)
-        self.batch.warm_up()
+        in_passing_thread(self.batch.warm_up)
         self.active: list[Job] = []  # job i decodes in row i of the batch
-        self.waiting: queue.Queue[Job | None] = queue.Queue()
+        self.waiting: queue.Queue[Job | Call | None] = queue.Queue()
         self.lock = threading.Lock()
         self.admitted = 0  # jobs submitted and not yet ended: decoding or waiting
         self.stopping = False
         self.steps = 0  # decode steps run: how tests see that a row left within one step
-        self.thread = threading.Thread(target=self._run, name="gpt-engine", daemon=True)
-        self.thread.start()
+        self.thread: threading.Thread | None = None  # running while there is work, and idle_exit seconds after
+
+    def _wake(self) -> None:
+        """Start the thread if it has ended (called with the lock held, after putting work in `waiting`)."""
+        if self.thread is None and not self.stopping:
+            self.thread = threading.Thread(target=self._run, name="gpt-engine", daemon=True)
+            self.thread.start()
 
     @property
     def healthy(self) -> bool:
-        return self.thread.is_alive() and not self.stopping
+        return not self.stopping
 
     @property
     def compiled(self) -> bool:
@@ -104,32 +152,55 @@ class Engine:
             if self.admitted + len(jobs) > self.max_batch + self.max_waiting:
                 return False
             self.admitted += len(jobs)
-        for job in jobs:
-            job.row = Row(job.params, self.lm.tokenizer.boundary_id)
-            self.waiting.put(job)
+            for job in jobs:
+                job.row = Row(job.params, self.lm.tokenizer.boundary_id)
+                self.waiting.put(job)
+            self._wake()
         return True
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """fn() on the engine's thread, between two decode steps (torch work of the UI other than decoding)."""
+        call = Call(fn)
+        with self.lock:
+            if self.stopping:
+                raise RuntimeError("the engine has stopped")
+            self.waiting.put(call)
+            self._wake()
+        return await call.future
 
     def close(self) -> None:
         """Stop the thread; requests still decoding or waiting end with finish_reason "error"."""
-        self.stopping = True
-        self.waiting.put(None)
-        self.thread.join(timeout=10)
+        with self.lock:
+            self.stopping = True
+            self.waiting.put(None)
+            thread = self.thread
+        if thread is not None:
+            thread.join(timeout=10)
+        self._drain()
 
     def _run(self) -> None:
         try:
             self._serve()
         finally:
-            self._hand_over()
-            for i in reversed(range(len(self.active))):
-                self._end(i, "error")
-            while True:
-                try:
-                    job = self.waiting.get_nowait()
-                except queue.Empty:
-                    break
-                if job is not None:
-                    job.row.finish_reason = "error"
-                    self._ended(job)
+            if self.thread is threading.current_thread():  # not an idle exit (after which another may be running)
+                self.stopping = True
+                self._hand_over()
+                for i in reversed(range(len(self.active))):
+                    self._end(i, "error")
+                self._drain()
+
+    def _drain(self) -> None:
+        """End whatever still waits (the engine is stopping)."""
+        while True:
+            try:
+                item = self.waiting.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Call):
+                item.settle(error=RuntimeError("the engine has stopped"))
+            elif item is not None:
+                item.row.finish_reason = "error"
+                self._ended(item)
 
     def _serve(self) -> None:
         while not self.stopping:
@@ -148,18 +219,32 @@ class Engine:
                     self._end(i, "error")
 
     def _admit(self) -> bool:
-        """Move waiting jobs into free rows (blocking while idle); False when the engine is closing.
+        """Move waiting jobs into free rows (waiting up to idle_exit while idle) and run waiting calls; False when the
+        engine is closing or has been idle that long (the thread then ends, and `_wake` starts another).
 
         All the jobs waiting join in one go, so that prompts of one length fill their caches in one forward pass.
         """
         jobs = []
         while len(self.active) + len(jobs) < self.max_batch:
+            idle = not self.active and not jobs
             try:
-                job = self.waiting.get(block=not self.active and not jobs)
+                job = self.waiting.get(timeout=self.idle_exit) if idle else self.waiting.get_nowait()
             except queue.Empty:
-                break
+                if not idle:
+                    break
+                with self.lock:  # nothing put after this check finds the thread running: `_wake` starts one
+                    if self.waiting.empty():
+                        self.thread = None
+                        return False
+                continue
             if job is None:
                 return False
+            if isinstance(job, Call):
+                try:
+                    job.settle(job.fn())
+                except Exception as e:
+                    job.settle(error=e)
+                continue
             if job.cancelled.is_set():
                 self._ended(job)
                 continue
