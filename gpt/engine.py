@@ -79,6 +79,13 @@ def in_passing_thread(fn: Callable[..., T], *args: Any) -> T:
         return pool.submit(fn, *args).result()
 
 
+def ready_batch(lm: LM, capacity: int) -> DecodeBatch:
+    """A batch with its cache allocated (zeroing it is a parallel region) and its graphs compiled, if any."""
+    batch = DecodeBatch(lm.model, capacity, lm.compiled)
+    batch.warm_up()
+    return batch
+
+
 @dataclass
 class Call:
     """Torch work other than decoding, run on the engine's thread between two steps; its result reaches `future`."""
@@ -113,8 +120,7 @@ class Engine:
         self.delivery_interval, self.idle_exit = delivery_interval, idle_exit
         self.outbox: list[tuple[Job, Token | None]] = []  # tokens decoded and not yet handed to their readers
         self.delivered_at = 0.0
-        self.batch = DecodeBatch(lm.model, max_batch, lm.compiled)
-        in_passing_thread(self.batch.warm_up)
+        self.batch = in_passing_thread(ready_batch, lm, max_batch)
         self.active: list[Job] = []  # job i decodes in row i of the batch
         self.waiting: queue.Queue[Job | Call | None] = queue.Queue()
         self.lock = threading.Lock()
