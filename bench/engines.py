@@ -11,7 +11,8 @@ in-process, so it pays no HTTP at all. Rounds interleave the contenders so drift
 - onnxruntime: optimum's ONNX export and ORTModelForCausalLM.generate (a static batch);
 - openvino: optimum-intel's export and openvino-genai's ContinuousBatchingPipeline, with its KV cache in f32 as
   every other contender's, and once more with its default (u8) KV cache;
-- ctranslate2: its converter and Generator.generate_batch;
+- ctranslate2: its converter and Generator.generate_batch, on 2 intra threads and (ctranslate2-1-thread) on one,
+  which is faster on some machines (docs/benchmarks.md);
 - llama.cpp: a GGUF written by llama.cpp's own converter classes (see write_gguf for the two things it needs) and
   llama-cpp-python, whose Llama decodes one sequence: its streams run one after another, as its server serves them.
 Per contender: tok/s and first-token latency at one stream; aggregate tok/s and first-token p50 at --streams; and
@@ -41,6 +42,7 @@ WORKERS = {  # contender: venv it runs in
     "openvino": "openvino",
     "openvino-u8-kv": "openvino",
     "ctranslate2": "onnx",
+    "ctranslate2-1-thread": "onnx",
     "llama.cpp": "onnx",
 }
 
@@ -151,11 +153,9 @@ def ctranslate2_runner(folder: Path, threads: int):
     import ctranslate2
     from tokenizers import Tokenizer
 
-    def convert(folder: Path, out: Path) -> None:
-        ctranslate2.converters.TransformersConverter(str(folder)).convert(str(out), force=True)
-        fill_special_tokens(out)
+    from gpt.folder import to_ctranslate2
 
-    out, seconds = cached("ctranslate2", folder, convert)
+    out, seconds = cached("ctranslate2", folder, to_ctranslate2)
     generator = ctranslate2.Generator(str(out), device="cpu", intra_threads=threads)
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
 
@@ -177,15 +177,6 @@ def ctranslate2_runner(folder: Path, threads: int):
         return [r.sequences_ids[0] for r in results], first, time.perf_counter() - start
 
     return run, seconds, f"ctranslate2 {ctranslate2.__version__}"
-
-
-def fill_special_tokens(ct2_folder: Path) -> None:
-    """CTranslate2 needs bos/eos/unk token strings; a character folder has none, so they name its first token
-    (generation passes end_token=[] and token ids from the folder's own vocabulary, so none of them is used)."""
-    path = ct2_folder / "config.json"
-    config = json.loads(path.read_text())
-    first = json.loads((ct2_folder / "vocabulary.json").read_text())[0]
-    path.write_text(json.dumps({**config, **{k: config[k] or first for k in ("bos_token", "eos_token", "unk_token")}}))
 
 
 def write_gguf(folder: Path, out: Path) -> None:
@@ -248,6 +239,8 @@ def worker(engine: str, folder: Path, threads: int) -> None:
         "openvino": lambda: openvino_runner(folder, threads, f32_cache=True),
         "openvino-u8-kv": lambda: openvino_runner(folder, threads, f32_cache=False),
         "ctranslate2": lambda: ctranslate2_runner(folder, threads),
+        # its libgomp throttles 2 intra threads the way docs/benchmarks.md describes for torch: one thread is faster
+        "ctranslate2-1-thread": lambda: ctranslate2_runner(folder, 1),
         "llama.cpp": lambda: llama_cpp_runner(folder, threads),
     }
     run, seconds, version = runners[engine]()
@@ -345,10 +338,10 @@ def main() -> None:
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     folder = Path(args.model).resolve()
+    sys.path.insert(0, str(ROOT))
     if args.worker:
         return worker(args.worker, folder, args.threads)
 
-    sys.path.insert(0, str(ROOT))
     import torch
 
     import gpt
@@ -369,6 +362,7 @@ def main() -> None:
         texts = {}
         for _ in range(args.rounds):
             for c in contenders:
+                c.run(prompt_ids[:1], 8)  # each turn starts warm: no contender is measured waking from idle
                 _, first, wall = c.run(prompt_ids[:1], args.tokens)
                 figures[c.name]["one"].append(args.tokens / wall)
                 figures[c.name]["first_one"].append(first[0] * 1000)

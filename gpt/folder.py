@@ -420,6 +420,22 @@ def upgrade(folder: str | Path) -> bool:
     return True
 
 
+def to_ctranslate2(folder: str | Path, out: str | Path) -> None:
+    """The folder converted by CTranslate2's own converter (ctranslate2 installed separately), then given the
+    bos/eos/unk token strings its Generator requires: a running-text folder has none, so they name the first character
+    (generate with end_token=[] and the folder's token ids, and none of them is ever used)."""
+    import ctranslate2
+
+    if not isinstance(read_config(Path(folder))[0], GPTConfig):
+        raise ModelFileError(f"{folder}: not a GPT model folder (only GPTs convert)")
+    ctranslate2.converters.TransformersConverter(str(folder)).convert(str(out), force=True)
+    path = Path(out) / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    first = json.loads((Path(out) / "vocabulary.json").read_text(encoding="utf-8"))[0]
+    tokens = {k: config.get(k) or first for k in ("bos_token", "eos_token", "unk_token")}
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps({**config, **tokens}), encoding="utf-8"))
+
+
 # Files.
 
 
@@ -460,10 +476,18 @@ def main(argv: list[str] | None = None) -> None:
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("upgrade", help="rewrite folders of the first format so transformers reads them too")
     up.add_argument("folders", nargs="+")
+    ct2 = sub.add_parser("ctranslate2", help="convert a GPT folder for CTranslate2 (pip install ctranslate2)")
+    ct2.add_argument("folder")
+    ct2.add_argument("out", help="the CTranslate2 model folder to write")
     args = p.parse_args(argv)
     try:
-        for folder in args.folders:
+        if args.command == "ctranslate2":
+            to_ctranslate2(args.folder, args.out)
+            print(f"{args.out}: a CTranslate2 model (ctranslate2.Generator({args.out!r}))")
+        for folder in args.folders if args.command == "upgrade" else []:
             print(f"{folder}: {'upgraded' if upgrade(folder) else 'already in the current format'}")
+    except ImportError:
+        sys.exit("error: CTranslate2 is not installed: pip install ctranslate2")
     except (ModelFileError, ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
 

@@ -1,5 +1,6 @@
 """Every model folder is also a transformers GPT-2 model: same tokens, same logits, same greedy text, no remote code."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,42 @@ def test_first_format_folders_load_and_upgrade_in_one_command(tmp_path, play_fil
         assert (hf_model(ids).logits - expected).abs().max().item() <= 1e-4
         assert torch.equal(gpt.load(folder, device="cpu").model(ids)[0], expected)
     assert "already" in cli("-m", "gpt.folder", "upgrade", str(folder)).stdout
+
+
+@pytest.mark.parametrize("which", ["tiny_model", "names_model"])
+def test_ctranslate2_decodes_a_converted_folder_as_gpt_load_does(request, which, tmp_path, cli):
+    """`python -m gpt.folder ctranslate2` (CTranslate2's converter plus the special tokens it needs) gives a model
+    whose greedy continuation is ours, token for token."""
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    folder = request.getfixturevalue(which)
+    r = cli("-m", "gpt.folder", "ctranslate2", str(folder), str(tmp_path / "ct2"))
+    assert r.returncode == 0, r.stderr
+    lm = gpt.load(folder, device="cpu")
+    generator = ctranslate2.Generator(str(tmp_path / "ct2"), device="cpu", intra_threads=1)
+    vocabulary = json.loads((tmp_path / "ct2" / "vocabulary.json").read_text())
+    compared = 0
+    for text in ["", "jo", "mar", *"aeijklmnorsy"] if lm.tokenizer.documents else ["ROMEO:"]:
+        prompt = lm.encode_prompt(text)
+        room = lm.block_size - len(prompt)
+        result = generator.generate_batch(
+            [[vocabulary[i] for i in prompt]],
+            max_length=room,
+            min_length=room,
+            sampling_topk=1,
+            include_prompt_in_result=False,
+            end_token=[],
+        )
+        theirs = result[0].sequences_ids[0]
+        if lm.tokenizer.boundary_id in theirs:  # a document ends there: ours stops, theirs (no end token) goes on
+            theirs = theirs[: theirs.index(lm.tokenizer.boundary_id)]
+        assert lm.tokenizer.decode(theirs) == lm.generate(text, max_new_tokens=room, temperature=0)
+        compared += len(theirs)
+    assert compared > 10
+
+
+def test_only_gpt_folders_convert_for_ctranslate2(tmp_path, cli):
+    folder = ROOT / "weights" / "names-mlp"
+    r = cli("-m", "gpt.folder", "ctranslate2", str(folder), str(tmp_path / "ct2"))
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [f"error: {folder}: not a GPT model folder (only GPTs convert)"]
+    assert not (tmp_path / "ct2").exists()
