@@ -2,6 +2,7 @@
 
 bash bench/setup_engines.sh   # once: two venvs under bench/.engines (about 10 min: it builds llama-cpp-python)
 python bench/engines.py [--model weights/shakespeare-char] [--tokens 200] [--streams 16] [--rounds 3]
+bench/.engines/onnx/bin/python bench/engines.py --model FOLDER --gguf OUT   # only write OUT/model.gguf
 
 Every contender decodes greedily, fp32, on 2 threads, the same prompts given as token ids (equal-length slices of
 one passage): one stream, then --streams at once. This project runs as `python app.py --api-only`, measured over
@@ -335,12 +336,21 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--engines", default=",".join(WORKERS), help=f"comma-separated, of {', '.join(WORKERS)}")
+    p.add_argument(
+        "--gguf",
+        metavar="DIR",
+        help="only write --model as DIR/model.gguf for llama.cpp (run it with "
+        "bench/.engines/onnx/bin/python, which has llama.cpp's converter classes)",
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     folder = Path(args.model).resolve()
     sys.path.insert(0, str(ROOT))
     if args.worker:
         return worker(args.worker, folder, args.threads)
+    if args.gguf:
+        Path(args.gguf).mkdir(parents=True, exist_ok=True)
+        return write_gguf(folder, Path(args.gguf))
 
     import torch
 

@@ -1,5 +1,6 @@
 import asyncio
 import math
+import threading
 
 import pytest
 import torch
@@ -343,6 +344,65 @@ def test_closing_the_engine_ends_the_requests_it_holds(lm):
         return [job.row.finish_reason for job in jobs]
 
     assert asyncio.run(asyncio.wait_for(run(), 30)) == ["error"] * 3
+
+
+def test_the_engine_thread_ends_when_idle_and_a_request_starts_another(lm):
+    """An idle engine holds no thread (and so no OpenMP threads: gpt/engine.py); the next request brings one back."""
+    engine = Engine(lm, max_batch=2, idle_exit=0.1)
+    params = SamplingParams(max_new_tokens=20, temperature=0)
+
+    async def one() -> tuple[str, str]:
+        job = Job(lm.encode_prompt("ROMEO:"), params)
+        assert engine.submit([job])
+        name = engine.thread.name
+        return "".join([t.text async for t in job.tokens()]), name
+
+    async def run():
+        first = await one()
+        for _ in range(200):
+            if engine.thread is None:
+                break
+            await asyncio.sleep(0.01)
+        idle = engine.thread is None and not any(t.name == "gpt-engine" for t in threading.enumerate())
+        return first, idle, await one()
+
+    try:
+        (first, name), idle, (again, _) = asyncio.run(asyncio.wait_for(run(), 30))
+    finally:
+        engine.close()
+    assert name == "gpt-engine" and idle
+    assert first == again == lm.generate("ROMEO:", max_new_tokens=20, temperature=0)
+    assert engine.admitted == 0
+
+
+def test_run_calls_on_the_engine_thread_between_steps_and_passes_errors_back(lm):
+    engine = Engine(lm, max_batch=2)
+
+    async def run():
+        job = Job(lm.encode_prompt("ROMEO:"), SamplingParams(max_new_tokens=100_000))
+        assert engine.submit([job])
+        while engine.steps < 5:
+            await asyncio.sleep(0.01)
+        where = await engine.run(lambda: (threading.current_thread(), engine.steps))
+        with pytest.raises(ZeroDivisionError):
+            await engine.run(lambda: 1 / 0)
+        steps_before = engine.steps
+        while engine.steps < steps_before + 5:  # decoding goes on after a call that failed
+            await asyncio.sleep(0.01)
+        job.cancelled.set()
+        return where
+
+    try:
+        (thread, steps) = asyncio.run(asyncio.wait_for(run(), 30))
+    finally:
+        engine.close()
+    assert thread.name == "gpt-engine" and thread is not threading.main_thread() and steps >= 5
+
+    async def after_close():
+        return await engine.run(lambda: 1)
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        asyncio.run(after_close())
 
 
 @pytest.mark.slow
