@@ -86,6 +86,18 @@ class Value:
         out._backward = _backward
         return out
 
+    def gelu(self) -> "Value":
+        """x * P(X <= x) for a standard normal X, exactly (erf), as GPT-2 and gpt/model.py use it."""
+        cdf = 0.5 * (1 + math.erf(self.data / math.sqrt(2)))
+        out = Value(self.data * cdf, (self,), "gelu")
+
+        def _backward():
+            density = math.exp(-0.5 * self.data**2) / math.sqrt(2 * math.pi)
+            self.grad += (cdf + self.data * density) * out.grad
+
+        out._backward = _backward
+        return out
+
     def relu(self) -> "Value":
         out = Value(max(self.data, 0.0), (self,), "relu")
 

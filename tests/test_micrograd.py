@@ -41,6 +41,7 @@ OPERATIONS = {
     "log": lambda x, y: y.log(),
     "tanh": lambda x, y: x.tanh(),
     "relu": lambda x, y: x.relu(),
+    "gelu": lambda x, y: x.gelu() if isinstance(x, Value) else torch.nn.functional.gelu(x),
     "a node used twice": lambda x, y: (x * y + x).tanh() * x,
 }
 
