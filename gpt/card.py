@@ -81,6 +81,7 @@ def figures(config: ModelConfig, tokenizer: CharTokenizer, run: dict) -> list[st
     formats = [
         ("best_val_loss", "best validation loss (estimate while training)", "{:,.4f}"),
         ("final_train_loss", "train loss at that step", "{:,.4f}"),
+        ("last_100_train_loss", "mean train loss over the last 100 steps", "{:,.4f}"),
         ("best_step", "at step", "{:,}"),
         ("tokens_seen", "tokens seen", "{:,}"),
         ("wall_time_s", "training wall time (s)", "{:,.0f}"),
@@ -154,6 +155,11 @@ def usage(name: str, documents: bool, window: bool) -> list[str]:
     ]
 
 
+def size(parameters: int) -> str:
+    """4.80M, or the count itself below 100,000 (a ladder rung is not 0.00M)."""
+    return f"{parameters / 1e6:.2f}M" if parameters >= 100_000 else f"{parameters:,}"
+
+
 def model_card(config: ModelConfig, tokenizer: CharTokenizer, metrics: dict, repo_id: str | None = None) -> str:
     """README.md: Hub metadata (with a model-index entry for the validation loss), figures, training, samples, usage."""
     run = metrics.get("run", {})
@@ -168,7 +174,7 @@ def model_card(config: ModelConfig, tokenizer: CharTokenizer, metrics: dict, rep
         )
     else:
         intro = (
-            f"A character-level GPT ({config.num_params() / 1e6:.2f}M parameters, {kind}) trained from scratch "
+            f"A character-level GPT ({size(config.num_params())} parameters, {kind}) trained from scratch "
             "with the `gpt` library: GPT-2's architecture (pre-norm blocks, causal self-attention, exact GELU, "
             "tied embeddings), stored so that both that library and `transformers` load it."
         )

@@ -53,7 +53,7 @@ def flat(params: Params) -> list[Value]:
 
 
 def linear(x: list[Value], w: list[list[Value]]) -> list[Value]:
-    return [sum((wi * xi for wi, xi in zip(row, x)), Value(0.0)) for row in w]
+    return [Value.dot(row, x) for row in w]
 
 
 def layer_norm(x: list[Value], gain: list[Value], eps: float = 1e-5) -> list[Value]:
@@ -86,9 +86,9 @@ def step(params: Params, config: GPTConfig, token: int, pos: int, keys: list, va
         y = []
         for head in range(H):
             s = slice(head * D, (head + 1) * D)
-            scores = [sum((a * b for a, b in zip(q[s], kt[s])), Value(0.0)) / math.sqrt(D) for kt in keys[i]]
+            scores = [Value.dot(q[s], kt[s]) / math.sqrt(D) for kt in keys[i]]
             weights = softmax(scores)
-            y += [sum((w * vt[s][j] for w, vt in zip(weights, values[i])), Value(0.0)) for j in range(D)]
+            y += [Value.dot(weights, [vt[s][j] for vt in values[i]]) for j in range(D)]
         x = [a + b for a, b in zip(x, linear(y, params[h + "attn.c_proj.weight"]))]
         hidden = [u.gelu() for u in linear(layer_norm(x, params[h + "ln_2.weight"]), params[h + "mlp.c_fc.weight"])]
         x = [a + b for a, b in zip(x, linear(hidden, params[h + "mlp.c_proj.weight"]))]
@@ -137,6 +137,16 @@ def to_torch(params: Params, config: GPTConfig) -> GPT:
     state["lm_head.weight"] = state["transformer.wte.weight"]
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def from_torch(model: GPT) -> Params:
+    """A torch GPT's weights as Values (inverse of to_torch): a saved folder scored again by the scalar engine."""
+    params: Params = {}
+    for name, t in model.state_dict().items():
+        if name != "lm_head.weight":  # tied: the token embedding
+            rows = t.tolist()
+            params[name] = [[Value(x) for x in row] for row in rows] if t.dim() == 2 else [Value(x) for x in rows]
+    return params
 
 
 def train(
@@ -210,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
             "schedule": "linear decay to 0",
             "optimizer": "adam (0.85, 0.99)",
         },
-        "final_train_loss": round(sum(last) / len(last), 4),
+        "last_100_train_loss": round(sum(last) / len(last), 4),
         "wall_time_s": round(seconds, 1),
     }
     out = Path(args.out)
@@ -222,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     write_metrics(out, {**read_metrics(out), "samples": {"call": call, "text": samples}})
     val = record_validation_loss(out, text)
     print(
-        f"{out}: {seconds / 60:.1f} min; mean train loss of the last {len(last)} steps {run['final_train_loss']}; "
+        f"{out}: {seconds / 60:.1f} min; mean train loss of the last {len(last)} steps {run['last_100_train_loss']}; "
         f"validation loss {val:.4f}"
     )
 

@@ -62,6 +62,19 @@ def test_each_operation_has_torchs_value_and_gradient(name):
             assert mine.grad == pytest.approx(0.0 if theirs.grad is None else theirs.grad.item(), abs=1e-9)
 
 
+def test_dot_is_the_sum_of_products_as_one_node():
+    rng = random.Random(3)
+    ws, xs = ([Value(rng.uniform(-1, 1)) for _ in range(7)] for _ in range(2))
+    out = Value.dot(ws, xs).tanh()
+    out.backward()
+    tw, tx = (torch.tensor([v.data for v in vs], dtype=torch.float64, requires_grad=True) for vs in (ws, xs))
+    (tw * tx).sum().tanh().backward()
+    assert out.data == pytest.approx(torch.tanh((tw * tx).sum()).item(), abs=1e-12)
+    assert [v.grad for v in ws] == pytest.approx(tw.grad.tolist(), abs=1e-12)
+    assert [v.grad for v in xs] == pytest.approx(tx.grad.tolist(), abs=1e-12)
+    assert len(Value.dot(ws, xs)._prev) == 14
+
+
 def test_backward_runs_through_a_graph_deeper_than_pythons_recursion_limit():
     x = Value(0.5)
     y = x
