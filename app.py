@@ -30,6 +30,7 @@ from gpt.chat import chat_prompt, layout, message_text, natural_end, turns_of  #
 from gpt.engine import Job  # noqa: E402
 from gpt.folder import read_metrics  # noqa: E402
 from gpt.generate import LM  # noqa: E402
+from gpt.micrograd import MLP, XS, YS, Value, fit, neuron, squared_error, trace  # noqa: E402
 from gpt.sampling import SEED_MAX, SEED_MIN, SamplingParams, Token, check_seed, row_params  # noqa: E402
 from gpt.tokenizer import UnknownCharactersError  # noqa: E402
 
@@ -412,19 +413,137 @@ async def ladder(seed):
     for served, names in zip(models, texts):
         lm = served.lm
         run = read_metrics(lm.folder).get("run", {}) if lm.folder else {}
-        arch = lm.model.config.arch if lm.windowed else "gpt"
-        rungs.append((lm.model.num_params(), served.name, arch, run.get("exact_val_loss"), names))
+        rungs.append((lm.model.num_params(), served.name, rung_arch(lm, run), run.get("exact_val_loss"), names))
     if not rungs:
         return "No document-mode model (such as the names models) is on offer here.", None
     rungs.sort(key=lambda r: r[0])
     table = [
-        f"| model | architecture | parameters | validation loss | samples (seed {seed}, temperature 1) |",
-        "|---|---|---|---|---|",
+        f"| model | architecture | parameters | validation loss | samples (seed {seed}, temperature 1) "
+        "| what it adds |",
+        "|---|---|---|---|---|---|",
     ]
     for params, name, arch, loss, names in rungs:
         shown_loss = f"{loss:.4f}" if loss is not None else "—"
-        table.append(f"| {name} | {arch} | {params:,} | {shown_loss} | {', '.join(n.strip() or '∅' for n in names)} |")
+        samples = ", ".join(n.strip() or "∅" for n in names)
+        table.append(f"| {name} | {arch} | {params:,} | {shown_loss} | {samples} | {RUNGS.get(arch, '')} |")
     return "\n".join(table), ladder_figure([r for r in rungs if r[3] is not None])
+
+
+RUNGS = {  # what each rung adds over the one before, by the ladder's architecture column
+    "bigram": "A table of next-character scores read by the character before: counting pairs, learned by gradient "
+    "descent.",
+    "gpt (scalar engine)": "The transformer, trained one number at a time by micrograd's engine in pure Python: "
+    "attention lets each character look back at every one before it.",
+    "mlp": "Embeddings of the last 3 characters through a hidden layer with BatchNorm: context beyond one "
+    "character, and characters that behave alike get alike vectors.",
+    "wavenet": "8 characters fused two at a time in a tree of layers: a longer context without one huge layer.",
+    "gpt": "The same transformer block in torch: batches, both cores (or a GPU) and a size the scalar engine "
+    "could never train.",
+}
+
+
+def rung_arch(lm: LM, run: dict) -> str:
+    if lm.windowed:
+        return lm.model.config.arch
+    return "gpt (scalar engine)" if run.get("trainer") == "microgpt" else "gpt"
+
+
+def micrograd_graph(after_backward: bool):
+    """The lecture's neuron as its graph, each Value's label, data and grad: as computed, or after o.backward()."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    o = neuron()
+    if after_backward:
+        o.backward()
+    nodes, edges = trace(o)
+    depth = {id(o): 0}
+    for node in nodes:  # trace lists each node after the one that uses it: depth is the longest way to the output
+        for child in node._prev:
+            depth[id(child)] = max(depth.get(id(child), 0), depth[id(node)] + 1)
+    columns: dict[int, list[Value]] = {}
+    for node in nodes:
+        columns.setdefault(depth[id(node)], []).append(node)
+    where = {}
+    for d, column in columns.items():
+        for i, node in enumerate(sorted(column, key=lambda n: n.label)):
+            where[id(node)] = (-d, (len(column) - 1) / 2 - i)
+    fig, ax = plt.subplots(figsize=(9, 3.6), dpi=90)
+    for child, node in edges:
+        (x0, y0), (x1, y1) = where[id(child)], where[id(node)]
+        ax.annotate("", (x1 - 0.32, y1), (x0 + 0.32, y0), arrowprops=dict(arrowstyle="->", color="0.5"))
+    for node in nodes:
+        x, y = where[id(node)]
+        op = f" ({node._op})" if node._op else ""
+        text = f"{node.label}{op}\ndata {node.data:.4f}\ngrad {node.grad:.4f}"
+        ax.text(
+            x,
+            y,
+            text,
+            ha="center",
+            va="center",
+            fontsize=8,
+            family="monospace",
+            bbox=dict(boxstyle="round", fc="#e8f0fe" if node.grad else "white", ec="0.6"),
+        )
+    ax.set_xlim(-max(columns) - 0.6, 0.6)
+    ax.set_ylim(-max(len(c) for c in columns.values()) / 2 - 0.2, max(len(c) for c in columns.values()) / 2 + 0.2)
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def micrograd_view(state: dict):
+    """The 41-parameter network's loss curve and where its four predictions stand."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model, losses = state["model"], state["losses"]
+    fig, ax = plt.subplots(figsize=(6, 3), dpi=90)
+    ax.plot(range(len(losses)), losses, "o-" if len(losses) < 40 else "-", markersize=3)
+    ax.set_yscale("log")
+    for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        axis(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.set_xlabel("gradient descent step")
+    ax.set_ylabel("squared error (sum of 4)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    predictions = ", ".join(f"{model(x).data:+.3f}" for x in XS)
+    status = (
+        f"**Step {len(losses) - 1}**: loss {losses[-1]:.6f}. Predictions {predictions} for targets "
+        f"{', '.join(f'{y:+.0f}' for y in YS)} ({len(model.parameters())} parameters, seed {state['seed']})."
+    )
+    return status, fig
+
+
+def micrograd_reset(seed):
+    """A fresh MLP(3, [4, 4, 1]) from a seed (blank: random)."""
+    value = parse_seed(seed)
+    if value is None:
+        raise gr.Error(SEED_RULE)
+    model = MLP(3, [4, 4, 1], rng=random.Random(value))
+    state = {"model": model, "losses": [squared_error(model).data], "seed": value}
+    return state, *micrograd_view(state)
+
+
+def micrograd_open(state, seed):
+    """The network as it was left when the tab was last open, or a fresh one."""
+    return (state, *micrograd_view(state)) if state else micrograd_reset(seed)
+
+
+def micrograd_train(state, steps, lr):
+    """Some steps of gradient descent on the four examples: forward, zero_grad, backward, update."""
+    if steps != int(steps):  # the sliders hold both within their bounds, not to whole steps
+        raise gr.Error("steps must be a whole number from 1 to 100.")
+    if state is None:
+        state = micrograd_reset("0")[0]
+    model = state["model"]
+    state["losses"] = state["losses"][:-1] + fit(model, int(steps), float(lr)) + [squared_error(model).data]
+    return state, *micrograd_view(state)
 
 
 async def text_of(job: Job) -> str:
@@ -565,9 +684,31 @@ def build_demo() -> gr.Blocks:
                     api_name="attention",
                 )
             with gr.Tab("Ladder") as ladder_tab:
+                with gr.Accordion("Rung 0: micrograd, gradients one number at a time", open=True):
+                    gr.Markdown(
+                        "Every number is a `Value` that remembers how it was made; `backward()` walks that graph "
+                        "from the output back and applies the chain rule at each node. Below, the lecture's neuron "
+                        "`o = tanh(x1*w1 + x2*w2 + b)`: each grad is how much `o` moves per unit of that node."
+                    )
+                    with gr.Row():
+                        graph_before = gr.Plot(label="computed: data filled in, every grad 0")
+                        graph_after = gr.Plot(label="after o.backward(): each grad is do/d(node)")
+                    gr.Markdown(
+                        "The lecture's network, `MLP(3, [4, 4, 1])`: 41 such Values as parameters, fitted to four "
+                        "examples by gradient descent. Step it and watch the squared error fall."
+                    )
+                    with gr.Row():
+                        mg_seed = gr.Textbox(value="0", label="seed (blank = random)", scale=1)
+                        mg_steps = gr.Slider(1, 100, value=1, step=1, label="steps per click", scale=2)
+                        mg_lr = gr.Slider(0.01, 1.0, value=0.1, step=0.01, label="learning rate", scale=2)
+                        mg_train = gr.Button("Step", variant="primary", scale=0)
+                        mg_reset = gr.Button("Reset", scale=0)
+                    mg_status = gr.Markdown()
+                    mg_curve = gr.Plot(label="squared error against step")
+                    mg_state = gr.State(None)
                 gr.Markdown(
-                    "The makemore ladder on names: a bigram table, an MLP, a WaveNet and the GPT, trained on "
-                    "the same split with the same trainer. Pick any of them on the Model tab to chat with it."
+                    "The makemore ladder on names: microgpt (the GPT block on the scalar engine), a bigram table, "
+                    "an MLP, a WaveNet and the GPT, on the same split. Pick any of them on the Model tab to chat."
                 )
                 with gr.Row():
                     ladder_seed = gr.Textbox(value="0", label="seed (blank = random)", scale=1)
@@ -588,6 +729,16 @@ def build_demo() -> gr.Blocks:
                 resample.click(
                     resample_ladder, None, [ladder_seed, ladder_table, ladder_chart], api_visibility="private"
                 )
+                ladder_tab.select(
+                    lambda: (micrograd_graph(False), micrograd_graph(True)),
+                    None,
+                    [graph_before, graph_after],
+                    api_visibility="private",
+                )
+                mg_outputs = [mg_state, mg_status, mg_curve]
+                ladder_tab.select(micrograd_open, [mg_state, mg_seed], mg_outputs, api_visibility="private")
+                mg_reset.click(micrograd_reset, mg_seed, mg_outputs, api_name="micrograd_reset")
+                mg_train.click(micrograd_train, [mg_state, mg_steps, mg_lr], mg_outputs, api_name="micrograd_train")
             with gr.Tab("Model"):
                 with gr.Row():
                     picked = gr.Dropdown(

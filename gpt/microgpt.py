@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     last = losses[-100:]
     run = {
         "name": Path(args.out).name,
+        "trainer": "microgpt",
         "data": str(args.data),
         "command": " ".join(["python -m gpt.microgpt", *(argv if argv is not None else sys.argv[1:])]),
         "device_name": "pure Python: the scalar engine of gpt/micrograd.py, one core",

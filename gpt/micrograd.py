@@ -169,9 +169,10 @@ class Module:
 class Neuron(Module):
     """w . x + b, then the activation (tanh as in the lecture, relu as in micrograd's demo, or none)."""
 
-    def __init__(self, nin: int, activation: str | None = "tanh"):
-        self.w = [Value(random.uniform(-1, 1)) for _ in range(nin)]
-        self.b = Value(random.uniform(-1, 1))
+    def __init__(self, nin: int, activation: str | None = "tanh", rng: random.Random | None = None):
+        uniform = (rng or random).uniform  # the lecture draws from the global generator; the app gives its own
+        self.w = [Value(uniform(-1, 1)) for _ in range(nin)]
+        self.b = Value(uniform(-1, 1))
         self.activation = activation
 
     def __call__(self, x: list) -> Value:
@@ -183,8 +184,8 @@ class Neuron(Module):
 
 
 class Layer(Module):
-    def __init__(self, nin: int, nout: int, activation: str | None = "tanh"):
-        self.neurons = [Neuron(nin, activation) for _ in range(nout)]
+    def __init__(self, nin: int, nout: int, activation: str | None = "tanh", rng: random.Random | None = None):
+        self.neurons = [Neuron(nin, activation, rng) for _ in range(nout)]
 
     def __call__(self, x: list) -> list[Value]:
         return [n(x) for n in self.neurons]
@@ -197,11 +198,18 @@ class MLP(Module):
     """Layers of neurons; the lecture's MLP(3, [4, 4, 1]) has 41 parameters. linear_output: no activation on the
     last layer (micrograd's demo, whose loss reads raw scores)."""
 
-    def __init__(self, nin: int, nouts: list[int], activation: str = "tanh", linear_output: bool = False):
+    def __init__(
+        self,
+        nin: int,
+        nouts: list[int],
+        activation: str = "tanh",
+        linear_output: bool = False,
+        rng: random.Random | None = None,
+    ):
         sizes = [nin] + nouts
         last = len(nouts) - 1
         self.layers = [
-            Layer(sizes[i], sizes[i + 1], None if linear_output and i == last else activation)
+            Layer(sizes[i], sizes[i + 1], None if linear_output and i == last else activation, rng)
             for i in range(len(nouts))
         ]
 
@@ -212,6 +220,37 @@ class MLP(Module):
 
     def parameters(self) -> list[Value]:
         return [p for layer in self.layers for p in layer.parameters()]
+
+
+def trace(root: Value) -> tuple[list[Value], list[tuple[Value, Value]]]:
+    """The graph that made root: its Values and the (input, output) edges between them, as the lecture draws it."""
+    nodes, edges, stack, seen = [], [], [root], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        nodes.append(node)
+        for child in node._prev:
+            edges.append((child, node))
+            stack.append(child)
+    return nodes, edges
+
+
+def neuron() -> Value:
+    """The lecture's neuron, o = tanh(x1*w1 + x2*w2 + b), with its inputs, weights and labels (o is about 0.7071)."""
+    x1, x2 = Value(2.0, label="x1"), Value(0.0, label="x2")
+    w1, w2 = Value(-3.0, label="w1"), Value(1.0, label="w2")
+    b = Value(6.8813735870195432, label="b")
+    x1w1, x2w2 = x1 * w1, x2 * w2
+    x1w1.label, x2w2.label = "x1*w1", "x2*w2"
+    total = x1w1 + x2w2
+    total.label = "x1*w1 + x2*w2"
+    n = total + b
+    n.label = "n"
+    o = n.tanh()
+    o.label = "o"
+    return o
 
 
 # The lecture's four examples and their targets.

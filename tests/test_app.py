@@ -135,11 +135,31 @@ def test_the_ladder_shows_every_names_model_smallest_first_with_repeatable_sampl
     rows = [line.split(" | ") for line in table.splitlines()[2:]]
     assert [r[0].strip("| ") for r in rows] == ["names-mlp", "names"]  # smallest first; the play model is not a rung
     assert [r[1] for r in rows] == ["mlp", "gpt"] and "seed 3" in table
+    assert "BatchNorm" in rows[0][5] and "transformer" in rows[1][5]  # what each rung adds
     assert all(float(r[3]) > 0 for r in rows) and chart
     assert client.predict("3", api_name="/ladder")[0] == table
     assert client.predict("4", api_name="/ladder")[0] != table
     with pytest.raises(Exception, match="whole number"):
         client.predict("x", api_name="/ladder")
+
+
+def test_micrograd_steps_the_41_parameter_network_and_keeps_it_per_visitor(app_url):
+    a, b = Client(app_url, verbose=False), Client(app_url, verbose=False)
+    status, _ = a.predict("5", api_name="/micrograd_reset")
+    first = float(re.search(r"loss (\d+\.\d+)", status).group(1))
+    assert "**Step 0**" in status and "41 parameters, seed 5" in status
+    status, chart = a.predict(30, 0.1, api_name="/micrograd_train")
+    assert "**Step 30**" in status and chart
+    assert float(re.search(r"loss (\d+\.\d+)", status).group(1)) < first / 10
+    assert "**Step 1**" in b.predict(1, 0.1, api_name="/micrograd_train")[0]  # another visitor starts afresh
+    assert "**Step 31**" in a.predict(1, 0.1, api_name="/micrograd_train")[0]
+    with pytest.raises(Exception, match="whole number from 1 to 100"):
+        a.predict(1.5, 0.1, api_name="/micrograd_train")
+    with pytest.raises(Exception, match="less than minimum"):  # the sliders' own bounds
+        a.predict(0, 0.1, api_name="/micrograd_train")
+    with pytest.raises(Exception, match="greater than maximum"):
+        a.predict(1, 5, api_name="/micrograd_train")
+    assert "**Step 32**" in a.predict(1, 0.1, api_name="/micrograd_train")[0]  # a refused call changed nothing
 
 
 def test_a_ladder_rung_chats_completes_and_says_it_has_no_attention(client):

@@ -152,6 +152,10 @@ def test_the_ladder_tab_compares_the_names_models_and_samples_again(page):
     page.get_by_role("tab", name="Ladder").click()
     page.get_by_role("cell", name="names-mlp").wait_for(timeout=60_000)
     assert page.get_by_role("cell", name="mlp", exact=True).count() == 1
+    page.get_by_text("**Step 0**".strip("*")).wait_for(timeout=30_000)  # micrograd's network, fresh
+    page.get_by_role("button", name="Step", exact=True).click()
+    page.get_by_text("Step 1", exact=False).first.wait_for(timeout=30_000)
+    assert page.locator("text=after o.backward()").count() >= 1
     assert page.get_by_text("seed 0,").count() == 1
     seed = page.get_by_label("seed (blank = random)").last
     page.get_by_role("button", name="Sample again").click()

@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from gpt.micrograd import MLP, XS, YS, Value, fit, squared_error
+from gpt.micrograd import MLP, XS, YS, Value, fit, neuron, squared_error, trace
 
 
 def test_the_golden_values_of_micrograds_readme():
@@ -108,3 +108,15 @@ def test_the_command_line_trains_and_refuses_bad_settings(cli):
     assert loss < 0.05 and "41 parameters" in r.stderr
     r = cli("-m", "gpt.micrograd", "--steps", "0")
     assert r.returncode == 2 and r.stderr.strip() == "error: --steps must be at least 1 and --lr above 0"
+
+
+def test_the_lectures_neuron_and_its_graph():
+    o = neuron()
+    nodes, edges = trace(o)
+    labels = {n.label for n in nodes}
+    assert {"x1", "x2", "w1", "w2", "b", "x1*w1", "x2*w2", "n", "o"} <= labels and len(nodes) == 10
+    assert len(edges) == 9 and all(child in node._prev for child, node in edges)
+    o.backward()
+    grads = {n.label: round(n.grad, 4) for n in nodes}
+    assert round(o.data, 4) == 0.7071
+    assert (grads["x1"], grads["w1"], grads["x2"], grads["w2"], grads["b"]) == (-1.5, 1.0, 0.5, 0.0, 0.5)
