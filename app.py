@@ -225,11 +225,12 @@ PROBABILITY_EVERY = 8  # tokens between updates of the coloured text, so a stopp
 
 
 def check_complete(
-    prompt, show_probabilities, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed
+    running, prompt, show_probabilities, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed
 ):
     bad_model = model_problem(model_name)
     problem = None if bad_model else unknown_characters(get_lm(model_name), prompt or "")
     return [
+        VALID,  # the visitor's running completion
         gr.validate(problem is None, problem or ""),
         VALID,
         gr.validate(bad_model is None, bad_model or ""),
@@ -238,15 +239,29 @@ def check_complete(
 
 
 async def complete(
-    prompt, show_probabilities, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed
+    running,
+    prompt,
+    show_probabilities,
+    model_name,
+    temperature,
+    top_k,
+    top_p,
+    max_new_tokens,
+    repetition_penalty,
+    seed,
 ):
-    """A streamed completion: yields (text, coloured text, alternatives table, note)."""
+    """A streamed completion: yields (text, coloured text, alternatives table, note). Stop ends it through
+    `running` (the visitor's state), so the event ends as finished, not cancelled mid-update."""
+    running["stop"] = False
     served = await asyncio.to_thread(get_served, model_name)
     seed = parse_seed(seed)
     settings = controls(temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed)
     tokens, text, note = [], "", f"seed {seed}"
     top = 5 if show_probabilities else 0
     (job,) = start(served, [fitted(served.lm, prompt or "")], [SamplingParams(**settings)], top)
+    running["job"] = job
+    if running["stop"]:  # pressed while the model was loading
+        job.cancelled.set()
     async for token in streamed(job):
         tokens.append(token)
         text += token.text
@@ -258,6 +273,13 @@ async def complete(
         yield text, probability_html(tokens), alternatives_table(tokens), note
     else:
         yield text, "", [], note
+
+
+def stop_completion(running):
+    """The Playground's Stop: the engine frees the row within a step and the stream ends with what it has."""
+    running["stop"] = True
+    if running.get("job"):
+        running["job"].cancelled.set()
 
 
 def check_attention(prompt, layer, head, model_name):
@@ -664,15 +686,16 @@ def build_demo() -> gr.Blocks:
                     head = gr.Slider(0, heads, value=0, step=1, label="head", interactive=not lm.windowed)
                     show_attention = gr.Button("Show attention")
                 heatmap = gr.Plot(label="attention")
-                inputs = [prompt, show_probabilities, model_name, *settings]
-                job = run.click(
+                running = gr.State({})
+                inputs = [running, prompt, show_probabilities, model_name, *settings]
+                run.click(
                     complete,
                     inputs,
                     [output, probabilities, alternatives, playground_note],
                     validator=check_complete,
                     api_name="complete",
                 )
-                stop.click(None, cancels=[job])
+                stop.click(stop_completion, running, None, api_visibility="private")
                 show_probabilities.change(
                     lambda on: gr.update(visible=not on), show_probabilities, output, api_visibility="private"
                 )

@@ -176,7 +176,8 @@ def model_card(config: ModelConfig, tokenizer: CharTokenizer, metrics: dict, rep
         intro = (
             f"A character-level GPT ({size(config.num_params())} parameters, {kind}) trained from scratch "
             "with the `gpt` library: GPT-2's architecture (pre-norm blocks, causal self-attention, exact GELU, "
-            "tied embeddings), stored so that both that library and `transformers` load it."
+            f"{'tied embeddings' if config.tie_embeddings else 'its own output head'}), stored so that both that "
+            "library and `transformers` load it."
         )
     lines = [
         f"# {run.get('name', 'GPT')}",

@@ -2,10 +2,10 @@
 
 A folder is what `transformers` reads as a GPT-2 model, so the same files serve this library, transformers, the Hub
 and any engine that runs GPT-2:
-- config.json: GPT2Config's fields (model_type gpt2, n_positions = our block_size, exact GELU, tied head) plus our
-  `bias` flag;
+- config.json: GPT2Config's fields (model_type gpt2, n_positions = our block_size, exact GELU, the head tied unless
+  tie_word_embeddings is false) plus our `bias` flag;
 - model.safetensors: GPT2LMHeadModel's layout: the attention and MLP weights transposed (GPT-2's Conv1D is the
-  transpose of nn.Linear), zero biases where a model has none (GPT-2 always has them), the tied head stored once;
+  transpose of nn.Linear), zero biases where a model has none (GPT-2 always has them), a tied head stored once;
 - tokenizer.json + tokenizer_config.json (gpt/tokenizer.py), README.md (the card, gpt/card.py), metrics.json, loss.png.
 The fixed-window rungs of the makemore ladder (gpt/window.py) are for this library only: config.json has model_type
 "gpt-window" and names the arch; model.safetensors is their state dict, BatchNorm's running statistics included.
@@ -98,7 +98,7 @@ def config_json(config: ModelConfig, boundary_id: int | None = None, dtype: str 
         "embd_pdrop": config.dropout,
         "attn_pdrop": 0.0,  # the attention weights get no dropout (gpt/model.py)
         "layer_norm_epsilon": 1e-5,
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": config.tie_embeddings,
         "bos_token_id": boundary_id,
         "eos_token_id": boundary_id,
         "dtype": dtype,
@@ -138,6 +138,7 @@ def parse_config(data, source: str) -> tuple[ModelConfig, bool]:
             "n_embd": data.get("n_embd"),
             "dropout": data.get("resid_pdrop", 0.0),
             "bias": data.get("bias", True),
+            "tie_embeddings": data.get("tie_word_embeddings", True),
         }
         gpt2 = True
     elif "model_type" in data:
@@ -146,6 +147,7 @@ def parse_config(data, source: str) -> tuple[ModelConfig, bool]:
         )
     else:
         fields = {k: data[k] for k in GPTConfig.__dataclass_fields__ if k in data}
+        fields.setdefault("tie_embeddings", True)  # the first format had no untied models
         gpt2 = False
     missing = [k for k, v in fields.items() if v is None] or [
         k for k in GPTConfig.__dataclass_fields__ if k not in fields
@@ -183,8 +185,10 @@ def check_config(config: ModelConfig, source: str, limits: ModelLimits = ModelLi
         return
     if isinstance(config.dropout, bool) or not isinstance(config.dropout, (int, float)) or not 0 <= config.dropout < 1:
         raise ModelFileError(f"{source}: config.json's dropout must be a number in [0, 1), got {config.dropout!r}")
-    if not isinstance(config.bias, bool):
-        raise ModelFileError(f"{source}: config.json's bias must be true or false, got {config.bias!r}")
+    for name in ("bias", "tie_embeddings"):
+        if not isinstance(getattr(config, name), bool):
+            key = "tie_word_embeddings" if name == "tie_embeddings" else name
+            raise ModelFileError(f"{source}: config.json's {key} must be true or false, got {getattr(config, name)!r}")
     bounds = [
         ("vocab_size", limits.max_vocab_size),
         ("block_size", limits.max_block_size),
@@ -223,8 +227,8 @@ def gpt2_tensors(model: GPT) -> dict[str, torch.Tensor]:
     """The model's tensors in GPT2LMHeadModel's layout (works on the meta device too, for shapes alone)."""
     tensors = {}
     for name, value in model.state_dict().items():
-        if name == "lm_head.weight":
-            continue  # tied to transformer.wte.weight
+        if name == "lm_head.weight" and model.config.tie_embeddings:
+            continue  # it is transformer.wte.weight
         tensors[name] = value.t() if name.endswith(CONV1D) else value
     c, like = model.config, model.transformer.wte.weight
     sizes = {"attn.c_attn.bias": 3 * c.n_embd, "mlp.c_fc.bias": 4 * c.n_embd}
@@ -239,14 +243,15 @@ def from_gpt2_tensors(tensors: dict[str, torch.Tensor], config: GPTConfig, sourc
     """GPT2LMHeadModel's tensors as this model's state dict."""
     state = {}
     for name, value in tensors.items():
-        if name.endswith(HF_BUFFERS) or name == "lm_head.weight":
+        if name.endswith(HF_BUFFERS) or (name == "lm_head.weight" and config.tie_embeddings):
             continue
         if name.endswith(".bias") and not config.bias:
             if value.any():
                 raise ModelFileError(f"{source}: {name} is not zero but config.json says bias is false")
             continue
         state[name] = value.t() if name.endswith(CONV1D) else value
-    state["lm_head.weight"] = state.get("transformer.wte.weight")
+    if config.tie_embeddings:
+        state["lm_head.weight"] = state.get("transformer.wte.weight")
     return state
 
 
@@ -261,7 +266,8 @@ def check_weights(model: Model, weights: Path, gpt2: bool) -> None:
     except (SafetensorError, OSError) as e:
         raise ModelFileError(f"{weights}: model.safetensors is unreadable or truncated ({e})") from None
     found.update({alias: found[kept] for alias, kept in aliases.items() if kept in found and alias in expected})
-    ignored = [k for k in found if k.endswith(HF_BUFFERS) or (gpt2 and k == "lm_head.weight")]
+    tied = gpt2 and model.config.tie_embeddings
+    ignored = [k for k in found if k.endswith(HF_BUFFERS) or (tied and k == "lm_head.weight")]
     missing = sorted(expected.keys() - found.keys())
     extra = sorted(found.keys() - expected.keys() - set(ignored))
     wrong = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])

@@ -1,9 +1,9 @@
 """microgpt: a GPT trained by the scalar engine of gpt/micrograd.py, in pure Python (no torch in its training loop).
 
-After Karpathy's microgpt (1 layer, 16 wide, 4 heads, context 16, Adam, one name a step), with one difference: the
-block is this project's (gpt/model.py, GPT-2's: layer norm with a gain, exact GELU, the head tied to the token
-embedding, fused query/key/value weights), where microgpt has RMSNorm, ReLU and an untied head. So the trained
-weights are an ordinary model folder: the torch GPT loads it and gives the same loss, and every later rung of the
+After Karpathy's microgpt (1 layer, 16 wide, 4 heads, context 16, an output head of its own, Adam, one name a
+step), with one difference: the block is this project's (gpt/model.py, GPT-2's: layer norm with a gain, exact GELU,
+fused query/key/value weights), where microgpt has RMSNorm and ReLU. So the trained weights are an ordinary model
+folder (tie_word_embeddings false): the torch GPT loads it and gives the same loss, and every later rung of the
 ladder is the same model made fast. A forward pass reads one token at a time with the keys and values of the tokens
 before it, as microgpt does: causal attention without a mask.
 
@@ -41,11 +41,13 @@ def init_params(config: GPTConfig, rng: random.Random, std: float = 0.08) -> Par
         params[h + "mlp.c_fc.weight"] = matrix(4 * C, C)
         params[h + "mlp.c_proj.weight"] = matrix(C, 4 * C)
     params["transformer.ln_f.weight"] = [Value(1.0) for _ in range(C)]
+    if not config.tie_embeddings:
+        params["lm_head.weight"] = matrix(V, C)
     return params
 
 
 def flat(params: Params) -> list[Value]:
-    """Every parameter once (the head is the token embedding)."""
+    """Every parameter once (a tied head is the token embedding)."""
     out = []
     for tensor in params.values():
         out += [v for row in tensor for v in row] if isinstance(tensor[0], list) else tensor
@@ -92,7 +94,7 @@ def step(params: Params, config: GPTConfig, token: int, pos: int, keys: list, va
         x = [a + b for a, b in zip(x, linear(y, params[h + "attn.c_proj.weight"]))]
         hidden = [u.gelu() for u in linear(layer_norm(x, params[h + "ln_2.weight"]), params[h + "mlp.c_fc.weight"])]
         x = [a + b for a, b in zip(x, linear(hidden, params[h + "mlp.c_proj.weight"]))]
-    return linear(layer_norm(x, params["transformer.ln_f.weight"]), wte)
+    return linear(layer_norm(x, params["transformer.ln_f.weight"]), params.get("lm_head.weight", wte))
 
 
 def document_loss(params: Params, config: GPTConfig, tokens: list[int]) -> Value:
@@ -126,7 +128,7 @@ class Adam:
 
 
 def to_torch(params: Params, config: GPTConfig) -> GPT:
-    """The torch GPT with these weights (the head tied to the token embedding, as in every GPT here)."""
+    """The torch GPT with these weights."""
     import torch
 
     model = GPT(config)
@@ -134,7 +136,7 @@ def to_torch(params: Params, config: GPTConfig) -> GPT:
         name: torch.tensor([[v.data for v in row] for row in t] if isinstance(t[0], list) else [v.data for v in t])
         for name, t in params.items()
     }
-    state["lm_head.weight"] = state["transformer.wte.weight"]
+    state.setdefault("lm_head.weight", state["transformer.wte.weight"])
     model.load_state_dict(state, strict=True)
     return model.eval()
 
@@ -143,7 +145,7 @@ def from_torch(model: GPT) -> Params:
     """A torch GPT's weights as Values (inverse of to_torch): a saved folder scored again by the scalar engine."""
     params: Params = {}
     for name, t in model.state_dict().items():
-        if name != "lm_head.weight":  # tied: the token embedding
+        if name != "lm_head.weight" or not model.config.tie_embeddings:
             rows = t.tolist()
             params[name] = [[Value(x) for x in row] for row in rows] if t.dim() == 2 else [Value(x) for x in rows]
     return params
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     if not train_docs or not val_docs:
         sys.exit(f"error: {args.data}: needs at least 10 non-empty lines (line i validates when i % 10 == 9)")
     tokenizer = CharTokenizer.from_text(text, documents=True)
-    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=4, n_embd=16, bias=False)
+    config = GPTConfig(tokenizer.vocab_size, block_size=16, n_layer=1, n_head=4, n_embd=16, tie_embeddings=False)
     began = time.monotonic()
     params, losses = train(train_docs, tokenizer, config, args.steps, args.lr, args.seed)
     seconds = time.monotonic() - began

@@ -28,12 +28,14 @@ class GPTConfig:
     n_embd: int = 384
     dropout: float = 0.0
     bias: bool = False  # biases in Linear and LayerNorm layers; False is a bit better and faster
+    tie_embeddings: bool = True  # the head is the token embedding (GPT-2); microgpt's head is its own (gpt/microgpt.py)
 
     def num_params(self) -> int:
-        """Parameters of a GPT with this config, without building it (the head is tied to the token embedding)."""
+        """Parameters of a GPT with this config, without building it (a tied head counted once)."""
         c, b = self.n_embd, 1 if self.bias else 0
         block = 12 * c * c + 2 * c + (2 + 3 + 1 + 4 + 1) * c * b  # attention, MLP, two LayerNorms, their biases
-        return self.vocab_size * c + self.block_size * c + self.n_layer * block + (1 + b) * c
+        head = 0 if self.tie_embeddings else self.vocab_size * c
+        return self.vocab_size * c + head + self.block_size * c + self.n_layer * block + (1 + b) * c
 
 
 class KVCache:
@@ -202,7 +204,8 @@ class GPT(nn.Module):
             )
         )
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # weight tying
+        if config.tie_embeddings:
+            self.transformer.wte.weight = self.lm_head.weight
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2: residual projections scaled down by depth
             if name.endswith("c_proj.weight"):
@@ -217,7 +220,7 @@ class GPT(nn.Module):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_params(self) -> int:
-        """Parameters counted once (the tied head shares the token embedding); position embeddings included."""
+        """Parameters counted once (a tied head shares the token embedding); position embeddings included."""
         return self.config.num_params()
 
     def empty_cache(self, batch_size: int, device=None, dtype=torch.float32, length: int | None = None) -> KVCache:

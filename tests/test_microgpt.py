@@ -37,13 +37,18 @@ def tensors(params, grad=False):
 def torch_double(params, config):
     model = to_torch(params, config).double()
     state = tensors(params)  # the Values' own float64 weights, not their float32 copies
-    model.load_state_dict({**state, "lm_head.weight": state["transformer.wte.weight"]})
+    state.setdefault("lm_head.weight", state["transformer.wte.weight"])
+    model.load_state_dict(state)
     return model
 
 
+@pytest.mark.parametrize("tied", [True, False])
 @pytest.mark.parametrize("name", ["ava", "charlotte", "isabella"])
-def test_the_scalar_gpt_has_the_torch_gpts_loss_and_gradients(setup, name):
-    tokenizer, config, params = setup
+def test_the_scalar_gpt_has_the_torch_gpts_loss_and_gradients(setup, name, tied):
+    tokenizer, config, _ = setup
+    config = GPTConfig(**{**vars(config), "tie_embeddings": tied})
+    params = init_params(config, random.Random(0))
+    assert len(flat(params)) == config.num_params()
     ids = [0] + tokenizer.encode(name) + [0]
     loss = document_loss(params, config, ids)
     loss.backward()
@@ -98,7 +103,7 @@ def test_the_command_line_writes_a_folder_that_gpt_load_and_transformers_read(tm
     assert r.returncode == 0, r.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     vocab = len(set("".join(NAMES))) + 1  # the boundary
-    config = GPTConfig(vocab_size=vocab, block_size=16, n_layer=1, n_head=4, n_embd=16)  # microgpt's shape
+    config = GPTConfig(vocab, block_size=16, n_layer=1, n_head=4, n_embd=16, tie_embeddings=False)  # microgpt's
     assert metrics["run"]["parameters"] == config.num_params() and metrics["run"]["exact_val_loss"] > 0
     assert "microgpt" in (out / "README.md").read_text()
     lm = gpt.load(out, device="cpu")

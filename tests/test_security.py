@@ -344,6 +344,8 @@ def crafted_folder(root, **config_changes):
         ({"n_layer": 2.0}, "n_layer must be a whole number"),
         ({"resid_pdrop": 2}, "dropout must be a number in"),
         ({"bias": "no"}, "bias must be true or false"),
+        ({"tie_word_embeddings": "no"}, "tie_word_embeddings must be true or false"),
+        ({"tie_word_embeddings": False}, "does not match config.json .missing lm_head.weight"),
         ({"n_head": 3}, "not divisible by n_head"),
         ({"n_layer": 3}, "does not match config.json .missing transformer.h.2"),
         ({"n_embd": 64}, "does not match config.json"),

@@ -117,19 +117,21 @@ def test_compiled_decoding_of_a_shipped_model_is_its_uncompiled_decoding_for_250
 
 
 def test_shipped_microgpt_was_trained_by_the_scalar_engine_and_scores_the_same_in_torch():
-    """weights/names-microgpt: microgpt's configuration trained in pure Python (this block ends at 2.44-2.47 mean loss
-    over the last 100 steps, microgpt's own near 2.37: README); torch and the scalar engine score its weights alike."""
+    """weights/names-microgpt: microgpt's configuration trained in pure Python to microgpt's figure (at most 2.40 mean
+    loss over its last 100 steps); the torch GPT from its folder and the scalar GPT from the same weights agree."""
     from gpt.microgpt import document_loss, from_torch
 
     folder = WEIGHTS / "names-microgpt"
     for f in [f for f in MODEL_FILES if f != "loss.png"]:  # no validation curve: the loop is pure Python
         assert (folder / f).is_file(), f"names-microgpt/{f}"
     run = json.loads((folder / "metrics.json").read_text())["run"]
-    assert run["last_100_train_loss"] <= 2.50 and run["exact_val_loss"] <= 2.45 and run["settings"]["max_steps"] == 1000
+    assert run["last_100_train_loss"] <= 2.40 and run["settings"]["max_steps"] == 1000
     assert "python -m gpt.microgpt" in (folder / "README.md").read_text()
     lm = gpt.load(folder, device="cpu")
     config = lm.model.config
     assert (config.n_layer, config.n_head, config.n_embd, config.block_size) == (1, 4, 16, 16)
+    assert json.loads((folder / "config.json").read_text())["tie_word_embeddings"] is False  # microgpt's own head
+    assert not config.tie_embeddings
     params = from_torch(lm.model)
     for name in ("emma", "olivia", "christopher"):
         ids = lm.encode_prompt(name) + [lm.tokenizer.boundary_id]
