@@ -312,12 +312,18 @@ async def attention(prompt, layer, head, model_name):
     return attention_figure(maps, labels, int(layer), int(head))
 
 
-def attention_figure(maps, labels, layer, head):
+def pyplot():
+    """matplotlib's pyplot on its file backend (the app draws for the page, never a window), imported when needed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def attention_figure(maps, labels, layer, head):
+    plt = pyplot()
     size = 3 + 0.16 * len(labels)
     fig, ax = plt.subplots(figsize=(size, size), dpi=90)
     ax.imshow(maps.numpy(), cmap="viridis", vmin=0, vmax=1)
@@ -472,17 +478,13 @@ def rung_arch(lm: LM, run: dict) -> str:
 
 def micrograd_graph(after_backward: bool):
     """The lecture's neuron as its graph, each Value's label, data and grad: as computed, or after o.backward()."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     o = neuron()
     if after_backward:
         o.backward()
     nodes, edges = trace(o)
     depth = {id(o): 0}
-    for node in nodes:  # trace lists each node after the one that uses it: depth is the longest way to the output
+    for node in nodes:  # trace lists each node before its inputs: depth is the longest way to the output
         for child in node._prev:
             depth[id(child)] = max(depth.get(id(child), 0), depth[id(node)] + 1)
     columns: dict[int, list[Value]] = {}
@@ -510,8 +512,9 @@ def micrograd_graph(after_backward: bool):
             family="monospace",
             bbox=dict(boxstyle="round", fc="#e8f0fe" if node.grad else "white", ec="0.6"),
         )
+    tallest = max(len(c) for c in columns.values())
     ax.set_xlim(-max(columns) - 0.6, 0.6)
-    ax.set_ylim(-max(len(c) for c in columns.values()) / 2 - 0.2, max(len(c) for c in columns.values()) / 2 + 0.2)
+    ax.set_ylim(-tallest / 2 - 0.2, tallest / 2 + 0.2)
     ax.axis("off")
     fig.tight_layout()
     return fig
@@ -519,17 +522,15 @@ def micrograd_graph(after_backward: bool):
 
 def micrograd_view(state: dict):
     """The 41-parameter network's loss curve and where its four predictions stand."""
-    import matplotlib
+    from matplotlib.ticker import FormatStrFormatter
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     model, losses = state["model"], state["losses"]
     fig, ax = plt.subplots(figsize=(6, 3), dpi=90)
     ax.plot(range(len(losses)), losses, "o-" if len(losses) < 40 else "-", markersize=3)
     ax.set_yscale("log")
     for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
-        axis(matplotlib.ticker.FormatStrFormatter("%g"))
+        axis(FormatStrFormatter("%g"))
     ax.set_xlabel("gradient descent step")
     ax.set_ylabel("squared error (sum of 4)")
     ax.grid(alpha=0.3)
@@ -579,17 +580,15 @@ async def resample_ladder():
 
 
 def ladder_figure(rungs):
-    import matplotlib
+    from matplotlib.ticker import NullFormatter
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=90)
     ax.plot([r[0] for r in rungs], [r[3] for r in rungs], "o-")
     for params, name, _, loss, _ in rungs:
         ax.annotate(name, (params, loss), textcoords="offset points", xytext=(6, 4), fontsize=9)
     ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.margins(x=0.15, y=0.15)
     ax.set_xlabel("parameters")
     ax.set_ylabel("validation loss (nats/char)")

@@ -185,10 +185,9 @@ def check_config(config: ModelConfig, source: str, limits: ModelLimits = ModelLi
         return
     if isinstance(config.dropout, bool) or not isinstance(config.dropout, (int, float)) or not 0 <= config.dropout < 1:
         raise ModelFileError(f"{source}: config.json's dropout must be a number in [0, 1), got {config.dropout!r}")
-    for name in ("bias", "tie_embeddings"):
-        if not isinstance(getattr(config, name), bool):
-            key = "tie_word_embeddings" if name == "tie_embeddings" else name
-            raise ModelFileError(f"{source}: config.json's {key} must be true or false, got {getattr(config, name)!r}")
+    for key, value in (("bias", config.bias), ("tie_word_embeddings", config.tie_embeddings)):
+        if not isinstance(value, bool):
+            raise ModelFileError(f"{source}: config.json's {key} must be true or false, got {value!r}")
     bounds = [
         ("vocab_size", limits.max_vocab_size),
         ("block_size", limits.max_block_size),

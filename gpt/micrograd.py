@@ -120,8 +120,8 @@ class Value:
         out._backward = _backward
         return out
 
-    def backward(self) -> None:
-        """Gradients of this Value with respect to every Value it depends on."""
+    def topological(self) -> list["Value"]:
+        """Every Value this one depends on, itself last, each after all of its inputs."""
         order, seen, stack = [], set(), [(self, False)]
         while stack:  # depth-first without recursion: a GPT's graph is deeper than Python's recursion limit
             node, expanded = stack.pop()
@@ -131,8 +131,12 @@ class Value:
                 seen.add(id(node))
                 stack.append((node, True))
                 stack.extend((child, False) for child in node._prev)
+        return order
+
+    def backward(self) -> None:
+        """Gradients of this Value with respect to every Value it depends on."""
         self.grad = 1.0
-        for node in reversed(order):
+        for node in reversed(self.topological()):
             node._backward()
 
     def __neg__(self) -> "Value":
@@ -223,18 +227,10 @@ class MLP(Module):
 
 
 def trace(root: Value) -> tuple[list[Value], list[tuple[Value, Value]]]:
-    """The graph that made root: its Values and the (input, output) edges between them, as the lecture draws it."""
-    nodes, edges, stack, seen = [], [], [root], set()
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        nodes.append(node)
-        for child in node._prev:
-            edges.append((child, node))
-            stack.append(child)
-    return nodes, edges
+    """The graph that made root, as the lecture draws it: its Values from root back (each before its inputs) and
+    the (input, output) edges between them."""
+    nodes = root.topological()[::-1]
+    return nodes, [(child, node) for node in nodes for child in node._prev]
 
 
 def neuron() -> Value:
