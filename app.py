@@ -12,9 +12,11 @@ import argparse
 import asyncio
 import hmac
 import html
+import json
 import math
 import os
 import random
+import shlex
 import sys
 import threading
 from collections.abc import AsyncIterator
@@ -25,8 +27,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
+from gpt.card import size  # noqa: E402
 from gpt.catalog import Catalog, ModelUnavailable, NotOffered, Served  # noqa: E402
-from gpt.chat import chat_prompt, layout, message_text, natural_end, turns_of  # noqa: E402
+from gpt.chat import chat_prompt, layout, message_text, natural_end, speakers, turns_of  # noqa: E402
 from gpt.engine import Job  # noqa: E402
 from gpt.folder import read_metrics  # noqa: E402
 from gpt.generate import LM  # noqa: E402
@@ -84,7 +87,9 @@ def describe(name: str, served: Served) -> dict:
         "device": str(lm.device),
         "decoding": "compiled" if served.engine.compiled else "uncompiled",
         "document_mode": lm.tokenizer.documents,
-        "vocab": "".join(lm.tokenizer.chars),
+        "tokenizer": lm.tokenizer.kind,
+        "vocab": "".join(lm.tokenizer.chars) if lm.tokenizer.kind == "character" else lm.tokenizer.vocab_size,
+        "trained_on": lm.about.get("file"),
         "config": vars(lm.model.config),
         "training": {k: run[k] for k in keys if k in run},
     }
@@ -336,7 +341,7 @@ def attention_figure(maps, labels, layer, head):
     return fig
 
 
-CHAT_EXAMPLES = {
+OLD_FOLDER_EXAMPLES = {  # for a folder made before training recorded its text
     "scene": ["What light through yonder window breaks?", "Good morrow, sweet lady."],
     "plain": ["Hello there.", "Once upon a time"],
     "document": ["em", "jo", "ka"],
@@ -344,20 +349,26 @@ CHAT_EXAMPLES = {
 
 
 def model_texts(name: str, lm: LM) -> dict:
-    """What the tabs say and offer for a model: its name and chat layout, examples, the default prompt."""
-    kind = layout(lm)
+    """What the tabs say and offer for a model, from the folder's record of its training text: its chat layout, real
+    openings from that text as examples, the default prompt."""
+    kind, about = layout(lm), lm.about
+    user, model = speakers(lm)
     how = {
-        "scene": "your lines are spoken by ROMEO and the model answers as JULIET",
+        "scene": f"your lines are spoken by {user} and the model answers as {model}",
         "plain": "one line each, yours then the model's",
-        "document": "type the start of an item (a name) and the model finishes it",
+        "document": "type the start of an item and the model finishes it",
     }[kind]
+    examples = [e for e in about.get("openings") or OLD_FOLDER_EXAMPLES[kind] if not lm.tokenizer.unknown(e)]
+    unit = "characters" if lm.tokenizer.kind == "character" else "tokens"
+    trained = f", trained on `{about['file']}`" if about.get("file") else ""
+    prompt = {"document": "", "scene": f"{user}:\n", "plain": examples[0] if examples else "\n"}[kind]
     return {
-        "current": f"**Model: {name}** ({lm.model.num_params() / 1e6:.2f}M parameters, context {lm.block_size}). "
-        f"Chat: {how}.",
-        "examples": [[e] for e in CHAT_EXAMPLES[kind] if not lm.tokenizer.unknown(e)],
-        "prompt": "" if kind == "document" else "ROMEO:\n" if kind == "scene" else "\n",
+        "current": f"**Model: {name}** ({size(lm.model.num_params())} parameters, context {lm.block_size} {unit}"
+        f"{trained}). Chat: {how}.",
+        "examples": [[e] for e in examples],
+        "prompt": prompt,
         "prompt_label": "start of an item (blank: a fresh one)" if kind == "document" else "prompt",
-        "placeholder": "the start of a name…" if kind == "document" else "Say something…",
+        "placeholder": "the start of an item…" if kind == "document" else "Say something…",
     }
 
 
@@ -602,18 +613,21 @@ def api_usage(request: gr.Request) -> str:
     base = f"{request.headers.get('x-forwarded-proto', request.url.scheme)}://{request.headers.get('host', 'HOST')}"
     key = "YOUR_KEY" if API_KEY else "unused"
     auth = f" -H 'Authorization: Bearer {key}'" if API_KEY else ""
+    texts = model_texts(CATALOG.default, get_lm(CATALOG.default))
+    body = json.dumps({"prompt": texts["prompt"], "max_tokens": 100, "temperature": 0.8, "stream": True})
+    said = json.dumps((texts["examples"] or [["Hello"]])[0][0])
     return f"""The same process serves an **OpenAI-compatible API** at `{base}/v1` (completions and chat, streaming).
 
 ```bash
 curl {base}/v1/completions -H 'Content-Type: application/json'{auth} \\
-  -d '{{"prompt": "ROMEO:", "max_tokens": 100, "temperature": 0.8, "stream": true}}'
+  -d {shlex.quote(body)}
 ```
 
 ```python
 from openai import OpenAI
 
 client = OpenAI(base_url="{base}/v1", api_key="{key}")
-messages = [{{"role": "user", "content": "Good morrow!"}}]
+messages = [{{"role": "user", "content": {said}}}]
 reply = client.chat.completions.create(model="{CATALOG.default}", messages=messages)
 print(reply.choices[0].message.content)
 ```
@@ -626,6 +640,7 @@ CSS = """
 .probs .tok:hover::after, .probs .tok:focus::after { content: attr(data-alt); position: absolute; left: 0; top: 1.5em;
   z-index: 20; background: #222; color: #fff; padding: 2px 6px; border-radius: 4px; white-space: pre; font-size: 12px }
 .alternatives th { white-space: nowrap }
+.plain .message-content, .plain .message-content * { white-space: pre-wrap; font-family: monospace }
 """
 
 
@@ -649,7 +664,7 @@ def build_demo() -> gr.Blocks:
         settings = [temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed]
         with gr.Tabs():
             with gr.Tab("Chat"):
-                chatbot = gr.Chatbot(label="conversation", height=420)
+                chatbot = gr.Chatbot(label="conversation", height=420, render_markdown=False, elem_classes="plain")
                 box = gr.Textbox(show_label=False, placeholder=texts["placeholder"], submit_btn=True, stop_btn=True)
                 examples = gr.Dataset(components=[box], samples=texts["examples"], label="examples")
                 with gr.Row():

@@ -10,10 +10,10 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from gpt.config import RECIPE
-from gpt.tokenizer import CharTokenizer
+from gpt.tokenizer import AnyTokenizer
 from gpt.window import ModelConfig, WindowConfig
 
-HUB_TAGS = ["gpt2", "character-level", "text-generation", "from-scratch"]  # the Hub tags of every GPT's card
+HUB_TAGS = ["gpt2", "text-generation", "from-scratch"]  # the Hub tags of every GPT's card, beside its tokenizer's
 LADDER = {
     "bigram": "A bigram model (makemore, lecture 2): a table of next-character logits read by the previous character",
     "mlp": "An MLP language model with BatchNorm (Bengio et al. 2003; makemore, lectures 3-4): the last {w} characters "
@@ -29,36 +29,49 @@ def public_command(run: dict) -> str:
     return command.replace(data, Path(data).name) if data else command
 
 
-def metadata(config: ModelConfig, tokenizer: CharTokenizer, run: dict, name: str) -> ModelCardData:
+def metadata(config: ModelConfig, tokenizer: AnyTokenizer, run: dict, name: str) -> ModelCardData:
     dataset = run.get("settings", {}).get("dataset")
-    loss = run.get("exact_val_loss")
-    results = None
-    if loss is not None:
-        results = [
-            EvalResult(
-                task_type="text-generation",
-                dataset_type=dataset or "custom",
-                dataset_name=dataset or Path(run.get("data", "data")).name,
-                dataset_split="validation",
-                metric_type="loss",
-                metric_name="validation loss (nats per character)",
-                metric_value=round(loss, 4),
-            )
-        ]
+    scores = [
+        ("loss", f"validation loss (nats per {unit(tokenizer)})", run.get("exact_val_loss")),
+        ("bits_per_byte", "validation bits per byte", run.get("val_bits_per_byte")),
+    ]
+    results = [
+        EvalResult(
+            task_type="text-generation",
+            dataset_type=dataset or "custom",
+            dataset_name=dataset or data_file(run),
+            dataset_split="validation",
+            metric_type=kind,
+            metric_name=label,
+            metric_value=round(value, 4),
+        )
+        for kind, label, value in scores
+        if value is not None
+    ]
     window = isinstance(config, WindowConfig)
-    tags = ["character-level", "text-generation", "from-scratch", "makemore", config.arch] if window else HUB_TAGS
+    tags = ["text-generation", "from-scratch", "makemore", config.arch] if window else HUB_TAGS
+    level = ["character-level"] if tokenizer.kind == "character" else ["byte-level-bpe"]
     return ModelCardData(
         license="mit",
         library_name=None if window else "transformers",
         pipeline_tag="text-generation",
-        tags=tags + (["document-mode"] if tokenizer.documents else []),
+        tags=level + tags + (["document-mode"] if tokenizer.documents else []),
         datasets=[dataset] if dataset else None,
         model_name=name,
-        eval_results=results,
+        eval_results=results or None,
     )
 
 
-def figures(config: ModelConfig, tokenizer: CharTokenizer, run: dict) -> list[str]:
+def unit(tokenizer: AnyTokenizer) -> str:
+    return "character" if tokenizer.kind == "character" else "token"
+
+
+def data_file(run: dict) -> str:
+    """The training text's file name (never this machine's path)."""
+    return run.get("text", {}).get("file") or Path(run.get("data", "data")).name
+
+
+def figures(config: ModelConfig, tokenizer: AnyTokenizer, run: dict) -> list[str]:
     if isinstance(config, WindowConfig):
         shape = (
             ("architecture", config.arch)
@@ -72,12 +85,15 @@ def figures(config: ModelConfig, tokenizer: CharTokenizer, run: dict) -> list[st
         shape = ("layers / heads / width", f"{config.n_layer} / {config.n_head} / {config.n_embd}")
     rows = [
         shape,
-        ("context (characters)", f"{config.block_size}"),
-        ("vocabulary", f"{tokenizer.vocab_size} characters"),
+        (f"context ({unit(tokenizer)}s)", f"{config.block_size}"),
+        ("vocabulary", f"{tokenizer.vocab_size} {'characters' if unit(tokenizer) == 'character' else 'BPE tokens'}"),
         ("parameters", f"{config.num_params():,}"),
     ]
     if run.get("exact_val_loss") is not None:
-        rows.append(("**validation loss** (exact: `python -m gpt.eval`)", f"**{run['exact_val_loss']:.4f}**"))
+        label = f"**validation loss** (nats per {unit(tokenizer)}, exact: `python -m gpt.eval`)"
+        rows.append((label, f"**{run['exact_val_loss']:.4f}**"))
+    if run.get("val_bits_per_byte") is not None:
+        rows.append(("validation bits per byte (compares across tokenizers)", f"{run['val_bits_per_byte']:.4f}"))
     formats = [
         ("best_val_loss", "best validation loss (estimate while training)", "{:,.4f}"),
         ("final_train_loss", "train loss at that step", "{:,.4f}"),
@@ -107,24 +123,43 @@ def recipe(run: dict) -> str:
         if k in settings
         and (k != "muon_lr" or settings.get("optimizer") == "muon")
         and (k != "ema" or settings[k])
+        and (k != "tokenizer" or settings[k] != "char")
         and not (window and k in GPT_ONLY)
         and not (not window and k in ("arch", "n_hidden"))
     ]
-    return ", ".join(f"{k}={settings[k]}" for k in keys)
+    pairs = [f"{k}={settings[k]}" for k in keys]
+    return ", ".join(pairs + ([f"vocab_size={settings['vocab_size']}"] if settings.get("tokenizer") == "bpe" else []))
 
 
 def reached(curve: list[dict], thresholds=(2.0, 1.8, 1.6, 1.55, 1.5, 1.47)) -> list[str]:
-    """When the validation estimate first reached each threshold (minutes of training wall time)."""
-    out = []
+    """When the validation estimate first reached each threshold (minutes of training wall time); thresholds first
+    reached at the same evaluation share one entry."""
+    at: dict[int, list[float]] = {}
     for threshold in thresholds:
-        first = next((c for c in curve if c["val_loss"] <= threshold and "time_s" in c), None)
-        if first:
-            out.append(f"{threshold} at {first['time_s'] / 60:.1f} min (step {first['step']:,})")
-    return out
+        first = next((i for i, c in enumerate(curve) if c["val_loss"] <= threshold and "time_s" in c), None)
+        if first is not None:
+            at.setdefault(first, []).append(threshold)
+    return [
+        f"{' and '.join(map(str, ts))} at {curve[i]['time_s'] / 60:.1f} min (step {curve[i]['step']:,})"
+        for i, ts in at.items()
+    ]
 
 
-def usage(name: str, documents: bool, window: bool) -> list[str]:
-    prompt = "" if documents else "ROMEO:"
+def example_prompt(run: dict, documents: bool) -> str:
+    """A prompt from the training text (the record of it): a speaker's cue for a play, else a real opening."""
+    text = run.get("text", {})
+    if documents:
+        return ""
+    if text.get("chat") == "scene":
+        return f"{text['speakers'][0]}:\n"
+    return (text.get("openings") or ["\n"])[0]
+
+
+def usage(name: str, tokenizer: AnyTokenizer, window: bool, prompt: str, run: dict) -> list[str]:
+    """How to load and prompt the model, with the library and with transformers (which needs a non-empty prompt: a
+    document model's gets the start of an item)."""
+    hf_prompt = prompt or (run.get("text", {}).get("openings") or ["em"])[0]
+    tokenizer_kind = "character" if unit(tokenizer) == "character" else "byte-level BPE"
     library = [
         "## Usage",
         "",
@@ -143,14 +178,14 @@ def usage(name: str, documents: bool, window: bool) -> list[str]:
         return library + ["", "This architecture is not one `transformers` has: the folder is for the `gpt` library."]
     return library + [
         "",
-        "With transformers (it is a GPT-2 model with a character tokenizer; no remote code):",
+        f"With transformers (it is a GPT-2 model with a {tokenizer_kind} tokenizer; no remote code):",
         "",
         "```python",
         "from transformers import pipeline",
         "",
         f'generate = pipeline("text-generation", model="{name}")',
-        f"print(generate({json.dumps(prompt or 'em')}, max_new_tokens=100, do_sample=True, temperature=0.8, top_k=40)"
-        '[0]["generated_text"])',
+        f"print(generate({json.dumps(prompt or hf_prompt)}, max_new_tokens=100, do_sample=True, temperature=0.8, "
+        'top_k=40)[0]["generated_text"])',
         "```",
     ]
 
@@ -160,7 +195,7 @@ def size(parameters: int) -> str:
     return f"{parameters / 1e6:.2f}M" if parameters >= 100_000 else f"{parameters:,}"
 
 
-def model_card(config: ModelConfig, tokenizer: CharTokenizer, metrics: dict, repo_id: str | None = None) -> str:
+def model_card(config: ModelConfig, tokenizer: AnyTokenizer, metrics: dict, repo_id: str | None = None) -> str:
     """README.md: Hub metadata (with a model-index entry for the validation loss), figures, training, samples, usage."""
     run = metrics.get("run", {})
     name = repo_id or run.get("name") or "path/to/this/folder"
@@ -174,7 +209,8 @@ def model_card(config: ModelConfig, tokenizer: CharTokenizer, metrics: dict, rep
         )
     else:
         intro = (
-            f"A character-level GPT ({size(config.num_params())} parameters, {kind}) trained from scratch "
+            f"A {'character-level' if unit(tokenizer) == 'character' else 'byte-level BPE'} GPT "
+            f"({size(config.num_params())} parameters, {kind}) trained from scratch "
             "with the `gpt` library: GPT-2's architecture (pre-norm blocks, causal self-attention, exact GELU, "
             f"{'tied embeddings' if config.tie_embeddings else 'its own output head'}), stored so that both that "
             "library and `transformers` load it."
@@ -186,14 +222,16 @@ def model_card(config: ModelConfig, tokenizer: CharTokenizer, metrics: dict, rep
         "",
         *figures(config, tokenizer, run),
     ]
+    dataset = run.get("settings", {}).get("dataset")
     if run.get("command"):
         split = "every 10th line (i % 10 == 9)" if tokenizer.documents else "the last 10% of characters"
-        data = f"Data: `{Path(run.get('data', '')).name}`; {split} held out for validation."
+        data = f"Data: `{data_file(run)}`" + (f" (`{dataset}` on the Hub)" if dataset else "")
+        data += f"; {split} held out for validation."
         lines += ["", "## Training", "", data, "", "```bash", public_command(run), "```"]
         if run.get("resumed_with"):
             lines += ["", "Continued by exact resume with:", "", "```bash", *run["resumed_with"], "```"]
         lines += ["", f"Recipe: {recipe(run)}."]
-        times = reached(metrics.get("curve", []))
+        times = reached(metrics.get("curve", [])) if unit(tokenizer) == "character" else []
         if times:
             lines += ["", f"Validation loss (estimate) reached {'; '.join(times)}."]
     if run.get("loss_png"):
@@ -201,6 +239,8 @@ def model_card(config: ModelConfig, tokenizer: CharTokenizer, metrics: dict, rep
     samples = metrics.get("samples")
     if samples:
         lines += ["", "## Samples", "", f"`{samples['call']}`:", "", "```text", samples["text"], "```"]
-    lines += ["", *usage(repo_id or "path/to/this/folder", tokenizer.documents, isinstance(config, WindowConfig))]
+    prompt = example_prompt(run, tokenizer.documents)
+    folder = repo_id or "path/to/this/folder"
+    lines += ["", *usage(folder, tokenizer, isinstance(config, WindowConfig), prompt, run)]
     data = metadata(config, tokenizer, run, name)
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"))

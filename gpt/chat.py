@@ -1,17 +1,20 @@
 """Chat with a model that was never chat-tuned: lay the conversation out in a form the model knows.
 
-- Scene layout (a model whose characters can spell it, such as Shakespeare): the user's lines are spoken by one
-  character and the model answers as another. Speeches are separated by a blank line, so the reply ends where the
-  next speaker would begin ("\\n\\n").
+The layout comes from the folder's record of its training text (gpt/data.py's describe_text); a folder without one
+gets the scene layout when its characters can spell it, as before the record existed.
 
-      ROMEO:
+- Scene layout (a model trained on a play): the user's lines are spoken by one character and the model answers as
+  another (the pair that most often speak in turn in the text). Speeches are separated by a blank line, so the reply
+  ends where the next speaker would begin ("\\n\\n").
+
+      KATHARINA:
       <user message>
 
-      JULIET:
+      PETRUCHIO:
       <model reply>
 
-- Plain layout (any other running-text model): one turn per line, the user's then the model's; the reply ends at
-  the end of its line.
+- Plain layout (any other running text): one turn per line, the user's then the model's; the reply ends at the end
+  of its line.
 - Document models (one item per line, such as names): each message is the start of an item and the model finishes
   it; earlier turns are not context, since items are independent.
 
@@ -68,12 +71,22 @@ def turns_of(messages: list[dict]) -> list[tuple[str, str]]:
 
 
 def layout(lm: LM) -> str:
-    tok = lm.tokenizer
-    if tok.documents:
+    if lm.tokenizer.documents:
         return "document"
-    if not tok.unknown(f"{USER}:\n{MODEL}:\n\n"):
-        return "scene"
-    return "plain"
+    if lm.about.get("chat") in ("scene", "plain"):
+        return lm.about["chat"]
+    return "plain" if lm.tokenizer.unknown(f"{USER}:\n{MODEL}:\n\n") else "scene"
+
+
+def speakers(lm: LM) -> tuple[str, str]:
+    """Who speaks the user's lines and who the model's, in the scene layout."""
+    return tuple(lm.about.get("speakers") or (USER, MODEL))
+
+
+def known(lm: LM, text: str) -> str:
+    """Text without the characters the model cannot read (a shown reply may carry the app's "…" mark)."""
+    unknown = set(lm.tokenizer.unknown(text))
+    return "".join(c for c in text if c not in unknown)
 
 
 def speech(who: str, text: str) -> str:
@@ -88,15 +101,19 @@ def chat_prompt(lm: LM, history: list[tuple[str, str]], message: str, reply_room
     kind = layout(lm)
     if kind == "document":
         return ChatPrompt(message, [], len(history), reply_prefix=message)
+    user, model = speakers(lm)
     if kind == "scene":
-        tail, stop = speech(USER, message) + f"{MODEL}:\n", ["\n\n"]
+        tail, stop = speech(user, message) + f"{model}:\n", ["\n\n"]
     else:
         tail, stop = f"{message}\n", ["\n"]
     room = lm.block_size - (reply_room if reply_room is not None else lm.block_size // 4)
+    used = len(lm.tokenizer.encode(tail))
     kept: list[str] = []
-    for user, model in reversed(history):
-        text = speech(USER, user) + speech(MODEL, model) if kind == "scene" else f"{user.strip()}\n{model.strip()}\n"
-        if len(text) + len(tail) + sum(map(len, kept)) > room:
+    for said, answer in reversed(history):
+        text = speech(user, said) + speech(model, answer) if kind == "scene" else f"{said.strip()}\n{answer.strip()}\n"
+        text = known(lm, text)
+        used += len(lm.tokenizer.encode(text))
+        if used > room:
             break
         kept.insert(0, text)
     return ChatPrompt("".join(kept) + tail, stop, len(history) - len(kept))

@@ -33,6 +33,15 @@ class TrainConfig:
 
     data: str | None = setting(None, "UTF-8 text file to train on (last 10%% validates; with --docs every 10th line)")
     docs: bool = setting(False, "document mode: one item per line, boundary token", architecture=True)
+    tokenizer: str = setting(
+        "char",
+        "char: one token per character of the text; bpe: a byte-level BPE of --vocab-size tokens learnt from the "
+        "training split, for any UTF-8 text (emoji, accents, CJK)",
+        ["char", "bpe"],
+        architecture=True,
+        recipe=True,
+    )
+    vocab_size: int = setting(1024, "bpe: tokens in the vocabulary, the 256 bytes included", architecture=True)
     arch: str = setting(
         "gpt",
         "gpt, or a rung of the makemore ladder (a window of --block-size)",
@@ -45,7 +54,7 @@ class TrainConfig:
     n_head: int = setting(4, "attention heads per block", architecture=True, recipe=True)
     n_embd: int = setting(128, "embedding width (gpt: divisible by --n-head)", architecture=True, recipe=True)
     block_size: int = setting(
-        64, "context length in characters (wavenet: a power of two; bigram: 1)", architecture=True, recipe=True
+        64, "context length in tokens (wavenet: a power of two; bigram: 1)", architecture=True, recipe=True
     )
     dropout: float = setting(0.0, "dropout probability while training", recipe=True)
     bias: bool = setting(False, "use biases in Linear and LayerNorm layers", architecture=True)
@@ -78,6 +87,14 @@ class TrainConfig:
     save_dtype: str = setting("float32", "precision of the saved weights (loading always gives float32)", list(DTYPES))
     compile: bool = setting(False, "torch.compile the model (CUDA)")
     seed: int = setting(1337, "random seed (same seed and settings give the same run)")
+    threads: int | None = setting(
+        None, "CPU threads for torch (default: one per core); another busy job on the same cores slows both a lot"
+    )
+    time_budget: float | None = setting(
+        None,
+        "minutes to train for: the model size, batch and steps are chosen for this budget, this machine's measured "
+        "speed and the size of the text (explicit --n-layer, --n-embd, --block-size, --batch-size still win)",
+    )
     dataset: str | None = setting(None, "Hub dataset id of the training data, named in the model card's metadata")
     preset: str | None = None
 
@@ -85,9 +102,15 @@ class TrainConfig:
         if not self.data:
             raise ValueError("--data is required: give a UTF-8 text file to train on")
         counts = ["n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_steps", "eval_interval", "eval_steps"]
-        for k in counts:
+        for k in counts + ["threads"] * (self.threads is not None):
             if getattr(self, k) < 1:
                 raise ValueError(f"--{k.replace('_', '-')} must be at least 1")
+        if self.tokenizer not in ("char", "bpe"):
+            raise ValueError("--tokenizer is char or bpe")
+        if self.tokenizer == "bpe" and not 257 <= self.vocab_size <= 1 << 17:
+            raise ValueError("--vocab-size must be from 257 to 131,072 (a byte-level BPE has the 256 bytes)")
+        if self.time_budget is not None and not 0 < self.time_budget <= 60 * 24 * 7:
+            raise ValueError("--time-budget is in minutes: more than 0, at most a week (10080)")
         if self.arch == "gpt" and self.n_embd % self.n_head:
             raise ValueError(f"--n-embd {self.n_embd} must be divisible by --n-head {self.n_head}")
         if not 0 <= self.dropout < 1:

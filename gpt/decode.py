@@ -17,15 +17,15 @@ import torch
 
 from gpt.model import GPT, KVCache
 from gpt.sampling import Row, Sampler, SamplingParams, Token, seeded_generator
-from gpt.tokenizer import CharTokenizer
+from gpt.tokenizer import AnyTokenizer
 from gpt.window import Model
 
 
 def step_tokens(
-    tokenizer: CharTokenizer, tokens: torch.Tensor, logprobs: torch.Tensor | None, top_logprobs: list[int]
+    tokenizer: AnyTokenizer, tokens: torch.Tensor, logprobs: torch.Tensor | None, top_logprobs: list[int]
 ) -> list[Token]:
     """A decode step's new tokens as Tokens; with log-probabilities, row i also lists its top_logprobs[i] best."""
-    out = [Token(t, tokenizer.decode([t])) for t in tokens.tolist()]
+    out = [Token(t, tokenizer.decode([t]), bytes=tokenizer.token_bytes(t)) for t in tokens.tolist()]
     if logprobs is not None:
         chosen = logprobs.gather(1, tokens[:, None])[:, 0].tolist()
         for i, token in enumerate(out):
@@ -239,7 +239,7 @@ class DecodeBatch:
 
 
 def step_rows(
-    batch: DecodeBatch, rows: list[Row], tokenizer: CharTokenizer, top_logprobs: list[int], logprobs: bool = False
+    batch: DecodeBatch, rows: list[Row], tokenizer: AnyTokenizer, top_logprobs: list[int], logprobs: bool = False
 ) -> list[list[Token]]:
     """One step of every row of the batch: the tokens each row may emit now; a row's finish_reason says it is done."""
     tokens, scores = batch.step(with_logprobs=logprobs or any(top_logprobs))
@@ -248,7 +248,7 @@ def step_rows(
 
 def decode_rows(
     model: Model,
-    tokenizer: CharTokenizer,
+    tokenizer: AnyTokenizer,
     prompts: list[list[int]],
     rows: list[Row],
     top_logprobs: list[int],

@@ -1,29 +1,33 @@
 """Exact validation loss of a model folder on a data file: python -m gpt.eval PATH_OR_REPO --data FILE [--docs].
 
 Uses the training split (running text: last 10% of characters; documents: lines with i % 10 == 9) and scores every
-validation target once, so the figure is exact rather than an estimate from random batches:
+validation target once, so the figure is exact rather than an estimate from random batches. Beside nats per token it
+gives bits per byte (the same sum over the targets' UTF-8 bytes), which compares character and BPE models:
 - running text: consecutive rows of block_size targets (a window model: ROW_LENGTH), each with the context it would
   have in training;
 - documents: each item from a boundary with no earlier context, its end boundary included (as makemore scores).
 """
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
-from gpt.data import DataError, DocumentBatches, read_text, split_documents, split_text
+from gpt.data import DataError, DocumentBatches, describe_text, read_text, split_documents, split_text
 from gpt.folder import read_metrics, write_card, write_metrics
 from gpt.generate import LM, load
 from gpt.tokenizer import UnknownCharactersError
 
 
 @torch.no_grad()
-def validation_loss(lm: LM, text: str, batch_size: int = 64) -> tuple[float, int]:
-    """Mean cross-entropy (nats per token) over the validation split of `text`, and the number of targets."""
+def validation_loss(lm: LM, text: str, batch_size: int = 64) -> tuple[float, int, float]:
+    """Mean cross-entropy (nats per token) over the validation split of `text`, the number of targets, and bits per
+    byte (a document model's boundary counts as the newline it stands for)."""
     tok, T, device = lm.tokenizer, lm.row_length, lm.device
+    token_bytes = torch.tensor([len(tok.token_bytes(i)) for i in range(tok.vocab_size)], device=device)
     if tok.documents:
         _, val = split_documents(text)
         batches = DocumentBatches([tok.encode(d) for d in val], T, tok.boundary_id).all(batch_size)
@@ -36,22 +40,25 @@ def validation_loss(lm: LM, text: str, batch_size: int = 64) -> tuple[float, int
         rest = len(ids) - 1 - n * T
         if rest:
             batches.append((ids[n * T : -1][None], ids[n * T + 1 :][None]))
-    total, count = 0.0, 0
+    total, count, size = 0.0, 0, 0
     for x, y in batches:
         logits, _ = lm.model(x.to(device))
         y = y.to(device)
         total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=-1, reduction="sum").item()
         count += int((y != -1).sum())
-    return total / count, count
+        size += int(token_bytes[y[y != -1]].sum())
+    return total / count, count, total / (math.log(2) * size)
 
 
-def record_validation_loss(folder: str | Path, text: str) -> float:
-    """Score a model folder exactly and put the figure in its metrics.json and model card."""
-    folder = Path(folder)
+def record_validation_loss(folder: str | Path, path: str | Path) -> float:
+    """Score a model folder exactly on the text file it was trained on and put the figures, and the record of the text
+    (for a folder made before records), in its metrics.json and model card."""
+    folder, text = Path(folder), read_text(path)
     lm = load(folder, device="cpu")
-    loss, _ = validation_loss(lm, text)
+    loss, _, bits = validation_loss(lm, text)
     metrics = read_metrics(folder)
-    metrics.setdefault("run", {})["exact_val_loss"] = loss
+    about = describe_text(path, text, lm.tokenizer.documents)
+    metrics.setdefault("run", {}).update(exact_val_loss=loss, val_bits_per_byte=bits, text=about)
     write_metrics(folder, metrics)
     write_card(folder, lm.model.config, lm.tokenizer)
     return loss
@@ -71,12 +78,12 @@ def main(argv: list[str] | None = None) -> None:
             mode = "document mode: add --docs" if lm.tokenizer.documents else "running text: drop --docs"
             raise ValueError(f"{args.model} was trained on {mode}")
         text = read_text(args.data)
-        loss, count = validation_loss(lm, text)
+        loss, count, bits = validation_loss(lm, text)
         if args.write:
-            record_validation_loss(args.model, text)
+            record_validation_loss(args.model, args.data)
     except (DataError, UnknownCharactersError, ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
-    print(f"val loss {loss:.4f} ({count:,} targets, {args.data})")
+    print(f"val loss {loss:.4f} nats per token, {bits:.4f} bits per byte ({count:,} targets, {args.data})")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from gpt.bigram import Bigram
 from gpt.card import model_card
 from gpt.mlp import MLP
 from gpt.model import GPT, GPTConfig
-from gpt.tokenizer import CharTokenizer
+from gpt.tokenizer import AnyTokenizer, load_tokenizer
 from gpt.wavenet import WaveNet
 from gpt.window import ARCHS, Model, ModelConfig, WindowConfig
 
@@ -325,7 +325,7 @@ def load_model(folder: str | Path, limits: ModelLimits | None = None, name: str 
 
 def read_folder(
     folder: str | Path, limits: ModelLimits | None = None, name: str | None = None
-) -> tuple[Model, CharTokenizer]:
+) -> tuple[Model, AnyTokenizer]:
     """Model and tokenizer of a folder (name: how errors should call it, e.g. the repo id)."""
     folder = Path(folder)
     missing = missing_files(folder)
@@ -333,7 +333,7 @@ def read_folder(
         raise ModelFileError(
             f"{name or folder}: {', '.join(missing)} missing (a model folder needs {', '.join(REQUIRED_FILES)})"
         )
-    return load_model(folder, limits, name), CharTokenizer.load(folder / "tokenizer.json")
+    return load_model(folder, limits, name), load_tokenizer(folder)
 
 
 def write_weights(
@@ -347,8 +347,13 @@ def write_weights(
 
 
 def read_metrics(folder: str | Path) -> dict:
+    """metrics.json's content; {} when there is none or it is not a JSON object (the model loads without it)."""
     path = Path(folder) / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def write_metrics(folder: Path, metrics: dict) -> None:
@@ -356,13 +361,13 @@ def write_metrics(folder: Path, metrics: dict) -> None:
     write_atomic(folder / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=1)))
 
 
-def write_card(folder: Path, config: ModelConfig, tokenizer: CharTokenizer) -> None:
+def write_card(folder: Path, config: ModelConfig, tokenizer: AnyTokenizer) -> None:
     """The one writer of a folder's README.md: the card made from its config, tokenizer and metrics.json."""
     card = model_card(config, tokenizer, read_metrics(folder))
     write_atomic(folder / "README.md", lambda p: p.write_text(card, encoding="utf-8"))
 
 
-def write_loss_plot(curve: list[dict], path: Path) -> None:
+def write_loss_plot(curve: list[dict], path: Path, unit: str = "char") -> None:
     """loss.png: train and validation loss against training wall time (minutes), steps on the top axis."""
     import matplotlib
 
@@ -375,7 +380,7 @@ def write_loss_plot(curve: list[dict], path: Path) -> None:
     ax.plot(x, [c["train_loss"] for c in curve], label="train")
     ax.plot(x, [c["val_loss"] for c in curve], label="validation")
     ax.set_xlabel("training wall time (min)" if timed else "step")
-    ax.set_ylabel("cross-entropy (nats/char)")
+    ax.set_ylabel(f"cross-entropy (nats/{unit})")
     if timed and x[-1] > 0:
         steps = ax.secondary_xaxis(
             "top", functions=(lambda m: m * curve[-1]["step"] / x[-1], lambda s: s * x[-1] / max(curve[-1]["step"], 1))
@@ -390,7 +395,7 @@ def write_loss_plot(curve: list[dict], path: Path) -> None:
 
 def save_folder(
     model: Model,
-    tokenizer: CharTokenizer,
+    tokenizer: AnyTokenizer,
     out: str | Path,
     metrics: dict | None = None,
     dtype: torch.dtype = torch.float32,

@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 
 from gpt.decode import CompiledStep, decode_rows
-from gpt.folder import ModelLimits, read_folder
+from gpt.folder import ModelLimits, read_folder, read_metrics
 from gpt.hub import resolve
 from gpt.model import GPT, pick_device
 from gpt.sampling import Row, SamplingParams, Token, row_params
-from gpt.tokenizer import CharTokenizer
+from gpt.tokenizer import AnyTokenizer
 from gpt.window import Model, WindowModel, row_length
 
 
@@ -61,7 +61,7 @@ class Completion:
 class LM:
     """A model with its tokenizer: what `gpt.load` returns (its model is in eval mode; LM never changes the mode)."""
 
-    def __init__(self, model: Model, tokenizer: CharTokenizer, compile: bool = False):
+    def __init__(self, model: Model, tokenizer: AnyTokenizer, compile: bool = False):
         if model.config.vocab_size != tokenizer.vocab_size:
             raise ValueError(
                 f"tokenizer.json has {tokenizer.vocab_size} tokens but config.json's vocab_size is "
@@ -70,6 +70,7 @@ class LM:
         self.model, self.tokenizer = model, tokenizer
         self.compiled = CompiledStep(model) if compile and self.compilable else None  # decoding through torch.compile
         self.folder: Path | None = None  # where it was loaded from, if anywhere
+        self.about: dict = {}  # the folder's record of its training text (gpt/data.py's describe_text), if it has one
 
     @property
     def device(self) -> torch.device:
@@ -101,7 +102,7 @@ class LM:
         if self.tokenizer.documents:
             return [self.tokenizer.boundary_id] + ids
         if not ids:
-            if "\n" not in self.tokenizer.stoi:
+            if self.tokenizer.unknown("\n"):
                 raise ValueError("the prompt is empty: give some text to continue")
             return self.tokenizer.encode("\n")
         return ids
@@ -153,4 +154,5 @@ def load(
     model, tokenizer = read_folder(folder, limits, name)
     lm = LM(model.to(pick_device(device)), tokenizer, compile)
     lm.folder = folder
+    lm.about = read_metrics(folder).get("run", {}).get("text") or {}
     return lm

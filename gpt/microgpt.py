@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     call = 'generate("", max_new_tokens=20, temperature=1.0, seed=s) for s in 0..9'
     samples = "\n".join(lm.generate("", max_new_tokens=20, temperature=1.0, seed=s) for s in range(10))
     write_metrics(out, {**read_metrics(out), "samples": {"call": call, "text": samples}})
-    val = record_validation_loss(out, text)
+    val = record_validation_loss(out, args.data)
     print(
         f"{out}: {seconds / 60:.1f} min; mean train loss of the last {len(last)} steps {run['last_100_train_loss']}; "
         f"validation loss {val:.4f}"

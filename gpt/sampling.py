@@ -3,6 +3,7 @@
 Used by every caller (CLI, UI, API) through gpt/decode.py; the controls are checked here and only here.
 """
 
+import codecs
 import math
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -118,6 +119,7 @@ class Token:
     text: str
     logprob: float | None = None
     top: list[tuple[str, float]] = field(default_factory=list)
+    bytes: bytes = b""  # the token's own bytes; its text (set by Row) holds whole characters only
 
 
 class StopMatcher:
@@ -196,12 +198,15 @@ class Row:
         self.stops, self.boundary_id = StopStrings(params.stop), boundary_id
         self.generated = 0
         self.finish_reason: str | None = "length" if params.max_new_tokens == 0 else None
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def push(self, token: Token) -> list[Token]:
         self.generated += 1
         if token.id == self.boundary_id:  # a document model ended its item
             self.finish_reason = "stop"
             return self.stops.flush()
+        if token.bytes:  # a character split across tokens is shown by the token that completes it
+            token.text = self.utf8.decode(token.bytes)
         ready, stopped = self.stops.feed(token)
         if stopped:
             self.finish_reason = "stop"

@@ -217,11 +217,17 @@ def completion_logprobs(tokens: list[Token]) -> dict:
 
 
 def chat_token_logprobs(tokens: list[Token]) -> dict:
-    def entry(text: str, logprob: float) -> dict:
-        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+    def entry(text: str, logprob: float, raw: bytes) -> dict:
+        return {"token": text, "logprob": logprob, "bytes": list(raw)}
 
     return {
-        "content": [{**entry(t.text, t.logprob), "top_logprobs": [entry(a, lp) for a, lp in t.top]} for t in tokens]
+        "content": [
+            {
+                **entry(t.text, t.logprob, t.bytes or t.text.encode()),
+                "top_logprobs": [entry(a, lp, a.encode()) for a, lp in t.top],
+            }
+            for t in tokens
+        ]
     }
 
 

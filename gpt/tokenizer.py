@@ -1,4 +1,6 @@
-"""Character-level tokenizer: one token per distinct character of the training text, saved as tokenizer.json.
+"""Tokenizers, saved as tokenizer.json: characters (the default) or a byte-level BPE trained on the training text.
+
+Characters: one token per distinct character of the training text.
 
 Unknown characters are an error (`UnknownCharactersError`, naming them): a character the model never saw has no
 trained embedding, so silently mapping it to something would only hide the problem.
@@ -12,14 +14,20 @@ the characters, with no merges, and a Fuse decoder, so encoding and decoding are
 boundary is a special token that a post-processor puts before every text, and it is the BOS and EOS token.
 tokenizer_config.json beside it names those tokens for transformers. The first format (`{"type": "char", ...}`) still
 loads.
+
+Byte-level BPE (`--tokenizer bpe`, GPT-2's scheme, trained by `tokenizers`): the 256 bytes are tokens, so any UTF-8
+text encodes and nothing is unknown; merges learnt from the training split make common pieces single tokens. A token
+may end inside a character: its `token_bytes` are what a stream decodes incrementally (gpt/sampling.py's Row). In
+document mode the boundary is the special token `<|endoftext|>` (id 0), standing for the end of a line.
 """
 
 import json
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, processors
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 BOUNDARY = "\n"
+BPE_BOUNDARY = "<|endoftext|>"
 
 
 class UnknownCharactersError(ValueError):
@@ -41,6 +49,8 @@ class UnknownCharactersError(ValueError):
 
 
 class CharTokenizer:
+    kind = "character"
+
     def __init__(self, chars: list[str], documents: bool = False):
         if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
             raise ValueError("tokenizer chars must be distinct single characters")
@@ -76,6 +86,9 @@ class CharTokenizer:
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in ids)
 
+    def token_bytes(self, i: int) -> bytes:
+        return self.chars[i].encode()
+
     def save(self, folder: str | Path) -> None:
         """tokenizer.json and tokenizer_config.json in a folder."""
         tok = Tokenizer(models.BPE(vocab=dict(self.stoi), merges=[], ignore_merges=True))
@@ -100,10 +113,8 @@ class CharTokenizer:
     @classmethod
     def load(cls, path: str | Path) -> "CharTokenizer":
         """From a folder's tokenizer.json (or the file itself)."""
-        path = Path(path)
-        path = path / "tokenizer.json" if path.is_dir() else path
+        path, data = read_tokenizer_json(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("type") == "char":  # the first format
                 return cls(data["chars"], bool(data.get("documents", False)))
             if data["model"]["type"] != "BPE" or data["model"]["merges"]:
@@ -113,7 +124,103 @@ class CharTokenizer:
             if [vocab[c] for c in chars] != list(range(len(chars))):
                 raise ValueError("token ids are not 0..n-1")
             return cls(chars, documents=data.get("post_processor") is not None)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: tokenizer.json is missing") from None
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
             raise ValueError(f"{path}: tokenizer.json is not a valid character tokenizer ({e})") from None
+
+
+def byte_alphabet() -> list[str]:
+    """GPT-2's printable stand-in for each byte value, in byte order (what byte-level tokens are spelt with)."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = iter(range(256, 512))
+    return [chr(b) if b in kept else chr(next(extra)) for b in range(256)]
+
+
+class BPETokenizer:
+    kind = "byte-level BPE"
+
+    def __init__(self, tokenizer: Tokenizer, documents: bool = False):
+        self.tokenizer, self.documents = tokenizer, documents
+        if documents and tokenizer.token_to_id(BPE_BOUNDARY) != 0:
+            raise ValueError(f"a document-mode BPE tokenizer has {BPE_BOUNDARY} as token 0")
+        byte_of = {c: b for b, c in enumerate(byte_alphabet())}
+        vocab = tokenizer.get_vocab()
+        self._bytes = [b""] * len(vocab)
+        for token, i in vocab.items():
+            if i >= len(vocab):
+                raise ValueError("token ids are not 0..n-1")
+            self._bytes[i] = BOUNDARY.encode() if token == BPE_BOUNDARY else bytes(byte_of[c] for c in token)
+
+    @classmethod
+    def train(cls, texts: list[str], vocab_size: int, documents: bool = False) -> "BPETokenizer":
+        """Merges learnt from the texts (the training split) up to vocab_size tokens, the 256 bytes included."""
+        least = 256 + documents
+        if vocab_size < least:
+            raise ValueError(f"--vocab-size {vocab_size} is too small: a byte-level BPE needs at least {least}")
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            special_tokens=[BPE_BOUNDARY] if documents else [],
+            show_progress=False,
+        )
+        tokenizer.train_from_iterator(texts, trainer)
+        if documents:
+            tokenizer.post_processor = processors.TemplateProcessing(
+                single=f"{BPE_BOUNDARY} $A", special_tokens=[(BPE_BOUNDARY, 0)]
+            )
+        return cls(tokenizer, documents)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._bytes)
+
+    @property
+    def boundary_id(self) -> int | None:
+        return 0 if self.documents else None
+
+    def unknown(self, text: str) -> list[str]:
+        return []
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids) -> str:
+        return b"".join(self._bytes[i] for i in ids).decode("utf-8", errors="replace")
+
+    def token_bytes(self, i: int) -> bytes:
+        return self._bytes[i]
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        (folder / "tokenizer.json").write_text(self.tokenizer.to_str(pretty=True), encoding="utf-8")
+        settings = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False}
+        if self.documents:
+            settings.update(bos_token=BPE_BOUNDARY, eos_token=BPE_BOUNDARY)
+        (folder / "tokenizer_config.json").write_text(json.dumps(settings, indent=1))
+
+
+def read_tokenizer_json(path: str | Path) -> tuple[Path, dict]:
+    path = Path(path)
+    path = path / "tokenizer.json" if path.is_dir() else path
+    try:
+        return path, json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: tokenizer.json is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: tokenizer.json is not valid JSON ({e})") from None
+
+
+def load_tokenizer(path: str | Path) -> CharTokenizer | BPETokenizer:
+    """A folder's tokenizer (or the file's), whichever kind it is."""
+    path, data = read_tokenizer_json(path)
+    if not isinstance(data, dict) or (data.get("pre_tokenizer") or {}).get("type") != "ByteLevel":
+        return CharTokenizer.load(path)
+    try:
+        return BPETokenizer(Tokenizer.from_str(json.dumps(data)), documents=data.get("post_processor") is not None)
+    except Exception as e:  # tokenizers raises its own exception types for a malformed file
+        raise ValueError(f"{path}: tokenizer.json is not a valid byte-level BPE tokenizer ({e})") from None
+
+
+AnyTokenizer = CharTokenizer | BPETokenizer

@@ -23,9 +23,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from gpt.budget import finish_seconds, plan
 from gpt.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint, tidy_checkpoint
 from gpt.config import ARCHITECTURE, DTYPES, PRESETS, TrainConfig, build_parser
-from gpt.data import DataError, load_dataset, read_text
+from gpt.data import DataError, describe_text, load_dataset, read_text
 from gpt.eval import validation_loss
 from gpt.folder import (
     ModelFileError,
@@ -38,7 +39,7 @@ from gpt.folder import (
 )
 from gpt.generate import LM, load
 from gpt.model import pick_device
-from gpt.tokenizer import CharTokenizer, UnknownCharactersError
+from gpt.tokenizer import UnknownCharactersError, load_tokenizer
 from gpt.window import Model
 
 
@@ -50,12 +51,18 @@ def resolve_settings(args: argparse.Namespace) -> TrainConfig:
     if args.resume:
         saved = read_checkpoint_meta(Path(args.out))["settings"]
         for k in ARCHITECTURE:
-            if k in explicit and explicit[k] != saved[k]:
+            if k in explicit and explicit[k] != saved.get(k, explicit[k]):
                 raise ValueError(
                     f"--{k.replace('_', '-')} {explicit[k]} differs from the run being resumed ({saved[k]})"
                 )
         return TrainConfig(**{**saved, **explicit})
     return TrainConfig(**{**PRESETS.get(args.preset, {}), **explicit, "preset": args.preset})
+
+
+def given_settings(args: argparse.Namespace) -> set[str]:
+    """The settings a user chose (by flag or preset), which --time-budget keeps."""
+    explicit = {k for k, v in vars(args).items() if v is not None}
+    return explicit | set(PRESETS.get(args.preset, {})) - {"max_steps", "warmup_steps", "eval_interval", "eval_steps"}
 
 
 def learning_rate(step: int, c: TrainConfig) -> float:
@@ -92,6 +99,23 @@ def make_optimizers(model: Model, c: TrainConfig, fused: bool) -> dict[str, torc
             muon_groups, lr=c.muon_lr, weight_decay=c.weight_decay, adjust_lr_fn="match_rms_adamw"
         )
     return optimizers
+
+
+def optimizer_step(trained, optimizers: dict, scaler, ctx, x: torch.Tensor, y: torch.Tensor, clip: float):
+    """Forward, backward, clip and step every optimizer: the batch's loss."""
+    with ctx:
+        _, loss = trained(x, y)
+    scaler.scale(loss).backward()
+    if clip:
+        for optimizer in optimizers.values():
+            scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), clip)
+    for optimizer in optimizers.values():
+        scaler.step(optimizer)
+    scaler.update()
+    for optimizer in optimizers.values():
+        optimizer.zero_grad(set_to_none=True)
+    return loss
 
 
 def checkpoint_due(due: bool, world: int, device) -> bool:
@@ -161,6 +185,8 @@ def init_device(c: TrainConfig) -> tuple[torch.device, int, int]:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if c.threads:
+        torch.set_num_threads(c.threads)
     if device.type == "cpu":  # subnormal floats slow CPU arithmetic as weights and moments shrink; flush them to zero
         torch.set_flush_denormal(True)
     return device, world, rank
@@ -169,8 +195,8 @@ def init_device(c: TrainConfig) -> tuple[torch.device, int, int]:
 class Run:
     """One training run's state: made by set-up (fresh or from the checkpoint), advanced by steps, saved by rank 0."""
 
-    def __init__(self, c: TrainConfig, out: Path, resume: bool, command: str):
-        self.c, self.out, self.resume = c, out, resume
+    def __init__(self, c: TrainConfig, out: Path, resume: bool, command: str, given: set, started: float):
+        self.c, self.out, self.resume, self.t0 = c, out, resume, started
         self.device, self.world, self.rank = device, world, rank = init_device(c)
         self.master = rank == 0
         self.dtype = c.dtype
@@ -178,15 +204,25 @@ class Run:
             self.dtype = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
         amp_dtype = DTYPES[self.dtype]
         self.ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         torch.manual_seed(c.seed + rank)
         self.data_rng = torch.Generator().manual_seed(c.seed + rank)
-        tokenizer = CharTokenizer.load(out) if resume else None
-        self.tokenizer, self.train_data, self.val_data = load_dataset(c.data, c.row_length, c.docs, tokenizer)
+        tokenizer = load_tokenizer(out) if resume else None
+        bpe_vocab = c.vocab_size if c.tokenizer == "bpe" else None
+        self.tokenizer, self.train_data, self.val_data = load_dataset(
+            c.data, c.row_length, c.docs, tokenizer, bpe_vocab
+        )
+        self.elapsed = 0.0
+        if c.time_budget and not resume:
+            left = 60 * c.time_budget - self.wall_time()
+            tokens = (self.train_data.tokens, self.val_data.tokens)
+            self.c = c = plan(c, given, left, *tokens, self.time_step)
+            _, self.train_data, self.val_data = load_dataset(c.data, c.row_length, c.docs, self.tokenizer)
+            torch.manual_seed(c.seed + rank)  # the probes drew from it; a planned run repeats as an explicit one
         self.model = model = build_model(replace(c.model, vocab_size=self.tokenizer.vocab_size)).to(device)
         self.optimizers = make_optimizers(model, c, fused=device.type == "cuda")
-        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(c.ema)) if c.ema else None
-        self.start, self.best_val, self.curve, self.tokens_seen, self.elapsed = 0, float("inf"), [], 0, 0.0
+        self.start, self.best_val, self.curve, self.tokens_seen = 0, float("inf"), [], 0
         if resume:
             self.restore()
         self.trained = model
@@ -199,8 +235,58 @@ class Run:
         self.evaluated, self.saved = (self.averaged.module,) * 2 if self.averaged else (self.trained, model)
         self.tokens_per_step = c.batch_size * self.train_data.row_length * world  # padding included
         self.record = self.run_record(command)
+        if self.master:
+            print(self.start_note(), file=sys.stderr, flush=True)
         out.mkdir(parents=True, exist_ok=True)
-        self.t0 = self.last_save = time.time()
+        self.last_save = time.time()
+        self.paced_from = (self.start, self.wall_time())
+
+    def time_step(self, c: TrainConfig) -> float:
+        """Seconds per optimizer step of a throwaway model of c's shape on this machine (after one warm-up step)."""
+        model = build_model(replace(c.model, vocab_size=self.tokenizer.vocab_size)).to(self.device)
+        optimizers = make_optimizers(model, c, fused=self.device.type == "cuda")
+        length = min(c.row_length, self.train_data.row_length) if c.docs else c.row_length
+        x = torch.randint(self.tokenizer.vocab_size, (c.batch_size, length), device=self.device)
+        times = []
+        while len(times) < 3 or (sum(times[1:]) < 0.5 and len(times) < 20):
+            t = time.perf_counter()
+            optimizer_step(model, optimizers, self.scaler, self.ctx, x, x, c.grad_clip)
+            times.append(time.perf_counter() - t)
+        seconds = torch.tensor(sum(times[1:]) / len(times[1:]), device=self.device)
+        if self.world > 1:  # every rank must choose the same plan: they share one figure
+            dist.all_reduce(seconds)
+            seconds /= self.world
+        return seconds.item()
+
+    def fit_to_budget(self, step: int) -> None:
+        """Re-aim the last step at --time-budget from the pace so far: while the rate is flat (wsd's stable phase)
+        the schedule's end can move; after that only an overrun ends the run early, at the step it has reached."""
+        c = self.c
+        start, then = self.paced_from
+        if step - start < 20:  # the first steps are slow (allocation, warm caches) and would mislead
+            return
+        pace = (self.wall_time() - then) / (step - start)
+        left = 60 * c.time_budget - finish_seconds(c, pace, self.val_data.tokens) - self.wall_time()
+        decay_start = c.max_steps - max(1, round(c.decay_fraction * c.max_steps))
+        if left <= 0:
+            c.max_steps = step
+        elif step < decay_start and c.schedule == "wsd":
+            c.max_steps = step + max(1, int(left / pace))
+        if self.world > 1:  # every rank stops at rank 0's step
+            last = torch.tensor(c.max_steps, device=self.device)
+            dist.broadcast(last, 0)
+            c.max_steps = int(last.item())
+
+    def start_note(self) -> str:
+        """One line before the first step (which may take a while): what was read and what will be trained."""
+        c, text, tok = self.c, self.record["text"], self.tokenizer
+        return (
+            f"{'resuming' if self.resume else 'training'} on {text['file']}: {text['characters']:,} characters, "
+            f"{self.train_data.tokens:,} training tokens ({tok.kind}, vocabulary {tok.vocab_size:,}); "
+            f"{self.model.num_params():,} parameters; steps {self.start:,} to {c.max_steps:,} of {c.batch_size} x "
+            f"{self.train_data.row_length} tokens on {self.record['device_name']}"
+            + (f"; sized for --time-budget {c.time_budget:g} min" if c.time_budget else "")
+        )
 
     def restore(self) -> None:
         meta, rng = load_checkpoint(self.out, self.model, self.optimizers, self.averaged)
@@ -222,6 +308,8 @@ class Run:
             "command": command,
             "device": device.type,
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else where,
+            "text": describe_text(c.data, read_text(c.data), c.docs),
+            "tokenizer": self.tokenizer.kind,
             "parameters": self.model.num_params(),
             "world_size": self.world,
             "dtype": self.dtype,
@@ -243,6 +331,7 @@ class Run:
             "tokens_seen": self.tokens_seen,
             "wall_time_s": self.wall_time(),
             "final_train_loss": best.get("train_loss"),
+            "settings": asdict(self.c),  # a time budget's last step is known only at the end
             "best_step": best.get("step"),
         }
         return {"run": {**self.record, **summary}, "curve": self.curve}
@@ -297,18 +386,8 @@ class Run:
             for group in optimizer.param_groups:
                 group["lr"] = group["peak_lr"] * lr / c.lr
         x, y = self.train_data.sample(c.batch_size, self.data_rng)
-        with self.ctx:
-            _, loss = self.trained(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
-        self.scaler.scale(loss).backward()
-        if c.grad_clip:
-            for optimizer in self.optimizers.values():
-                self.scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(self.trained.parameters(), c.grad_clip)
-        for optimizer in self.optimizers.values():
-            self.scaler.step(optimizer)
-        self.scaler.update()
-        for optimizer in self.optimizers.values():
-            optimizer.zero_grad(set_to_none=True)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = optimizer_step(self.trained, self.optimizers, self.scaler, self.ctx, x, y, c.grad_clip)
         if self.averaged is not None:
             self.averaged.update_parameters(self.model)
         self.tokens_seen += self.tokens_per_step
@@ -324,10 +403,12 @@ class Run:
         summary = self.metrics()
         if self.master:
             if self.curve:
-                write_loss_plot(self.curve, self.out / "loss.png")
+                unit = "char" if self.tokenizer.kind == "character" else "token"
+                write_loss_plot(self.curve, self.out / "loss.png", unit)
                 summary["run"]["loss_png"] = True
             lm = load(self.out, device="cpu")  # the best model, as saved
-            summary["run"]["exact_val_loss"] = validation_loss(lm, read_text(self.c.data))[0]
+            loss, _, bits = validation_loss(lm, read_text(self.c.data))
+            summary["run"].update(exact_val_loss=loss, val_bits_per_byte=bits)
             summary["samples"] = samples(lm)
             write_metrics(self.out, summary)
             write_card(self.out, lm.model.config, lm.tokenizer)
@@ -343,9 +424,19 @@ def stop_on_signals() -> list:
     return requested
 
 
-def train(c: TrainConfig, out: Path, resume: bool = False, command: str = "") -> dict:
-    """Run the training loop with resolved settings; returns the run summary written to metrics.json."""
-    run = Run(c, out, resume, command)
+def train(
+    c: TrainConfig,
+    out: Path,
+    resume: bool = False,
+    command: str = "",
+    given: set | None = None,
+    started: float | None = None,
+) -> dict:
+    """Run the training loop with resolved settings; returns the run summary written to metrics.json.
+
+    `given`: the settings the user chose, which a time budget keeps; `started`: when the budget's clock started."""
+    run = Run(c, out, resume, command, given or set(), started or time.time())
+    c = run.c
     stop = stop_on_signals() if run.world == 1 and run.master else []
     bar = tqdm(total=c.max_steps, initial=run.start, disable=not run.master, unit="step", dynamic_ncols=True)
     interval_start, interval_tokens, step = time.time(), 0, run.start
@@ -362,6 +453,9 @@ def train(c: TrainConfig, out: Path, resume: bool = False, command: str = "") ->
         due = time.time() - run.last_save >= 60 * c.checkpoint_minutes
         if step % 10 == 0 and checkpoint_due(due, run.world, run.device):
             run.checkpoint(step)
+        if c.time_budget and step % 10 == 0:
+            run.fit_to_budget(step)
+            bar.total = c.max_steps
         interval_tokens += run.tokens_per_step
         if run.master and (step % 10 == 0 or step == c.max_steps):
             tok_s = interval_tokens / max(time.time() - interval_start, 1e-9)
@@ -372,12 +466,13 @@ def train(c: TrainConfig, out: Path, resume: bool = False, command: str = "") ->
 
 
 def main(argv: list[str] | None = None) -> None:
+    started = time.time()
     args = build_parser().parse_args(argv)
     out = Path(args.out)
     command = "python -m gpt.train " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         settings = resolve_settings(args)
-        summary = train(settings, out, args.resume, command)
+        summary = train(settings, out, args.resume, command, given_settings(args), started)
     except (DataError, UnknownCharactersError, ModelFileError, ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     except OSError as e:  # a folder that cannot be written, a full disk

@@ -59,6 +59,46 @@ def make_names(n: int, seed: int = 0) -> str:
     return "\n".join("".join(rng.choice(syllables) for _ in range(rng.randint(1, 3))) for _ in range(n)) + "\n"
 
 
+ACCENTED = "café naïve façade señor über smörgåsbord œuvre Zürich 日本語 東京 🙂 🚀 — “quoted” ‘single’".split()
+
+
+def make_own_text(n_paragraphs: int, seed: int = 0) -> str:
+    """Running prose (not a play) in many scripts: accents, CJK, emoji, curly quotes and dashes."""
+    rng = random.Random(seed)
+    words = WORDS + ACCENTED
+    return "\n\n".join(
+        " ".join(rng.choice(words) for _ in range(rng.randint(8, 20))).capitalize() + "." for _ in range(n_paragraphs)
+    )
+
+
+def make_code(n_functions: int, seed: int = 0) -> str:
+    """Python-like source: indentation, comments and `#` lines (which Markdown would turn into headings)."""
+    rng = random.Random(seed)
+    names = ["parse", "load", "count", "merge", "split", "check", "build", "total"]
+    parts = []
+    for i in range(n_functions):
+        f, a, b = rng.choice(names), rng.choice("xyz"), rng.choice("abc")
+        parts.append(
+            f"# {f} the {a} values\ndef {f}_{i}({a}, {b}=None):\n    if {a} > {rng.randint(0, 9)}:\n"
+            f"        return {a} - {b}\n    return [{a} for {a} in range({rng.randint(1, 9)})]\n"
+        )
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="session")
+def own_text_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "journal.txt"
+    path.write_text(make_own_text(700), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def code_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "code.txt"
+    path.write_text(make_code(400))
+    return path
+
+
 @pytest.fixture(scope="session")
 def play_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "play.txt"
@@ -80,7 +120,10 @@ SLOW_MODULES = {
     *"test_app.py test_hub.py test_install.py test_ladder.py test_load_and_sample.py test_server.py".split(),
     *"test_train.py test_transformers.py test_weights.py".split(),
 }
-SLOW_FIXTURES = {*"tiny_model names_model mlp_model app_url app_process cli hub serving env_python compiled_lm".split()}
+SLOW_FIXTURES = {
+    *"tiny_model names_model mlp_model bpe_model code_model app_url app_process cli hub serving env_python".split(),
+    "compiled_lm",
+}
 
 
 def pytest_collection_modifyitems(items):
@@ -165,6 +208,32 @@ def mlp_model(tmp_path_factory, names_file) -> Path:
             *"--eval-interval 50 --lr 1e-2 --eval-steps 4".split(),
         ]
     )
+    return out
+
+
+@pytest.fixture(scope="session")
+def bpe_model(tmp_path_factory, own_text_file) -> Path:
+    """A byte-level BPE model of the text in many scripts."""
+    from gpt.train import main
+
+    out = tmp_path_factory.mktemp("models") / "journal"
+    main(
+        [
+            *["--data", str(own_text_file), "--out", str(out), "--tokenizer", "bpe", "--vocab-size", "400", *TINY],
+            *"--max-steps 150 --eval-interval 50 --eval-steps 4 --lr 3e-3".split(),
+        ]
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def code_model(tmp_path_factory, code_file) -> Path:
+    """A character model of code: running text that is not a play."""
+    from gpt.train import main
+
+    out = tmp_path_factory.mktemp("models") / "code"
+    steps = "--max-steps 60 --eval-interval 30 --eval-steps 4".split()
+    main(["--data", str(code_file), "--out", str(out), *TINY, *steps])
     return out
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from gpt.data import describe_text
+
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -47,7 +49,7 @@ def page(browser, app_url):
 
 
 def chat_box(page):
-    return page.get_by_placeholder("Say something…").or_(page.get_by_placeholder("the start of a name…")).first
+    return page.get_by_placeholder("Say something…").or_(page.get_by_placeholder("the start of an item…")).first
 
 
 def no_error_overlay(page) -> bool:
@@ -96,7 +98,7 @@ def test_a_bad_message_stays_in_a_usable_box(page, message):
     box = chat_box(page)
     box.fill(message)
     box.press("Enter")
-    page.get_by_text("The message is empty" if not message.strip() else "vocabulary has no").wait_for(timeout=10_000)
+    page.get_by_text("The message is empty" if not message.strip() else "vocabulary has no").wait_for(timeout=20_000)
     assert box.input_value() == message and box.is_enabled() and no_error_overlay(page)
     assert page.locator('[data-testid="user"]').count() == 0
     box.fill("Good morrow.")
@@ -113,7 +115,8 @@ def test_blank_seed_stays_blank_when_the_settings_open(page):
     assert seed.input_value() == ""
 
 
-def test_a_document_model_gets_its_own_examples_and_prompt(page):
+def test_a_document_model_gets_its_own_examples_and_prompt(page, names_file):
+    first = describe_text(names_file, names_file.read_text(), documents=True)["openings"][0]  # its commonest start
     page.get_by_role("tab", name="Model").click()
     picker = page.get_by_label("model", exact=True)
     picker.click()
@@ -122,10 +125,10 @@ def test_a_document_model_gets_its_own_examples_and_prompt(page):
     page.get_by_text("Model: names").first.wait_for(timeout=30_000)
     assert no_error_overlay(page)
     page.get_by_role("tab", name="Chat").click()
-    page.get_by_role("button", name="em", exact=True).click()  # an example for this model
-    playwright.expect(chat_box(page)).to_have_value("em", timeout=10_000)
+    page.get_by_role("button", name=first, exact=True).click()  # an example for this model, from its text
+    playwright.expect(chat_box(page)).to_have_value(first, timeout=10_000)
     chat_box(page).press("Enter")
-    assert wait_for_reply(page).startswith("em")
+    assert wait_for_reply(page).startswith(first)
     chat_box(page).fill("Em")
     chat_box(page).press("Enter")
     page.get_by_text("only lowercase").wait_for(timeout=10_000)

@@ -50,6 +50,8 @@ def test_cli_progress_and_final_line(tmp_path, play_file, cli, tiny_args):
     )
     assert r.returncode == 0, r.stderr
     assert "tok_s=" in r.stderr and "20/20" in r.stderr  # tqdm bar with throughput
+    note = r.stderr.splitlines()[0]  # before the first step: what was read and what will be trained
+    assert note.startswith("training on play.txt: ") and "training tokens (character" in note and "parameters" in note
     last = r.stdout.strip().splitlines()[-1]
     assert last.startswith("best val loss ") and "tokens seen 10,240" in last and "wall time" in last
 

@@ -29,7 +29,15 @@ def bias_model(tmp_path_factory, play_file):
     return out
 
 
-FOLDERS = ["tiny_model", "names_model", "bias_model"]
+FOLDERS = ["tiny_model", "names_model", "bias_model", "bpe_model"]
+
+
+def a_prompt(lm, greedy: bool = False) -> str:
+    if lm.tokenizer.documents:
+        return "an" if greedy else "emma"
+    if lm.tokenizer.kind != "character":
+        return "Un café 🙂" if greedy else "Un café naïve à Zürich — “日本語” 🙂🚀 and ✓ Ελληνικά"
+    return "JULIET:\n" if greedy else "ROMEO:\nWhat, ho! 'Tis so."
 
 
 def hf(folder):
@@ -43,7 +51,7 @@ def test_same_tokens_and_logits(request, which):
     lm = gpt.load(folder, device="cpu")
     model, tokenizer = hf(folder)
     assert type(model).__name__ == "GPT2LMHeadModel"
-    prompt = "emma" if lm.tokenizer.documents else "ROMEO:\nWhat, ho! 'Tis so."
+    prompt = a_prompt(lm)
     ids = tokenizer(prompt, return_tensors="pt").input_ids
     assert ids[0].tolist() == lm.encode_prompt(prompt)
     with torch.no_grad():
@@ -56,13 +64,13 @@ def test_same_greedy_text(request, which):
     folder = request.getfixturevalue(which)
     lm = gpt.load(folder, device="cpu")
     model, tokenizer = hf(folder)
-    prompt = "an" if lm.tokenizer.documents else "JULIET:\n"
+    prompt = a_prompt(lm, greedy=True)
     room = lm.block_size - len(lm.encode_prompt(prompt))
     inputs = tokenizer(prompt, return_tensors="pt")  # with its attention mask: the pad id is a real character here
     out = model.generate(**inputs, max_new_tokens=room, do_sample=False, pad_token_id=0)
     theirs = tokenizer.decode(out[0, inputs.input_ids.size(1) :], skip_special_tokens=True)
     ours = lm.generate(prompt, max_new_tokens=room, temperature=0)
-    assert theirs == ours
+    assert theirs.removesuffix("\ufffd") == ours  # a character cut by the limit: theirs marks it, ours holds it back
 
 
 def test_pipeline_text_generation(tiny_model):

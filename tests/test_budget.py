@@ -1,0 +1,57 @@
+"""--time-budget: the plan grows with the time and the text, keeps what the user chose, and a run ends on time."""
+
+import json
+import time
+
+import pytest
+
+from gpt.budget import body_params, plan
+from gpt.config import TrainConfig
+
+
+def step_seconds(c: TrainConfig) -> float:
+    """A machine that does 50 GFLOP/s of training with 5 ms of overhead per step."""
+    return 5e-3 + 6 * (body_params(c) + 65 * c.n_embd) * c.batch_size * c.block_size / 5e10
+
+
+def planned(minutes: float, tokens: int = 1_000_000, **given) -> TrainConfig:
+    c = TrainConfig(data="text.txt", time_budget=minutes, **given)
+    return plan(c, set(given), 60 * minutes, tokens, tokens // 9, step_seconds)
+
+
+def test_a_longer_budget_trains_a_larger_model_for_longer():
+    sizes = [planned(m) for m in (1, 10, 60)]
+    assert [body_params(c) for c in sizes] == sorted(body_params(c) for c in sizes)
+    assert body_params(sizes[0]) < body_params(sizes[-1])
+    assert all(c.schedule == "wsd" and c.max_steps >= 500 for c in sizes)
+    spent = [c.max_steps * step_seconds(c) for c in sizes]
+    for c, seconds, minutes in zip(sizes, spent, (1, 10, 60)):
+        assert 0.8 * 60 * minutes < seconds < 60 * minutes, c
+
+
+def test_a_small_text_caps_the_model_and_many_epochs_bring_dropout():
+    big, small = planned(60), planned(60, tokens=20_000)
+    assert body_params(small) < body_params(big) and body_params(small) <= 5 * 20_000
+    assert small.dropout > 0 and small.block_size < 20_000 // 9
+
+
+def test_what_the_user_chose_is_kept():
+    c = planned(10, n_layer=3, batch_size=8)
+    assert c.n_layer == 3 and c.batch_size == 8
+    with pytest.raises(ValueError, match="drop --max-steps"):
+        planned(10, max_steps=100)
+
+
+def test_a_short_budget_finishes_on_time_with_the_schedule_decayed(tmp_path, play_file, cli):
+    out = tmp_path / "budget"
+    start = time.time()
+    r = cli("-m", "gpt.train", "--data", str(play_file), "--out", str(out), "--time-budget", "0.5")
+    took = time.time() - start
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 27 <= took <= 33, took
+    assert "sized for --time-budget 0.5 min" in r.stderr.split("\n")[0]
+    run = json.loads((out / "metrics.json").read_text())
+    last = run["curve"][-1]
+    settings = run["run"]["settings"]
+    assert last["step"] == settings["max_steps"] and last["lr"] < 0.2 * settings["lr"]
+    assert (out / "README.md").is_file() and (out / "model.safetensors").is_file()
