@@ -90,12 +90,12 @@ def test_bpe_card_gives_bits_per_byte_and_its_tokenizer(bpe_model):
 def test_bpe_through_the_api_counts_tokens(bpe_model, serving):
     lm = gpt.load(bpe_model, device="cpu")
     with serving(lm, max_tokens=100) as (url, _):
-        body = {"model": "journal", "prompt": MANY_SCRIPTS, "max_tokens": 12, "temperature": 0, "logprobs": 2}
+        body = {"model": "play", "prompt": MANY_SCRIPTS, "max_tokens": 12, "temperature": 0, "logprobs": 2}
         r = httpx.post(f"{url}/v1/completions", json=body, timeout=60).json()
         assert r["usage"]["prompt_tokens"] == len(lm.tokenizer.encode(MANY_SCRIPTS))
         assert r["usage"]["completion_tokens"] == len(r["choices"][0]["logprobs"]["tokens"]) == 12
         assert r["choices"][0]["text"] == lm.generate(MANY_SCRIPTS, max_new_tokens=12, temperature=0)
-        chat = {"model": "journal", "messages": [{"role": "user", "content": "🙂 café"}], "max_tokens": 8}
+        chat = {"model": "play", "messages": [{"role": "user", "content": "🙂 café"}], "max_tokens": 8}
         r = httpx.post(f"{url}/v1/chat/completions", json={**chat, "logprobs": True}, timeout=60)
         assert r.status_code == 200, r.text
         reply = r.json()["choices"][0]

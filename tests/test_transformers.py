@@ -36,7 +36,7 @@ def a_prompt(lm, greedy: bool = False) -> str:
     if lm.tokenizer.documents:
         return "an" if greedy else "emma"
     if lm.tokenizer.kind != "character":
-        return "Un café 🙂" if greedy else "Un café naïve à Zürich — “日本語” 🙂🚀 and ✓ Ελληνικά"
+        return "Un café 🙂" if greedy else "Un café naïve — “日本” 🙂 ✓ Ελ"  # ✓ and Greek: bytes it never saw
     return "JULIET:\n" if greedy else "ROMEO:\nWhat, ho! 'Tis so."
 
 
