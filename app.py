@@ -10,6 +10,7 @@ the key on the API (Bearer) and in the UI (a login). All model work is in gpt/.
 
 import argparse
 import asyncio
+import bisect
 import hmac
 import html
 import json
@@ -39,7 +40,6 @@ from gpt.tokenizer import UnknownCharactersError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 SHIPPED = str(ROOT / "weights" / "*")
-ATTENTION_MAX_CHARS = 64
 API_KEY = os.environ.get("GPT_API_KEY")  # set from --api-key too: the API usage text mentions the key
 
 
@@ -134,12 +134,13 @@ def unknown_characters(lm: LM, text: str) -> str | None:
 def fitted(lm: LM, text: str) -> str:
     """The text as the model will see it: a prompt longer than the context keeps its end, and the user is told once."""
     keep = lm.block_size - (1 if lm.tokenizer.documents else 0)
-    if len(text) > keep and not lm.windowed:
-        gr.Warning(
-            f"The text is longer than the model's context ({lm.block_size}): only its last {keep} characters are used."
-        )
-        text = text[-keep:]
-    return text
+    size = len if lm.tokenizer.kind == "character" else (lambda t: len(lm.tokenizer.encode(t)))
+    if lm.windowed or size(text) <= keep:
+        return text
+    unit = "characters" if lm.tokenizer.kind == "character" else "tokens"
+    gr.Warning(f"The text is longer than the model's context ({lm.block_size} {unit}): only its last {keep} are used.")
+    start = bisect.bisect_left(range(len(text)), -keep, key=lambda i: -size(text[i:]))  # whole characters kept
+    return text[start:]
 
 
 VALID = gr.validate(True, "")  # a validator answers for each input of its event, in order
@@ -196,6 +197,21 @@ async def chat(message, history, model_name, temperature, top_k, top_p, max_new_
         reply = natural_end(reply)
     history[-1]["content"] = reply if reply.strip() else "…"
     yield "", history, note
+
+
+def without_last_turn(history) -> tuple[list, str]:
+    """The conversation without its last user message (and the reply to it), and that message: for undo and retry."""
+    history = list(history or [])
+    i = len(history) - 1
+    while i >= 0 and history[i]["role"] == "assistant":
+        i -= 1
+    return (history[:i], message_text(history[i]["content"])) if i >= 0 else (history, "")
+
+
+def edited(history, edit: gr.EditData) -> tuple[list, str]:
+    """The conversation up to the edited message, and its new text (to be sent again)."""
+    index = edit.index[0] if isinstance(edit.index, (list, tuple)) else edit.index
+    return list(history or [])[:index], message_text(edit.value)
 
 
 def shown(text: str) -> str:
@@ -287,34 +303,40 @@ def stop_completion(running):
         running["job"].cancelled.set()
 
 
-def check_attention(prompt, layer, head, model_name):
+def check_attention(prompt, layer, head, model_name, completion="", all_heads=False):
     bad_model = model_problem(model_name)
     if bad_model:
-        return [VALID, VALID, VALID, gr.validate(False, bad_model)]
+        return [VALID, VALID, VALID, gr.validate(False, bad_model), VALID, VALID]
     lm = get_lm(model_name)
     cfg = lm.model.config
     if lm.windowed:
-        why = f"{model_name.strip()} has no attention: a {cfg.arch} reads a fixed window of {cfg.block_size} characters"
-        return [VALID, VALID, VALID, gr.validate(False, why + ". Pick a GPT model to see attention.")]
+        window = f"{cfg.block_size} character{'s' * (cfg.block_size > 1)}"
+        why = f"{model_name.strip()} has no attention: a {cfg.arch} reads a fixed window of {window}"
+        return [VALID, VALID, VALID, gr.validate(False, why + ". Pick a GPT model to see attention."), VALID, VALID]
     problem = "Type a short prompt to see its attention." if not prompt else unknown_characters(lm, prompt)
     return [
         gr.validate(problem is None, problem or ""),
         gr.validate(0 <= int(layer) < cfg.n_layer, f"This model has layers 0-{cfg.n_layer - 1}."),
         gr.validate(0 <= int(head) < cfg.n_head, f"This model has heads 0-{cfg.n_head - 1}."),
         VALID,
+        VALID,
+        VALID,
     ]
 
 
-async def attention(prompt, layer, head, model_name):
+async def attention(prompt, layer, head, model_name, completion="", all_heads=False):
+    """The attention of one head (or every head of the layer) over the prompt and its completion, up to the context."""
     served = await asyncio.to_thread(get_served, model_name)
     lm = served.lm
-    if len(prompt) > ATTENTION_MAX_CHARS:
-        gr.Warning(f"Attention is shown for the last {ATTENTION_MAX_CHARS} characters of the prompt.")
-        prompt = prompt[-ATTENTION_MAX_CHARS:]
-    ids = torch.tensor([lm.encode_prompt(prompt)], device=lm.device)
-    maps = await served.engine.run(lambda: lm.model.attention_maps(ids)[int(layer), int(head)].float().cpu())
-    labels = [shown(lm.tokenizer.decode([i])) for i in ids[0].tolist()]
-    return attention_figure(maps, labels, int(layer), int(head))
+    ids = lm.encode_prompt(prompt + (completion or ""))
+    if len(ids) > lm.block_size:
+        gr.Warning(f"Attention is shown for the last {lm.block_size} tokens: the model's context.")
+        ids = ids[-lm.block_size :]
+    x = torch.tensor([ids], device=lm.device)
+    maps = await served.engine.run(lambda: lm.model.attention_maps(x)[int(layer)].float().cpu())
+    labels = [shown(lm.tokenizer.decode([i])) for i in ids]
+    heads = list(range(maps.size(0))) if all_heads else [int(head)]
+    return attention_figure(maps, labels, int(layer), heads)
 
 
 def pyplot():
@@ -327,17 +349,29 @@ def pyplot():
     return plt
 
 
-def attention_figure(maps, labels, layer, head):
+def attention_figure(maps, labels: list[str], layer: int, heads: list[int]):
+    """One heatmap per head, with a colour bar; long texts label every n-th token so the labels stay readable."""
     plt = pyplot()
-    size = 3 + 0.16 * len(labels)
-    fig, ax = plt.subplots(figsize=(size, size), dpi=90)
-    ax.imshow(maps.numpy(), cmap="viridis", vmin=0, vmax=1)
-    ax.set_xticks(range(len(labels)), labels, fontsize=8, family="monospace")
-    ax.set_yticks(range(len(labels)), labels, fontsize=8, family="monospace")
-    ax.set_xlabel("attends to (key)")
-    ax.set_ylabel("query position")
-    ax.set_title(f"layer {layer}, head {head}")
-    fig.tight_layout()
+    cols = min(len(heads), 4)
+    rows = math.ceil(len(heads) / cols)
+    side = min(3 + 0.16 * len(labels), 10) if len(heads) == 1 else 3.2
+    fig, axes = plt.subplots(rows, cols, figsize=(side * cols + 1, side * rows + 0.5), dpi=90, squeeze=False)
+    every = max(1, math.ceil(len(labels) / 48))
+    ticks = list(range(0, len(labels), every))
+    for ax in axes.flat[len(heads) :]:
+        ax.axis("off")
+    for ax, h in zip(axes.flat, heads):
+        image = ax.imshow(maps[h].numpy(), cmap="viridis", vmin=0, vmax=1)
+        ax.set_title(f"layer {layer}, head {h}", fontsize=9)
+        if len(heads) == 1:
+            ax.set_xticks(ticks, [labels[i] for i in ticks], fontsize=8, family="monospace")
+            ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=8, family="monospace")
+            ax.set_xlabel("attends to (earlier token)")
+            ax.set_ylabel("token being read")
+        else:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.colorbar(image, ax=axes, label="attention weight (each row sums to 1)", shrink=0.8)
     return fig
 
 
@@ -345,6 +379,7 @@ OLD_FOLDER_EXAMPLES = {  # for a folder made before training recorded its text
     "scene": ["What light through yonder window breaks?", "Good morrow, sweet lady."],
     "plain": ["Hello there.", "Once upon a time"],
     "document": ["em", "jo", "ka"],
+    "template": ["Hello."],
 }
 
 
@@ -357,11 +392,14 @@ def model_texts(name: str, lm: LM) -> dict:
         "scene": f"your lines are spoken by {user} and the model answers as {model}",
         "plain": "one line each, yours then the model's",
         "document": "type the start of an item and the model finishes it",
+        "template": "it was fine-tuned to answer, each message in its own turn",
     }[kind]
     examples = [e for e in about.get("openings") or OLD_FOLDER_EXAMPLES[kind] if not lm.tokenizer.unknown(e)]
     unit = "characters" if lm.tokenizer.kind == "character" else "tokens"
     trained = f", trained on `{about['file']}`" if about.get("file") else ""
-    prompt = {"document": "", "scene": f"{user}:\n", "plain": examples[0] if examples else "\n"}[kind]
+    first = examples[0] if examples else "Hello."
+    prompt = {"document": "", "scene": f"{user}:\n", "plain": first, "template": f"<|user|>{first}<|end|><|assistant|>"}
+    prompt = prompt[kind]
     return {
         "current": f"**Model: {name}** ({size(lm.model.num_params())} parameters, context {lm.block_size} {unit}"
         f"{trained}). Chat: {how}.",
@@ -380,7 +418,7 @@ def check_model(name):
 
 def slider_tops(lm: LM) -> tuple[int, int]:
     """The layer and head sliders' maxima. A slider needs maximum > minimum, so a one-layer (or one-head) model gets
-    0-1 and the validator refuses 1; a window model has no attention and gets disabled sliders."""
+    0-1 and the validator refuses 1; a window model has no attention and its sliders are hidden."""
     cfg = lm.model.config
     return (1, 1) if lm.windowed else (max(cfg.n_layer - 1, 1), max(cfg.n_head - 1, 1))
 
@@ -399,12 +437,15 @@ def choose_model(name):
         describe(name, served),
         loss,
         card,
-        gr.update(maximum=layers, value=0, interactive=not lm.windowed),
-        gr.update(maximum=heads, value=0, interactive=not lm.windowed),
+        gr.update(maximum=layers, value=0, visible=not lm.windowed),
+        gr.update(maximum=heads, value=0, visible=not lm.windowed),
+        gr.update(visible=not lm.windowed),
+        gr.update(visible=not lm.windowed),
         gr.update(value=texts["prompt"], label=texts["prompt_label"]),
         gr.update(placeholder=texts["placeholder"]),
         gr.Dataset(samples=texts["examples"]),
         [],
+        f"Now talking to {name}: a new model starts a new conversation.",
     )
 
 
@@ -641,7 +682,18 @@ CSS = """
   z-index: 20; background: #222; color: #fff; padding: 2px 6px; border-radius: 4px; white-space: pre; font-size: 12px }
 .alternatives th { white-space: nowrap }
 .plain .message-content, .plain .message-content * { white-space: pre-wrap; font-family: monospace }
+.gradio-container { overflow-wrap: break-word }
 """
+
+
+CONTROL_HELP = {
+    "temperature": "divides the scores before sampling: below 1 favours the likeliest tokens, above 1 evens them out",
+    "top_k": "samples only among the k likeliest next tokens",
+    "top_p": "samples only among the likeliest tokens that together hold this share of the probability",
+    "max_new_tokens": "the most tokens one reply or completion may write",
+    "penalty": "makes tokens already in the text less likely (above 1) or more likely (below 1)",
+    "seed": "the same seed and settings write the same text again",
+}
 
 
 def build_demo() -> gr.Blocks:
@@ -650,22 +702,44 @@ def build_demo() -> gr.Blocks:
     texts = model_texts(CATALOG.default, lm)
     with gr.Blocks(title="gpt: train, share, talk") as demo:
         model_name = gr.Textbox(CATALOG.default, visible=False, label="model")  # this browser's model, sent each call
-        gr.Markdown("# gpt\nA small character-level GPT, trained from scratch. Chat with it, or watch it choose.")
+        gr.Markdown("# gpt\nA small GPT, trained on one text file. Chat with it, or watch it choose each token.")
         current = gr.Markdown(texts["current"])
         with gr.Accordion("Generation settings", open=False):
             with gr.Row():
-                temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="temperature (0 = greedy)")
-                top_k = gr.Slider(0, 200, value=40, step=1, label="top-k (0 = off)")
-                top_p = gr.Slider(0.05, 1, value=0.95, step=0.01, label="top-p (1 = off)")
+                temperature = gr.Slider(
+                    0, 2, value=0.8, step=0.05, label="temperature (0 = greedy)", info=CONTROL_HELP["temperature"]
+                )
+                top_k = gr.Slider(0, 200, value=40, step=1, label="top-k (0 = off)", info=CONTROL_HELP["top_k"])
+                top_p = gr.Slider(0.05, 1, value=0.95, step=0.01, label="top-p (1 = off)", info=CONTROL_HELP["top_p"])
             with gr.Row():
-                max_new_tokens = gr.Slider(1, 2000, value=300, step=1, label="max new tokens")
-                repetition_penalty = gr.Slider(0.5, 2, value=1.0, step=0.05, label="repetition penalty (1 = off)")
-                seed = gr.Textbox(value="", label="seed (blank = random)", placeholder="random")
+                max_new_tokens = gr.Slider(
+                    1, 2000, value=300, step=1, label="max new tokens", info=CONTROL_HELP["max_new_tokens"]
+                )
+                repetition_penalty = gr.Slider(
+                    0.5, 2, value=1.0, step=0.05, label="repetition penalty (1 = off)", info=CONTROL_HELP["penalty"]
+                )
+                seed = gr.Textbox(
+                    value="", label="seed (blank = random)", placeholder="random", info=CONTROL_HELP["seed"]
+                )
         settings = [temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed]
         with gr.Tabs():
             with gr.Tab("Chat"):
-                chatbot = gr.Chatbot(label="conversation", height=420, render_markdown=False, elem_classes="plain")
-                box = gr.Textbox(show_label=False, placeholder=texts["placeholder"], submit_btn=True, stop_btn=True)
+                chatbot = gr.Chatbot(
+                    label="conversation",
+                    show_label=False,
+                    height=420,
+                    render_markdown=False,
+                    elem_classes="plain",
+                    editable="user",
+                )
+                box = gr.Textbox(
+                    label="your message",
+                    show_label=False,
+                    placeholder=texts["placeholder"],
+                    submit_btn=True,
+                    stop_btn=True,
+                )
+                resent = gr.State("")  # a retried or edited message, sent again
                 examples = gr.Dataset(components=[box], samples=texts["examples"], label="examples")
                 with gr.Row():
                     chat_note = gr.Markdown()
@@ -678,7 +752,17 @@ def build_demo() -> gr.Blocks:
                     api_name="chat",
                 )
                 box.stop(None, cancels=[turn])
-                examples.click(lambda example: example[0], examples, box, api_visibility="private")
+                again = dict(
+                    fn=chat,
+                    inputs=[resent, chatbot, model_name, *settings],
+                    outputs=[box, chatbot, chat_note],
+                    validator=check_chat,
+                    api_visibility="private",
+                )
+                examples.click(lambda example: example[0], examples, resent, api_visibility="private").then(**again)
+                chatbot.retry(without_last_turn, chatbot, [chatbot, resent], api_visibility="private").then(**again)
+                chatbot.edit(edited, chatbot, [chatbot, resent], api_visibility="private").then(**again)
+                chatbot.undo(without_last_turn, chatbot, [chatbot, box], api_visibility="private")
                 clear.click(lambda: ([], ""), None, [chatbot, chat_note], api_visibility="private")
             with gr.Tab("Playground"):
                 prompt = gr.Textbox(label=texts["prompt_label"], value=texts["prompt"], lines=4)
@@ -696,10 +780,17 @@ def build_demo() -> gr.Blocks:
                 )
                 with gr.Row():
                     layers, heads = slider_tops(lm)
-                    layer = gr.Slider(0, layers, value=0, step=1, label="layer", interactive=not lm.windowed)
-                    head = gr.Slider(0, heads, value=0, step=1, label="head", interactive=not lm.windowed)
-                    show_attention = gr.Button("Show attention")
-                heatmap = gr.Plot(label="attention")
+                    layer = gr.Slider(0, layers, value=0, step=1, label="layer", visible=not lm.windowed)
+                    head = gr.Slider(0, heads, value=0, step=1, label="head", visible=not lm.windowed)
+                    all_heads = gr.Checkbox(label="every head of the layer", value=False, visible=not lm.windowed)
+                    show_attention = gr.Button("Show attention", visible=not lm.windowed)
+                gr.Markdown(
+                    "Each row is one token of the prompt and its completion; its colours say how much that token, "
+                    "when the model read it, looked at each earlier token (columns). The upper right is empty: the "
+                    "model never sees ahead."
+                )
+                heatmap = gr.Plot(label="attention", elem_id="attention-map")
+                prompt.input(lambda: "", None, output, api_visibility="private")  # a new prompt, no old completion
                 running = gr.State({})
                 inputs = [running, prompt, show_probabilities, model_name, *settings]
                 run.click(
@@ -713,9 +804,10 @@ def build_demo() -> gr.Blocks:
                 show_probabilities.change(
                     lambda on: gr.update(visible=not on), show_probabilities, output, api_visibility="private"
                 )
-                show_attention.click(
+                gr.on(
+                    [show_attention.click, layer.release, head.release, all_heads.change],
                     attention,
-                    [prompt, layer, head, model_name],
+                    [prompt, layer, head, model_name, output, all_heads],
                     heatmap,
                     validator=check_attention,
                     api_name="attention",
@@ -795,7 +887,11 @@ def build_demo() -> gr.Blocks:
                 load_button.click(
                     choose_model,
                     [picked],
-                    [model_name, current, summary, loss, card, layer, head, prompt, box, examples, chatbot],
+                    [
+                        *[model_name, current, summary, loss, card, layer, head, all_heads, show_attention, prompt],
+                        box,
+                        *[examples, chatbot, chat_note],
+                    ],
                     validator=check_model,
                     api_name="load_model",
                 )

@@ -37,8 +37,9 @@ def body_params(c: TrainConfig) -> int:
 
 
 def candidates(c: TrainConfig, fixed: set[str]) -> list[TrainConfig]:
-    """The ladder with the settings the user gave kept; a window model (the makemore rungs) keeps its own shape."""
-    if c.arch != "gpt":
+    """The ladder with the settings the user gave kept; a window model (the makemore rungs) and a fine-tune keep their
+    own shape."""
+    if c.arch != "gpt" or c.init_from:
         return [c]
     rungs = []
     for shape in SHAPES:

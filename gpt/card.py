@@ -51,7 +51,11 @@ def metadata(config: ModelConfig, tokenizer: AnyTokenizer, run: dict, name: str)
     window = isinstance(config, WindowConfig)
     tags = ["text-generation", "from-scratch", "makemore", config.arch] if window else HUB_TAGS
     level = ["character-level"] if tokenizer.kind == "character" else ["byte-level-bpe"]
+    base = run.get("base_model") or {}
+    if base:
+        tags = [t if t != "from-scratch" else "fine-tuned" for t in tags] + ["chat"] * chat_tuned(run)
     return ModelCardData(
+        base_model=base["name"].split("@")[0] if base.get("on_hub") else None,
         license="mit",
         library_name=None if window else "transformers",
         pipeline_tag="text-generation",
@@ -60,6 +64,17 @@ def metadata(config: ModelConfig, tokenizer: AnyTokenizer, run: dict, name: str)
         model_name=name,
         eval_results=results or None,
     )
+
+
+def chat_tuned(run: dict) -> bool:
+    return run.get("text", {}).get("form") == "conversations"
+
+
+def origin(run: dict) -> str:
+    base = run.get("base_model")
+    if not base:
+        return "trained from scratch"
+    return f"fine-tuned {'for chat ' * chat_tuned(run)}from `{base['name']}`"
 
 
 def unit(tokenizer: AnyTokenizer) -> str:
@@ -203,14 +218,14 @@ def model_card(config: ModelConfig, tokenizer: AnyTokenizer, metrics: dict, repo
     if isinstance(config, WindowConfig):
         what = LADDER[config.arch].format(w=config.block_size, e=config.n_embd, h=config.n_hidden, l=config.n_layer)
         intro = (
-            f"{what}; {config.num_params():,} parameters, {kind}, trained from scratch with the `gpt` library "
+            f"{what}; {config.num_params():,} parameters, {kind}, {origin(run)} with the `gpt` library "
             "as a rung of the makemore ladder below its GPT. The lectures split names randomly 80/10/10; this "
             "model's validation loss is on a fixed split (every 10th name), so compare with theirs loosely."
         )
     else:
         intro = (
             f"A {'character-level' if unit(tokenizer) == 'character' else 'byte-level BPE'} GPT "
-            f"({size(config.num_params())} parameters, {kind}) trained from scratch "
+            f"({size(config.num_params())} parameters, {kind}) {origin(run)} "
             "with the `gpt` library: GPT-2's architecture (pre-norm blocks, causal self-attention, exact GELU, "
             f"{'tied embeddings' if config.tie_embeddings else 'its own output head'}), stored so that both that "
             "library and `transformers` load it."
@@ -225,6 +240,8 @@ def model_card(config: ModelConfig, tokenizer: AnyTokenizer, metrics: dict, repo
     dataset = run.get("settings", {}).get("dataset")
     if run.get("command"):
         split = "every 10th line (i % 10 == 9)" if tokenizer.documents else "the last 10% of characters"
+        if chat_tuned(run):
+            split = "every 10th conversation, scored on the assistant's tokens only,"
         data = f"Data: `{data_file(run)}`" + (f" (`{dataset}` on the Hub)" if dataset else "")
         data += f"; {split} held out for validation."
         lines += ["", "## Training", "", data, "", "```bash", public_command(run), "```"]

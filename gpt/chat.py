@@ -1,4 +1,10 @@
-"""Chat with a model that was never chat-tuned: lay the conversation out in a form the model knows.
+"""Chat with a model: through its chat template when it was chat-tuned, else in a layout of the text it knows.
+
+- Template (a model fine-tuned with --sft): each message is its role's turn token, its text and `<|end|>`; the
+  reply follows `<|assistant|>` and ends at the model's `<|end|>` (or where it would start the user's turn). A system
+  message leads the conversation.
+
+A model that was never chat-tuned gets a layout of the kind of text it was trained on:
 
 The layout comes from the folder's record of its training text (gpt/data.py's describe_text); a folder without one
 gets the scene layout when its characters can spell it, as before the record existed.
@@ -24,6 +30,7 @@ The prompt keeps the newest turns that fit in the context, dropping the oldest f
 from dataclasses import dataclass
 
 from gpt.generate import LM
+from gpt.tokenizer import END
 
 USER, MODEL = "ROMEO", "JULIET"
 
@@ -71,6 +78,8 @@ def turns_of(messages: list[dict]) -> list[tuple[str, str]]:
 
 
 def layout(lm: LM) -> str:
+    if lm.tokenizer.specials:
+        return "template"
     if lm.tokenizer.documents:
         return "document"
     if lm.about.get("chat") in ("scene", "plain"):
@@ -93,8 +102,15 @@ def speech(who: str, text: str) -> str:
     return f"{who}:\n{text.strip()}\n\n"
 
 
-def chat_prompt(lm: LM, history: list[tuple[str, str]], message: str, reply_room: int | None = None) -> ChatPrompt:
-    """The prompt for the model's next turn; history is a list of (user, model) turns, oldest first."""
+def turn(role: str, text: str) -> str:
+    return f"<|{role}|>{text.strip()}{END}"
+
+
+def chat_prompt(
+    lm: LM, history: list[tuple[str, str]], message: str, reply_room: int | None = None, system: str = ""
+) -> ChatPrompt:
+    """The prompt for the model's next turn; history is a list of (user, model) turns, oldest first. A system
+    message is honoured by a chat template; the other layouts have no place for it."""
     message = message.strip()
     if not message:
         raise ValueError("the message is empty: type something to say")
@@ -102,18 +118,26 @@ def chat_prompt(lm: LM, history: list[tuple[str, str]], message: str, reply_room
     if kind == "document":
         return ChatPrompt(message, [], len(history), reply_prefix=message)
     user, model = speakers(lm)
-    if kind == "scene":
+    lead = turn("system", system) if kind == "template" and system.strip() else ""
+    if kind == "template":
+        tail, stop = turn("user", message) + "<|assistant|>", [END, "<|user|>"]
+    elif kind == "scene":
         tail, stop = speech(user, message) + f"{model}:\n", ["\n\n"]
     else:
         tail, stop = f"{message}\n", ["\n"]
     room = lm.block_size - (reply_room if reply_room is not None else lm.block_size // 4)
-    used = len(lm.tokenizer.encode(tail))
+    used = len(lm.tokenizer.encode(lead + tail))
     kept: list[str] = []
     for said, answer in reversed(history):
-        text = speech(user, said) + speech(model, answer) if kind == "scene" else f"{said.strip()}\n{answer.strip()}\n"
+        if kind == "template":
+            text = turn("user", said) + turn("assistant", answer)
+        elif kind == "scene":
+            text = speech(user, said) + speech(model, answer)
+        else:
+            text = f"{said.strip()}\n{answer.strip()}\n"
         text = known(lm, text)
         used += len(lm.tokenizer.encode(text))
         if used > room:
             break
         kept.insert(0, text)
-    return ChatPrompt("".join(kept) + tail, stop, len(history) - len(kept))
+    return ChatPrompt(lead + "".join(kept) + tail, stop, len(history) - len(kept))

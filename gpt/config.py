@@ -96,6 +96,18 @@ class TrainConfig:
         "speed and the size of the text (explicit --n-layer, --n-embd, --block-size, --batch-size still win)",
     )
     dataset: str | None = setting(None, "Hub dataset id of the training data, named in the model card's metadata")
+    sft: bool = setting(
+        False,
+        "supervised fine-tuning: --data is conversations (JSONL, OpenAI's chat format); the tokenizer gains turn "
+        "tokens and the loss counts the assistant's tokens only (needs --init-from)",
+        architecture=True,
+        recipe=True,
+    )
+    init_from: str | None = setting(
+        None,
+        "fine-tune: start from this model folder or Hub repo id (owner/name[@revision]); its shape and tokenizer are "
+        "kept, and the finetune preset's lower rates fill the defaults unless --preset is given",
+    )
     preset: str | None = None
 
     def __post_init__(self):
@@ -105,6 +117,10 @@ class TrainConfig:
         for k in counts + ["threads"] * (self.threads is not None):
             if getattr(self, k) < 1:
                 raise ValueError(f"--{k.replace('_', '-')} must be at least 1")
+        if self.sft and not self.init_from:
+            raise ValueError("--sft fine-tunes a trained model: give --init-from FOLDER_OR_REPO_ID")
+        if self.sft and (self.arch != "gpt" or self.docs):
+            raise ValueError("--sft is for GPT models of running text")
         if self.tokenizer not in ("char", "bpe"):
             raise ValueError("--tokenizer is char or bpe")
         if self.tokenizer == "bpe" and not 257 <= self.vocab_size <= 1 << 17:
@@ -164,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     presets = "; ".join(f"{name}: {about}" for name, about in PRESET_ABOUT.items())
     p = argparse.ArgumentParser(
         prog="python -m gpt.train",
-        description="Train a character-level GPT on a UTF-8 text file. A preset fills the defaults; explicit flags "
-        f"override it. Presets: {presets}.",
+        description="Train a GPT (or a makemore rung) on a UTF-8 text file, from scratch or from --init-from. A "
+        f"preset fills the defaults; explicit flags override it. Presets: {presets}.",
     )
     p.add_argument("--out", required=True, help="model folder to write (and the checkpoint/ to resume from)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="named recipe filling the defaults below")

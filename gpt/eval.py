@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from gpt.conversations import ConversationBatches, read_conversations, split_conversations
 from gpt.data import DataError, DocumentBatches, describe_text, read_text, split_documents, split_text
 from gpt.folder import read_metrics, write_card, write_metrics
 from gpt.generate import LM, load
@@ -26,8 +27,7 @@ from gpt.tokenizer import UnknownCharactersError
 def validation_loss(lm: LM, text: str, batch_size: int = 64) -> tuple[float, int, float]:
     """Mean cross-entropy (nats per token) over the validation split of `text`, the number of targets, and bits per
     byte (a document model's boundary counts as the newline it stands for)."""
-    tok, T, device = lm.tokenizer, lm.row_length, lm.device
-    token_bytes = torch.tensor([len(tok.token_bytes(i)) for i in range(tok.vocab_size)], device=device)
+    tok, T = lm.tokenizer, lm.row_length
     if tok.documents:
         _, val = split_documents(text)
         batches = DocumentBatches([tok.encode(d) for d in val], T, tok.boundary_id).all(batch_size)
@@ -40,6 +40,20 @@ def validation_loss(lm: LM, text: str, batch_size: int = 64) -> tuple[float, int
         rest = len(ids) - 1 - n * T
         if rest:
             batches.append((ids[n * T : -1][None], ids[n * T + 1 :][None]))
+    return scored(lm, batches)
+
+
+@torch.no_grad()
+def conversation_loss(lm: LM, path: str | Path, batch_size: int = 64) -> tuple[float, int, float]:
+    """The same figures over the assistant's tokens of the validation conversations (every 10th) of a JSONL file."""
+    _, val = split_conversations(read_conversations(path))
+    return scored(lm, ConversationBatches(val, lm.tokenizer, lm.block_size).all(batch_size))
+
+
+def scored(lm: LM, batches) -> tuple[float, int, float]:
+    """Nats per target, the number of targets and bits per byte over (x, y) batches whose ignored targets are -1."""
+    tok, device = lm.tokenizer, lm.device
+    token_bytes = torch.tensor([len(tok.token_bytes(i)) for i in range(tok.vocab_size)], device=device)
     total, count, size = 0.0, 0, 0
     for x, y in batches:
         logits, _ = lm.model(x.to(device))
@@ -67,7 +81,7 @@ def record_validation_loss(folder: str | Path, path: str | Path) -> float:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m gpt.eval", description=__doc__.splitlines()[0])
     p.add_argument("model", help="model folder or Hub repo id")
-    p.add_argument("--data", required=True, help="the UTF-8 text file the model was trained on")
+    p.add_argument("--data", required=True, help="the UTF-8 text file (or, for a chat model, JSONL) it was trained on")
     p.add_argument("--docs", action="store_true", help="document mode (must match the model's tokenizer)")
     p.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
     p.add_argument("--write", action="store_true", help="also record the figure in the folder's metrics and card")
@@ -77,8 +91,12 @@ def main(argv: list[str] | None = None) -> None:
         if args.docs != lm.tokenizer.documents:
             mode = "document mode: add --docs" if lm.tokenizer.documents else "running text: drop --docs"
             raise ValueError(f"{args.model} was trained on {mode}")
-        text = read_text(args.data)
-        loss, count, bits = validation_loss(lm, text)
+        if lm.tokenizer.specials:  # a chat-tuned model: its data is conversations, scored on the assistant's tokens
+            loss, count, bits = conversation_loss(lm, args.data)
+        else:
+            loss, count, bits = validation_loss(lm, read_text(args.data))
+        if args.write and lm.tokenizer.specials:
+            raise ValueError("--write records a text model's figures; a chat model's come from its --sft run")
         if args.write:
             record_validation_loss(args.model, args.data)
     except (DataError, UnknownCharactersError, ValueError, FileNotFoundError) as e:

@@ -474,7 +474,8 @@ async def chat_completions(request: Request):
     body, served = await read_body(request, server)
     messages = chat_messages(body)
     try:
-        prompt = chat_prompt(served.lm, turns_of(messages[:-1]), message_text(messages[-1]["content"]))
+        system = "\n".join(message_text(m.get("content")) for m in messages if m.get("role") == "system")
+        prompt = chat_prompt(served.lm, turns_of(messages[:-1]), message_text(messages[-1]["content"]), system=system)
     except ValueError as e:
         raise APIError(400, str(e), "messages") from None
     with_logprobs = flag(body, "logprobs")

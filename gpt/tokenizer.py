@@ -19,15 +19,31 @@ Byte-level BPE (`--tokenizer bpe`, GPT-2's scheme, trained by `tokenizers`): the
 text encodes and nothing is unknown; merges learnt from the training split make common pieces single tokens. A token
 may end inside a character: its `token_bytes` are what a stream decodes incrementally (gpt/sampling.py's Row). In
 document mode the boundary is the special token `<|endoftext|>` (id 0), standing for the end of a line.
+
+A chat-tuned tokenizer (`--sft`) has the turn tokens `<|system|>`, `<|user|>`, `<|assistant|>` and `<|end|>` after
+its vocabulary: whole tokens wherever they appear in a text, special tokens in tokenizer.json, and a `chat_template`
+in tokenizer_config.json that renders a conversation as exactly those tokens and the messages' text.
 """
 
 import json
+import re
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 BOUNDARY = "\n"
 BPE_BOUNDARY = "<|endoftext|>"
+TURNS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")  # a chat-tuned model's tokens, after the vocabulary
+END = TURNS[-1]
+CHAT_TEMPLATE = (  # transformers' apply_chat_template renders what gpt/conversations.py feeds the model
+    "{% for message in messages %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
+
+
+def chat_settings(specials: list[str]) -> dict:
+    """tokenizer_config.json's entries for a chat-tuned tokenizer: its template and its end of turn."""
+    return {"chat_template": CHAT_TEMPLATE, "eos_token": END} if specials else {}
 
 
 class UnknownCharactersError(ValueError):
@@ -51,14 +67,21 @@ class UnknownCharactersError(ValueError):
 class CharTokenizer:
     kind = "character"
 
-    def __init__(self, chars: list[str], documents: bool = False):
+    def __init__(self, chars: list[str], documents: bool = False, specials: list[str] | tuple = ()):
         if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
             raise ValueError("tokenizer chars must be distinct single characters")
         if documents and chars[:1] != [BOUNDARY]:
             raise ValueError("a document-mode tokenizer has the newline boundary as token 0")
         self.chars = chars
         self.documents = documents
+        self.specials = list(specials)  # whole tokens after the characters (a chat model's turns)
         self.stoi = {c: i for i, c in enumerate(chars)}
+        self.special_ids = {t: len(chars) + i for i, t in enumerate(self.specials)}
+        self.splitter = re.compile("(" + "|".join(map(re.escape, self.specials)) + ")") if self.specials else None
+
+    def with_turns(self) -> "CharTokenizer":
+        """This tokenizer with the chat turn tokens added (new ids after the vocabulary)."""
+        return self if self.specials else CharTokenizer(self.chars, self.documents, TURNS)
 
     @classmethod
     def from_text(cls, text: str, documents: bool = False) -> "CharTokenizer":
@@ -67,7 +90,7 @@ class CharTokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return len(self.chars)
+        return len(self.chars) + len(self.specials)
 
     @property
     def boundary_id(self) -> int | None:
@@ -75,19 +98,25 @@ class CharTokenizer:
         return 0 if self.documents else None
 
     def unknown(self, text: str) -> list[str]:
-        return sorted(set(text) - self.stoi.keys())
+        return sorted(set(self.splitter.sub("", text) if self.splitter else text) - self.stoi.keys())
 
     def encode(self, text: str) -> list[int]:
+        pieces = self.splitter.split(text) if self.splitter else [text]
         try:
-            return [self.stoi[c] for c in text]
+            return [
+                i
+                for p in pieces
+                for i in ([self.special_ids[p]] if p in self.special_ids else map(self.stoi.__getitem__, p))
+            ]
         except KeyError:
             raise UnknownCharactersError(self.unknown(text), self.chars) from None
 
     def decode(self, ids) -> str:
-        return "".join(self.chars[i] for i in ids)
+        n = len(self.chars)
+        return "".join(self.chars[i] if i < n else self.specials[i - n] for i in ids)
 
     def token_bytes(self, i: int) -> bytes:
-        return self.chars[i].encode()
+        return self.decode([i]).encode()
 
     def save(self, folder: str | Path) -> None:
         """tokenizer.json and tokenizer_config.json in a folder."""
@@ -104,6 +133,8 @@ class CharTokenizer:
                 single=f"{BOUNDARY} $A", special_tokens=[(BOUNDARY, self.boundary_id)]
             )
             settings.update(bos_token=BOUNDARY, eos_token=BOUNDARY)
+        tok.add_special_tokens(self.specials)
+        settings.update(chat_settings(self.specials))
         folder = Path(folder)
         (folder / "tokenizer.json").write_text(tok.to_str(pretty=True), encoding="utf-8")
         (folder / "tokenizer_config.json").write_text(
@@ -121,9 +152,13 @@ class CharTokenizer:
                 raise ValueError("not a character vocabulary (a BPE model with no merges)")
             vocab = data["model"]["vocab"]
             chars = sorted(vocab, key=vocab.get)
-            if [vocab[c] for c in chars] != list(range(len(chars))):
+            added = sorted(
+                (t for t in data.get("added_tokens") or [] if t["content"] not in vocab), key=lambda t: t["id"]
+            )
+            if [vocab[c] for c in chars] + [t["id"] for t in added] != list(range(len(chars) + len(added))):
                 raise ValueError("token ids are not 0..n-1")
-            return cls(chars, documents=data.get("post_processor") is not None)
+            specials = [t["content"] for t in added]
+            return cls(chars, documents=data.get("post_processor") is not None, specials=specials)
         except (KeyError, TypeError, AttributeError, ValueError) as e:
             raise ValueError(f"{path}: tokenizer.json is not a valid character tokenizer ({e})") from None
 
@@ -144,11 +179,22 @@ class BPETokenizer:
             raise ValueError(f"a document-mode BPE tokenizer has {BPE_BOUNDARY} as token 0")
         byte_of = {c: b for b, c in enumerate(byte_alphabet())}
         vocab = tokenizer.get_vocab()
+        added = {t.content for t in tokenizer.get_added_tokens_decoder().values()}
+        self.specials = sorted(added - {BPE_BOUNDARY}, key=vocab.get)
         self._bytes = [b""] * len(vocab)
         for token, i in vocab.items():
             if i >= len(vocab):
                 raise ValueError("token ids are not 0..n-1")
-            self._bytes[i] = BOUNDARY.encode() if token == BPE_BOUNDARY else bytes(byte_of[c] for c in token)
+            whole = BOUNDARY if token == BPE_BOUNDARY else token if token in added else None
+            self._bytes[i] = whole.encode() if whole else bytes(byte_of[c] for c in token)
+
+    def with_turns(self) -> "BPETokenizer":
+        """This tokenizer with the chat turn tokens added (new ids after the vocabulary)."""
+        if self.specials:
+            return self
+        tokenizer = Tokenizer.from_str(self.tokenizer.to_str())
+        tokenizer.add_special_tokens(list(TURNS))
+        return BPETokenizer(tokenizer, self.documents)
 
     @classmethod
     def train(cls, texts: list[str], vocab_size: int, documents: bool = False) -> "BPETokenizer":
@@ -198,6 +244,7 @@ class BPETokenizer:
         settings = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False}
         if self.documents:
             settings.update(bos_token=BPE_BOUNDARY, eos_token=BPE_BOUNDARY)
+        settings.update(chat_settings(self.specials))
         (folder / "tokenizer_config.json").write_text(json.dumps(settings, indent=1))
 
 

@@ -24,13 +24,17 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from gpt.budget import finish_seconds, plan
+from gpt.chat import chat_prompt
 from gpt.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint, tidy_checkpoint
 from gpt.config import ARCHITECTURE, DTYPES, PRESETS, TrainConfig, build_parser
+from gpt.conversations import describe_conversations, load_conversations
 from gpt.data import DataError, describe_text, load_dataset, read_text
-from gpt.eval import validation_loss
+from gpt.eval import conversation_loss, validation_loss
 from gpt.folder import (
     ModelFileError,
     build_model,
+    load_model,
+    read_config,
     read_metrics,
     save_folder,
     write_card,
@@ -38,9 +42,10 @@ from gpt.folder import (
     write_metrics,
 )
 from gpt.generate import LM, load
+from gpt.hub import resolve
 from gpt.model import pick_device
-from gpt.tokenizer import UnknownCharactersError, load_tokenizer
-from gpt.window import Model
+from gpt.tokenizer import AnyTokenizer, UnknownCharactersError, load_tokenizer
+from gpt.window import Model, WindowConfig
 
 
 def resolve_settings(args: argparse.Namespace) -> TrainConfig:
@@ -56,7 +61,36 @@ def resolve_settings(args: argparse.Namespace) -> TrainConfig:
                     f"--{k.replace('_', '-')} {explicit[k]} differs from the run being resumed ({saved[k]})"
                 )
         return TrainConfig(**{**saved, **explicit})
+    if args.init_from:
+        return fine_tune_settings(args, explicit)
     return TrainConfig(**{**PRESETS.get(args.preset, {}), **explicit, "preset": args.preset})
+
+
+def base_shape(folder: Path) -> dict:
+    """The settings a fine-tune takes from its base model: the architecture and the tokenizer."""
+    config, _ = read_config(folder)
+    tokenizer = load_tokenizer(folder)
+    window = isinstance(config, WindowConfig)
+    names = ("block_size", "n_embd", "n_hidden") if window else ("block_size", "n_embd", "n_layer", "n_head", "bias")
+    shape = {k: getattr(config, k) for k in names}
+    shape.update(arch=config.arch if window else "gpt", docs=tokenizer.documents)
+    if tokenizer.kind == "character":
+        return {**shape, "tokenizer": "char"}
+    return {**shape, "tokenizer": "bpe", "vocab_size": tokenizer.vocab_size}
+
+
+def fine_tune_settings(args: argparse.Namespace, explicit: dict) -> TrainConfig:
+    """--init-from: the base model's shape and tokenizer, the finetune preset (or --preset), then explicit flags."""
+    shape = base_shape(resolve(args.init_from))
+    for k, v in shape.items():
+        if k in explicit and explicit[k] != v:
+            flag = f"--{k.replace('_', '-')}"
+            raise ValueError(f"{flag} {explicit[k]} differs from {args.init_from} ({v}): a fine-tune keeps its shape")
+    preset = args.preset or "finetune"
+    defaults = {k: v for k, v in PRESETS[preset].items() if k not in ARCHITECTURE}
+    if shape["arch"] != "gpt":
+        defaults.pop("dropout", None)
+    return TrainConfig(**{**defaults, **explicit, **shape, "preset": preset})
 
 
 def given_settings(args: argparse.Namespace) -> set[str]:
@@ -118,6 +152,22 @@ def optimizer_step(trained, optimizers: dict, scaler, ctx, x: torch.Tensor, y: t
     return loss
 
 
+def read_data(c: TrainConfig, tokenizer: AnyTokenizer | None):
+    """The tokenizer (made from the text unless given) and the train/validation samplers: text or conversations."""
+    if c.sft:
+        return load_conversations(c.data, c.row_length, tokenizer)
+    return load_dataset(c.data, c.row_length, c.docs, tokenizer, c.vocab_size if c.tokenizer == "bpe" else None)
+
+
+def grown(state: dict, vocab_size: int) -> dict:
+    """A model's weights with rows for new tokens (a chat model's turns), each the mean of the existing ones."""
+    for key in ("transformer.wte.weight", "lm_head.weight"):
+        rows = state.get(key)
+        if rows is not None and len(rows) < vocab_size:
+            state[key] = torch.cat([rows, rows.mean(0, keepdim=True).expand(vocab_size - len(rows), -1)])
+    return state
+
+
 def checkpoint_due(due: bool, world: int, device) -> bool:
     """Whether any rank's clock says a checkpoint is due: every rank must save at the same step."""
     if world == 1:
@@ -160,13 +210,22 @@ def estimate_loss(model, batches: dict, steps: int, batch_size: int, seed: int, 
 SAMPLE_SETTINGS = dict(max_new_tokens=300, temperature=0.8, top_k=40, seed=0)
 
 
+def settings_text(settings: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
+
+
 def samples(lm: LM) -> dict:
     """A few samples for the card, made once with fixed settings: the call that makes them and their text."""
+    if lm.tokenizer.specials:  # a chat model answers real first messages of its conversations
+        said = [(m, chat_prompt(lm, [], m)) for m in (lm.about.get("openings") or ["Hello."])[:3]]
+        call = f"p = chat_prompt(lm, [], message); lm.generate(p.text, stop=p.stop, {settings_text(SAMPLE_SETTINGS)})"
+        replies = [lm.generate(p.text, stop=tuple(p.stop), **SAMPLE_SETTINGS) for _, p in said]
+        return {"call": call, "text": "\n\n".join(f"> {m}\n{r.strip()}" for (m, _), r in zip(said, replies))}
     if lm.tokenizer.documents:
         settings = {**SAMPLE_SETTINGS, "max_new_tokens": min(lm.row_length, 64)}
-        call = f"lm.generate_batch([''] * 12, {', '.join(f'{k}={v}' for k, v in settings.items())})"
+        call = f"lm.generate_batch([''] * 12, {settings_text(settings)})"
         return {"call": call, "text": "\n".join(lm.generate_batch([""] * 12, **settings))}
-    call = f"lm.generate('\\n', {', '.join(f'{k}={v}' for k, v in SAMPLE_SETTINGS.items())})"
+    call = f"lm.generate('\\n', {settings_text(SAMPLE_SETTINGS)})"
     return {"call": call, "text": lm.generate("\n", **SAMPLE_SETTINGS).strip("\n")}
 
 
@@ -207,19 +266,24 @@ class Run:
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         torch.manual_seed(c.seed + rank)
         self.data_rng = torch.Generator().manual_seed(c.seed + rank)
-        tokenizer = load_tokenizer(out) if resume else None
-        bpe_vocab = c.vocab_size if c.tokenizer == "bpe" else None
-        self.tokenizer, self.train_data, self.val_data = load_dataset(
-            c.data, c.row_length, c.docs, tokenizer, bpe_vocab
-        )
+        base = resolve(c.init_from) if c.init_from and not resume else None
+        tokenizer = load_tokenizer(out) if resume else load_tokenizer(base) if base else None
+        self.tokenizer, self.train_data, self.val_data = read_data(c, tokenizer)
         self.elapsed = 0.0
         if c.time_budget and not resume:
             left = 60 * c.time_budget - self.wall_time()
             tokens = (self.train_data.tokens, self.val_data.tokens)
             self.c = c = plan(c, given, left, *tokens, self.time_step)
-            _, self.train_data, self.val_data = load_dataset(c.data, c.row_length, c.docs, self.tokenizer)
+            _, self.train_data, self.val_data = read_data(c, self.tokenizer)
             torch.manual_seed(c.seed + rank)  # the probes drew from it; a planned run repeats as an explicit one
-        self.model = model = build_model(replace(c.model, vocab_size=self.tokenizer.vocab_size)).to(device)
+        if base:  # the base model's own config (a head of its own, say), with this run's dropout and new tokens
+            config, _ = read_config(base, c.init_from)
+            vocab = self.tokenizer.vocab_size
+            model = build_model(replace(config, dropout=c.dropout, vocab_size=vocab) if c.arch == "gpt" else config)
+            model.load_state_dict(grown(load_model(base, name=c.init_from).state_dict(), vocab))
+        else:
+            model = build_model(replace(c.model, vocab_size=self.tokenizer.vocab_size))
+        self.model = model = model.to(device)
         self.optimizers = make_optimizers(model, c, fused=device.type == "cuda")
         self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(c.ema)) if c.ema else None
         self.start, self.best_val, self.curve, self.tokens_seen = 0, float("inf"), [], 0
@@ -239,7 +303,7 @@ class Run:
             print(self.start_note(), file=sys.stderr, flush=True)
         out.mkdir(parents=True, exist_ok=True)
         self.last_save = time.time()
-        self.paced_from = (self.start, self.wall_time())
+        self.marks = [(self.start, self.wall_time())]  # (step, wall time) as each evaluation starts
 
     def time_step(self, c: TrainConfig) -> float:
         """Seconds per optimizer step of a throwaway model of c's shape on this machine (after one warm-up step)."""
@@ -259,10 +323,11 @@ class Run:
         return seconds.item()
 
     def fit_to_budget(self, step: int) -> None:
-        """Re-aim the last step at --time-budget from the pace so far: while the rate is flat (wsd's stable phase)
-        the schedule's end can move; after that only an overrun ends the run early, at the step it has reached."""
+        """Re-aim the last step at --time-budget from the pace since the evaluation before the latest (so a whole
+        interval, its evaluation included, is in it): while the rate is flat (wsd's stable phase) the schedule's end
+        can move; after that only an overrun ends the run early, at the step it has reached."""
         c = self.c
-        start, then = self.paced_from
+        start, then = self.marks[-2] if len(self.marks) > 1 else self.marks[0]
         if step - start < 20:  # the first steps are slow (allocation, warm caches) and would mislead
             return
         pace = (self.wall_time() - then) / (step - start)
@@ -280,8 +345,9 @@ class Run:
     def start_note(self) -> str:
         """One line before the first step (which may take a while): what was read and what will be trained."""
         c, text, tok = self.c, self.record["text"], self.tokenizer
+        size = f"{text['conversations']:,} conversations" if c.sft else f"{text['characters']:,} characters"
         return (
-            f"{'resuming' if self.resume else 'training'} on {text['file']}: {text['characters']:,} characters, "
+            f"{'resuming' if self.resume else 'training'} on {text['file']}: {size}, "
             f"{self.train_data.tokens:,} training tokens ({tok.kind}, vocabulary {tok.vocab_size:,}); "
             f"{self.model.num_params():,} parameters; steps {self.start:,} to {c.max_steps:,} of {c.batch_size} x "
             f"{self.train_data.row_length} tokens on {self.record['device_name']}"
@@ -308,13 +374,15 @@ class Run:
             "command": command,
             "device": device.type,
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else where,
-            "text": describe_text(c.data, read_text(c.data), c.docs),
+            "text": describe_conversations(c.data) if c.sft else describe_text(c.data, read_text(c.data), c.docs),
             "tokenizer": self.tokenizer.kind,
             "parameters": self.model.num_params(),
             "world_size": self.world,
             "dtype": self.dtype,
             "settings": asdict(c),
         }
+        if c.init_from:  # the card's base_model: a Hub repo id, or a local folder named in the text only
+            record["base_model"] = {"name": c.init_from, "on_hub": not os.path.isdir(c.init_from)}
         if self.resume:  # the card keeps the command that started the run and lists the ones that continued it
             earlier = read_metrics(self.out).get("run", {})
             record["command"] = earlier.get("command", command)
@@ -407,7 +475,8 @@ class Run:
                 write_loss_plot(self.curve, self.out / "loss.png", unit)
                 summary["run"]["loss_png"] = True
             lm = load(self.out, device="cpu")  # the best model, as saved
-            loss, _, bits = validation_loss(lm, read_text(self.c.data))
+            c = self.c
+            loss, _, bits = conversation_loss(lm, c.data) if c.sft else validation_loss(lm, read_text(c.data))
             summary["run"].update(exact_val_loss=loss, val_bits_per_byte=bits)
             summary["samples"] = samples(lm)
             write_metrics(self.out, summary)
@@ -442,6 +511,7 @@ def train(
     interval_start, interval_tokens, step = time.time(), 0, run.start
     while True:
         if (step % c.eval_interval == 0 or step == c.max_steps) and not (resume and step == run.start):
+            run.marks.append((step, run.wall_time()))
             entry = run.evaluate(step, interval_tokens / max(time.time() - interval_start, 1e-9))
             if run.master:
                 bar.write(f"step {step}: train {entry['train_loss']:.4f}, val {entry['val_loss']:.4f}")

@@ -111,11 +111,11 @@ def test_attention_heatmap(client):
 
 
 def test_loading_a_document_model_changes_what_the_tabs_offer(client):
-    name, current, info, loss, card, *_, conversation = client.predict("names", api_name="/load_model")
+    name, current, info, loss, card, *_, conversation, note = client.predict("names", api_name="/load_model")
     assert name == "names" and "names" in current and "finishes it" in current
     assert info["model"] == "names" and info["document_mode"] is True and loss and "GPT" in card
     assert "![loss curve]" not in card and "|  |" not in card
-    assert conversation == []
+    assert conversation == [] and "new conversation" in note  # the model change says it cleared the chat
 
 
 def test_a_document_model_chat_finishes_the_item(client):
@@ -261,3 +261,17 @@ def test_the_api_serves_every_model_on_offer_by_name(app_url, names_model, mlp_m
     assert httpx.get(f"{base}/health").json()["loaded"]["names-mlp"]["requests"] == 0
     r = httpx.post(f"{base}/v1/completions", json={"model": "weights/names", "prompt": "em"})
     assert r.status_code == 404 and "names, names-mlp, carol/app-model, play" in r.json()["error"]["message"]
+
+
+def test_a_bpe_model_chats_and_completes_in_any_script(bpe_model, app_process):
+    import gpt
+
+    lm = gpt.load(bpe_model, device="cpu")
+    with app_process(env={"MODEL_ID": str(bpe_model)}) as app:
+        app.wait_ready()
+        client = Client(app.url, verbose=False)
+        reply, conversation, _ = chat(client, "🙂 café naïve 日本", model="journal")
+        assert text_of(conversation[0]) == "🙂 café naïve 日本" and "\ufffd" not in reply
+        text, _, table, _ = complete(client, "Un café 🙂", probabilities=True, model="journal")
+        assert text == lm.generate("Un café 🙂", max_new_tokens=40, temperature=0)
+        assert len(table["data"]) == 40  # one row per token, not per character

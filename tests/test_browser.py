@@ -125,9 +125,8 @@ def test_a_document_model_gets_its_own_examples_and_prompt(page, names_file):
     page.get_by_text("Model: names").first.wait_for(timeout=30_000)
     assert no_error_overlay(page)
     page.get_by_role("tab", name="Chat").click()
-    page.get_by_role("button", name=first, exact=True).click()  # an example for this model, from its text
-    playwright.expect(chat_box(page)).to_have_value(first, timeout=10_000)
-    chat_box(page).press("Enter")
+    page.get_by_text("a new model starts a new conversation").wait_for(timeout=10_000)
+    page.get_by_role("button", name=first, exact=True).click()  # an example for this model, from its text: sent
     assert wait_for_reply(page).startswith(first)
     chat_box(page).fill("Em")
     chat_box(page).press("Enter")
@@ -135,6 +134,32 @@ def test_a_document_model_gets_its_own_examples_and_prompt(page, names_file):
     assert chat_box(page).input_value() == "Em" and no_error_overlay(page)
     page.get_by_role("tab", name="Playground").click()
     assert page.get_by_label("start of an item (blank: a fresh one)").input_value() == ""
+
+
+def seed_note(page) -> str:
+    return page.get_by_text("seed ").first.inner_text()
+
+
+def test_examples_send_and_the_last_turn_can_be_retried_undone_and_edited(page, play_file):
+    first = describe_text(play_file, play_file.read_text(), documents=False)["openings"][0]
+    users = page.locator('[data-testid="user"]')
+    page.get_by_role("button", name=first, exact=True).click()
+    wait_for_reply(page)
+    assert users.count() == 1 and users.first.inner_text().strip() == first
+    before = seed_note(page)
+    page.get_by_role("button", name="Retry").last.click()
+    playwright.expect(page.get_by_text("seed ").first).not_to_have_text(before, timeout=20_000)
+    wait_for_reply(page)
+    assert users.count() == 1 and page.locator('[data-testid="bot"]').count() == 1
+    page.get_by_role("button", name="Edit").first.click()
+    page.locator('[data-testid="user"] textarea').fill("What news?")
+    page.get_by_role("button", name="Submit").click()
+    playwright.expect(users.first).to_have_text("What news?", timeout=20_000)
+    wait_for_reply(page)
+    assert users.count() == 1
+    page.get_by_role("button", name="Undo").last.click()
+    playwright.expect(users).to_have_count(0, timeout=10_000)
+    assert chat_box(page).input_value() == "What news?" and no_error_overlay(page)
 
 
 def test_playground_streams_and_keeps_probabilities_when_stopped(page):
@@ -188,3 +213,39 @@ def test_every_tab_renders_at_each_size(browser, app_url, size):
         assert no_error_overlay(page)
         page.screenshot(path=str(ARTIFACTS / f"{tab.lower()}-{size}.png"), full_page=True)
     page.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_long_error_message_wraps_inside_the_screen(browser, app_url, size):
+    page = open_app(browser, app_url, size)
+    chat_box(page).fill("Hi {there}")
+    chat_box(page).press("Enter")
+    message = page.get_by_text("vocabulary has no").first
+    message.wait_for(timeout=20_000)
+    box = message.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= SIZES[size]["width"], box
+    page.screenshot(path=str(ARTIFACTS / f"chat-error-{size}.png"), full_page=True)
+    page.close()
+
+
+def test_each_generation_control_says_what_it_does(page):
+    page.get_by_text("Generation settings").click()
+    for words in ["favours the likeliest tokens", "k likeliest next tokens", "share of the probability"]:
+        playwright.expect(page.get_by_text(words)).to_be_visible(timeout=10_000)
+    assert no_error_overlay(page)
+
+
+def test_attention_follows_the_sliders(page):
+    page.get_by_role("tab", name="Playground").click()
+    page.get_by_role("button", name="Show attention").click()
+    image = page.locator("#attention-map img")
+    image.wait_for(timeout=30_000)
+    before = image.get_attribute("src")
+    page.get_by_label("layer", exact=True).fill("1")
+    page.get_by_label("layer", exact=True).dispatch_event("pointerup")
+    page.wait_for_function(
+        "(before) => { const img = document.querySelector('#attention-map img'); return img && img.src !== before }",
+        arg=before,
+        timeout=30_000,
+    )
+    assert no_error_overlay(page)

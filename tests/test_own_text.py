@@ -115,3 +115,28 @@ def test_bpe_model_on_the_local_hub(hub, bpe_model, tmp_path, monkeypatch):
     assert theirs.tokenizer.encode(MANY_SCRIPTS) == mine.tokenizer.encode(MANY_SCRIPTS)
     ids = torch.tensor([mine.tokenizer.encode(MANY_SCRIPTS)])
     assert torch.equal(theirs.model(ids)[0], mine.model(ids)[0])
+
+
+def test_a_prompt_longer_than_the_context_keeps_its_end_in_whole_characters(bpe_model):
+    import app
+
+    lm = gpt.load(bpe_model, device="cpu")
+    text = MANY_SCRIPTS * 10
+    kept = app.fitted(lm, text)
+    longer = text[len(text) - len(kept) - 1 :]
+    assert text.endswith(kept) and len(lm.tokenizer.encode(kept)) <= lm.block_size < len(lm.tokenizer.encode(longer))
+
+
+def test_attention_covers_prompt_and_completion_with_a_colour_bar_and_every_head():
+    import asyncio
+
+    import app
+
+    lm = app.get_lm("shakespeare-char")
+    fig = asyncio.run(app.attention("KATHARINA:\n", 1, 0, "shakespeare-char", "I pray you", False))
+    heat = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+    labels = "".join(t.get_text() for t in heat[0].get_xticklabels())
+    assert len(heat) == 1 and labels.endswith("I␣pray␣you") and labels.startswith("KATHARINA")
+    assert any(ax.get_label() == "<colorbar>" for ax in fig.axes)
+    fig = asyncio.run(app.attention("KATHARINA:\n", 1, 0, "shakespeare-char", "I pray you", True))
+    assert len([ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]) == lm.model.config.n_head

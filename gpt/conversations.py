@@ -1,0 +1,116 @@
+"""Conversations for supervised fine-tuning (`--sft --data FILE.jsonl`), in OpenAI's chat fine-tuning format.
+
+One conversation per line: {"messages": [{"role": "system" | "user" | "assistant", "content": "..."}, ...]}. A
+conversation becomes tokens as the tokenizer's chat template renders it: each message is its role's turn token, its
+text and the end-of-turn token. The loss counts the assistant's tokens only (its text and its end of turn), as
+nanochat masks them: the model learns to answer and to stop, not to write the user's lines. Every 10th conversation
+(i % 10 == 9) validates, as every 10th line does in document mode.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+
+from gpt.data import DataError
+from gpt.tokenizer import END, AnyTokenizer
+
+ROLES = ("system", "user", "assistant")
+
+
+def read_conversations(path: str | Path) -> list[list[dict]]:
+    """The file's conversations; a line that is not one is an error naming the line and what is wrong with it."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    conversations = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            messages = json.loads(line)["messages"]
+        except (json.JSONDecodeError, TypeError, KeyError):
+            raise DataError(f'{path}, line {n}: not a JSON object with "messages"') from None
+        if not isinstance(messages, list) or not messages:
+            raise DataError(f'{path}, line {n}: "messages" must be a non-empty list')
+        for m in messages:
+            if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+                raise DataError(f"{path}, line {n}: each message needs a role ({', '.join(ROLES)}) and a text content")
+        if not any(m["role"] == "assistant" for m in messages):
+            raise DataError(f"{path}, line {n}: no assistant message, so nothing to learn from")
+        conversations.append([{"role": m["role"], "content": m["content"]} for m in messages])
+    if len(conversations) < 10:
+        raise DataError(f"{path}: at least 10 conversations are needed (every 10th validates)")
+    return conversations
+
+
+def split_conversations(conversations: list) -> tuple[list, list]:
+    return [c for i, c in enumerate(conversations) if i % 10 != 9], conversations[9::10]
+
+
+def render(tokenizer: AnyTokenizer, messages: list[dict]) -> tuple[list[int], list[bool]]:
+    """The conversation's tokens and, for each, whether the model is taught to write it (the assistant's)."""
+    ids, taught = [], []
+    end = tokenizer.encode(END)
+    for m in messages:
+        head, body = tokenizer.encode(f"<|{m['role']}|>"), tokenizer.encode(m["content"]) + end
+        ids += head + body
+        taught += [False] * len(head) + [m["role"] == "assistant"] * len(body)
+    return ids, taught
+
+
+def prompt_ids(tokenizer: AnyTokenizer, messages: list[dict]) -> list[int]:
+    """What the model continues to write the next reply: the conversation, then the assistant's turn token."""
+    return render(tokenizer, messages)[0] + tokenizer.encode("<|assistant|>")
+
+
+class ConversationBatches:
+    """Whole conversations from their start (the first block_size tokens of a longer one), padded; targets that are
+    not the assistant's are -1, which the loss ignores."""
+
+    def __init__(self, conversations: list[list[dict]], tokenizer: AnyTokenizer, block_size: int):
+        rendered = [render(tokenizer, c) for c in conversations]
+        longest = min(max(len(ids) for ids, _ in rendered) - 1, block_size)
+        self.x = torch.zeros(len(rendered), longest, dtype=torch.long)
+        self.y = torch.full((len(rendered), longest), -1, dtype=torch.long)
+        for i, (ids, taught) in enumerate(rendered):
+            ids, taught = torch.tensor(ids[: longest + 1]), torch.tensor(taught[: longest + 1])
+            self.x[i, : len(ids) - 1] = ids[:-1]
+            self.y[i, : len(ids) - 1] = torch.where(taught[1:], ids[1:], -1)
+        self.row_length = longest
+        self.tokens = int((self.y != -1).sum())
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        pick = torch.randint(len(self.x), (batch_size,), generator=generator)
+        return self.x[pick], self.y[pick]
+
+    def all(self, batch_size: int):
+        """Every conversation once, in order: for an exact validation loss on the assistant's tokens."""
+        for i in range(0, len(self.x), batch_size):
+            yield self.x[i : i + batch_size], self.y[i : i + batch_size]
+
+
+def load_conversations(
+    path: str | Path, block_size: int, tokenizer: AnyTokenizer
+) -> tuple[AnyTokenizer, ConversationBatches, ConversationBatches]:
+    """The tokenizer with its turn tokens, and train/validation samplers of the file's conversations."""
+    tokenizer = tokenizer.with_turns()
+    train, val = split_conversations(read_conversations(path))
+    return tokenizer, ConversationBatches(train, tokenizer, block_size), ConversationBatches(val, tokenizer, block_size)
+
+
+def describe_conversations(path: str | Path) -> dict:
+    """The folder's record of its chat data: the file, how many conversations, real first messages as examples."""
+    conversations = read_conversations(path)
+    firsts = [next((m["content"] for m in c if m["role"] == "user"), "") for c in conversations]
+    short = [f for f in dict.fromkeys(firsts) if 4 <= len(f) <= 60 and "\n" not in f]
+    return {
+        "file": Path(path).name,
+        "conversations": len(conversations),
+        "form": "conversations",
+        "chat": "template",
+        "openings": [short[i * len(short) // 4] for i in range(4)] if len(short) > 4 else short,
+    }

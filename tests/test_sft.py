@@ -1,0 +1,150 @@
+"""--sft: conversations in OpenAI's chat format, turn tokens, a loss on the assistant's tokens, and a chat template that
+transformers renders to the same ids."""
+
+import json
+import random
+import re
+
+import pytest
+from conftest import WORDS
+
+import gpt
+from gpt.chat import chat_prompt, layout
+from gpt.conversations import ConversationBatches, prompt_ids, read_conversations
+from gpt.data import DataError
+from gpt.tokenizer import END, BPETokenizer, CharTokenizer
+
+transformers = pytest.importorskip("transformers")
+STEPS = "--max-steps 150 --eval-interval 50 --eval-steps 4 --lr 3e-3 --batch-size 16".split()
+
+
+def make_conversations(n: int, seed: int = 0) -> list[dict]:
+    """Short exchanges the play's alphabet can spell: the assistant repeats the user's last word, then stops."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        said = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 5)))
+        messages = [{"role": "user", "content": said}, {"role": "assistant", "content": f"Yes, {said.split()[-1]}."}]
+        if rng.random() < 0.3:
+            messages = [{"role": "system", "content": "Be brief."}, *messages]
+        out.append({"messages": messages})
+    return out
+
+
+@pytest.fixture(scope="module")
+def chats_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "chats.jsonl"
+    path.write_text("".join(json.dumps(c) + "\n" for c in make_conversations(400)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory, tiny_model, chats_file):
+    from gpt.train import main
+
+    out = tmp_path_factory.mktemp("models") / "chat"
+    main(["--init-from", str(tiny_model), "--sft", "--data", str(chats_file), "--out", str(out), *STEPS])
+    return out
+
+
+def test_the_loss_counts_the_assistants_tokens_only():
+    tok = CharTokenizer.from_text("hi there, ok.").with_turns()
+    messages = [
+        {"role": "system", "content": "hi"},
+        {"role": "user", "content": "there"},
+        {"role": "assistant", "content": "ok."},
+    ]
+    batches = ConversationBatches([messages], tok, 64)
+    taught = batches.y[0][batches.y[0] != -1].tolist()
+    assert tok.decode(taught) == "ok." + END
+    assert tok.decode(batches.x[0][: len(prompt_ids(tok, messages[:2]))].tolist()).endswith("<|assistant|>")
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("not json", 'not a JSON object with "messages"'),
+        ('{"messages": []}', "non-empty list"),
+        ('{"messages": [{"role": "bot", "content": "x"}]}', "each message needs a role"),
+        ('{"messages": [{"role": "user", "content": "x"}]}', "no assistant message"),
+    ],
+)
+def test_a_bad_line_is_an_error_naming_it(tmp_path, line, message):
+    good = json.dumps(make_conversations(1)[0])
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join([good, good, line] + [good] * 10) + "\n")
+    with pytest.raises(DataError, match=f"line 3: .*{re.escape(message)}"):
+        read_conversations(path)
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_transformers_apply_chat_template_gives_the_ids_this_library_feeds(tmp_path, kind):
+    text = "Yes, the night is fair. Be brief, sweet love."
+    base = CharTokenizer.from_text(text) if kind == "char" else BPETokenizer.train([text * 20], 300)
+    tok = base.with_turns()
+    tok.save(tmp_path)
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "the night"},
+        {"role": "assistant", "content": "Yes, fair."},
+        {"role": "user", "content": "sweet love"},
+    ]
+    ids = theirs.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    assert list(ids) == prompt_ids(tok, messages)
+    assert theirs.eos_token == END and theirs.convert_tokens_to_ids(END) == tok.encode(END)[0]
+
+
+def test_a_short_sft_run_teaches_a_tiny_model_to_answer_and_end_its_turns(chat_model, tiny_model):
+    lm, base = gpt.load(chat_model, device="cpu"), gpt.load(tiny_model, device="cpu")
+    assert layout(lm) == "template" and base.tokenizer.vocab_size + 4 == lm.tokenizer.vocab_size
+    assert base.tokenizer.unknown(END) and not lm.tokenizer.unknown(END)  # the base could not end a turn
+    ended = 0
+    for c in make_conversations(20, seed=5):
+        said = c["messages"][-2]["content"]
+        prompt = chat_prompt(lm, [], said)
+        completion = lm.complete(prompt.text, max_new_tokens=40, temperature=0, stop=tuple(prompt.stop))
+        reply = "".join(t.text for t in completion)
+        ended += completion.finish_reason == "stop" and reply.startswith("Yes")
+    assert ended >= 16, ended
+    card = (chat_model / "README.md").read_text()
+    assert "fine-tuned for chat from" in card and "every 10th conversation" in card
+
+
+def test_an_sft_folder_chats_through_transformers_pipeline(chat_model):
+    generate = transformers.pipeline("text-generation", model=str(chat_model))
+    out = generate([{"role": "user", "content": "the night"}], max_new_tokens=20, do_sample=False)
+    reply = out[0]["generated_text"][-1]
+    assert reply["role"] == "assistant" and reply["content"].startswith("Yes")
+
+
+def test_sft_resume_equals_an_uninterrupted_run(tmp_path, tiny_model, chats_file):
+    from gpt.train import main
+
+    common = ["--init-from", str(tiny_model), "--sft", "--data", str(chats_file), "--eval-interval", "5"]
+    common += ["--eval-steps", "2", "--batch-size", "8"]
+    main([*common, "--out", str(tmp_path / "whole"), "--max-steps", "20"])
+    main([*common, "--out", str(tmp_path / "split"), "--max-steps", "10", "--lr-decay-steps", "20"])
+    main(["--out", str(tmp_path / "split"), "--resume", "--max-steps", "20", "--lr-decay-steps", "20"])
+    whole, split = (json.loads((tmp_path / d / "metrics.json").read_text())["curve"] for d in ("whole", "split"))
+    assert [round(e["val_loss"], 5) for e in whole] == [round(e["val_loss"], 5) for e in split]
+
+
+def test_the_api_and_the_app_chat_through_the_template_with_the_system_message(chat_model, serving):
+    import httpx
+
+    import app
+
+    lm = gpt.load(chat_model, device="cpu")
+    assert "fine-tuned to answer" in app.model_texts("chat", lm)["current"]
+    prompt = chat_prompt(lm, [], "the night", system="Be brief.")
+    assert prompt.text == "<|system|>Be brief.<|end|><|user|>the night<|end|><|assistant|>"
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "the night"}]
+    with serving(lm) as (url, _):
+        body = {"model": "play", "messages": messages, "max_tokens": 30, "temperature": 0}
+        reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60).json()["choices"][0]
+    assert reply["message"]["content"] == lm.generate(
+        prompt.text, max_new_tokens=30, temperature=0, stop=tuple(prompt.stop)
+    )
+    assert reply["finish_reason"] == "stop"
