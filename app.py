@@ -160,11 +160,17 @@ def model_problem(name: str) -> str | None:
     return None
 
 
+def message_problem(message, model_name) -> str | None:
+    """What is wrong with a chat message for this model (None: nothing)."""
+    message = message_text(message)
+    if not message.strip():
+        return "The message is empty: type something to say."
+    return None if model_problem(model_name) else unknown_characters(get_lm(model_name), message)
+
+
 def check_chat(message, history, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed):
     """Checks before a chat turn starts: a problem is shown at the box, which keeps the message and stays usable."""
-    message, bad_model = message_text(message), model_problem(model_name)
-    problem = "The message is empty: type something to say." if not message.strip() else None
-    problem = problem or (None if bad_model else unknown_characters(get_lm(model_name), message))
+    problem, bad_model = message_problem(message, model_name), model_problem(model_name)
     return [
         gr.validate(problem is None, problem or ""),
         VALID,
@@ -177,6 +183,9 @@ async def chat(message, history, model_name, temperature, top_k, top_p, max_new_
     """One chat turn, streamed: yields (the cleared box, the conversation, a note on seed and memory)."""
     served = await asyncio.to_thread(get_served, model_name)
     lm = served.lm
+    problem = message_problem(message, model_name)  # a retried or edited message skips the box's validator
+    if problem:
+        raise gr.Error(problem)
     message = message_text(message).strip()
     seed = parse_seed(seed)
     settings = controls(temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed)
@@ -683,6 +692,7 @@ CSS = """
 .alternatives th { white-space: nowrap }
 .plain .message-content, .plain .message-content * { white-space: pre-wrap; font-family: monospace }
 .gradio-container { overflow-wrap: break-word }
+.validation-error { max-width: calc(100vw - 90px); overflow-wrap: anywhere }
 """
 
 
@@ -756,7 +766,6 @@ def build_demo() -> gr.Blocks:
                     fn=chat,
                     inputs=[resent, chatbot, model_name, *settings],
                     outputs=[box, chatbot, chat_note],
-                    validator=check_chat,
                     api_visibility="private",
                 )
                 examples.click(lambda example: example[0], examples, resent, api_visibility="private").then(**again)
@@ -770,7 +779,7 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     run = gr.Button("Complete", variant="primary")
                     stop = gr.Button("Stop")
-                output = gr.Textbox(label="completion", lines=8, visible=False)
+                output = gr.Textbox(value="", label="completion", lines=8, visible=False)
                 probabilities = gr.HTML()
                 playground_note = gr.Markdown()
                 alternatives = gr.Dataframe(

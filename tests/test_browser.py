@@ -152,7 +152,7 @@ def test_examples_send_and_the_last_turn_can_be_retried_undone_and_edited(page, 
     wait_for_reply(page)
     assert users.count() == 1 and page.locator('[data-testid="bot"]').count() == 1
     page.get_by_role("button", name="Edit").first.click()
-    page.locator('[data-testid="user"] textarea').fill("What news?")
+    page.locator("textarea.edit-textarea").fill("What news?")
     page.get_by_role("button", name="Submit").click()
     playwright.expect(users.first).to_have_text("What news?", timeout=20_000)
     wait_for_reply(page)
@@ -241,8 +241,9 @@ def test_attention_follows_the_sliders(page):
     image = page.locator("#attention-map img")
     image.wait_for(timeout=30_000)
     before = image.get_attribute("src")
-    page.get_by_label("layer", exact=True).fill("1")
-    page.get_by_label("layer", exact=True).dispatch_event("pointerup")
+    track = page.get_by_label("range slider for layer")
+    size = track.bounding_box()
+    track.click(position={"x": size["width"] - 2, "y": size["height"] / 2})  # to the last layer, and let go
     page.wait_for_function(
         "(before) => { const img = document.querySelector('#attention-map img'); return img && img.src !== before }",
         arg=before,
