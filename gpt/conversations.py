@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from gpt.data import DataError
+from gpt.data import DataError, PaddedRows
 from gpt.tokenizer import END, AnyTokenizer
 
 ROLES = ("system", "user", "assistant")
@@ -67,30 +67,20 @@ def prompt_ids(tokenizer: AnyTokenizer, messages: list[dict]) -> list[int]:
     return render(tokenizer, messages)[0] + tokenizer.encode("<|assistant|>")
 
 
-class ConversationBatches:
+class ConversationBatches(PaddedRows):
     """Whole conversations from their start (the first block_size tokens of a longer one), padded; targets that are
     not the assistant's are -1, which the loss ignores."""
 
     def __init__(self, conversations: list[list[dict]], tokenizer: AnyTokenizer, block_size: int):
         rendered = [render(tokenizer, c) for c in conversations]
         longest = min(max(len(ids) for ids, _ in rendered) - 1, block_size)
-        self.x = torch.zeros(len(rendered), longest, dtype=torch.long)
-        self.y = torch.full((len(rendered), longest), -1, dtype=torch.long)
+        x = torch.zeros(len(rendered), longest, dtype=torch.long)
+        y = torch.full((len(rendered), longest), -1, dtype=torch.long)
         for i, (ids, taught) in enumerate(rendered):
             ids, taught = torch.tensor(ids[: longest + 1]), torch.tensor(taught[: longest + 1])
-            self.x[i, : len(ids) - 1] = ids[:-1]
-            self.y[i, : len(ids) - 1] = torch.where(taught[1:], ids[1:], -1)
-        self.row_length = longest
-        self.tokens = int((self.y != -1).sum())
-
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        pick = torch.randint(len(self.x), (batch_size,), generator=generator)
-        return self.x[pick], self.y[pick]
-
-    def all(self, batch_size: int):
-        """Every conversation once, in order: for an exact validation loss on the assistant's tokens."""
-        for i in range(0, len(self.x), batch_size):
-            yield self.x[i : i + batch_size], self.y[i : i + batch_size]
+            x[i, : len(ids) - 1] = ids[:-1]
+            y[i, : len(ids) - 1] = torch.where(taught[1:], ids[1:], -1)
+        super().__init__(x, y)
 
 
 def load_conversations(

@@ -104,7 +104,25 @@ class TextBatches:
         return window[:, :-1], window[:, 1:]
 
 
-class DocumentBatches:
+class PaddedRows:
+    """Whole rows of x and y whose padding has targets of -1, which the loss ignores: sampled, or all in order."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+        self.row_length = x.size(1)
+        self.tokens = int((y != -1).sum())
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        pick = torch.randint(len(self.x), (batch_size,), generator=generator)
+        return self.x[pick], self.y[pick]
+
+    def all(self, batch_size: int):
+        """Every row once, in order: for an exact validation loss."""
+        for i in range(0, len(self.x), batch_size):
+            yield self.x[i : i + batch_size], self.y[i : i + batch_size]
+
+
+class DocumentBatches(PaddedRows):
     """Whole items, each from a boundary with no earlier context: x = boundary + item, y = item + boundary.
 
     Positions after an item's end are padded with targets of -1, which the loss ignores (as makemore does).
@@ -116,19 +134,7 @@ class DocumentBatches:
         for i, d in enumerate(docs):
             seq = [boundary] + d[: longest - 1] + [boundary]
             rows[i, : len(seq)] = torch.tensor(seq)
-        self.x = rows[:, :-1].clamp(min=0)
-        self.y = rows[:, 1:]
-        self.row_length = longest
-        self.tokens = int((self.y != -1).sum())
-
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        pick = torch.randint(len(self.x), (batch_size,), generator=generator)
-        return self.x[pick], self.y[pick]
-
-    def all(self, batch_size: int):
-        """Every item once, in order: for an exact validation loss."""
-        for i in range(0, len(self.x), batch_size):
-            yield self.x[i : i + batch_size], self.y[i : i + batch_size]
+        super().__init__(rows[:, :-1].clamp(min=0), rows[:, 1:])
 
 
 def make_tokenizer(text: str, documents: bool, bpe_vocab: int | None = None) -> AnyTokenizer:
