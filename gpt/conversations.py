@@ -1,5 +1,9 @@
 """Conversations for supervised fine-tuning (`--sft --data FILE.jsonl`), in OpenAI's chat fine-tuning format.
 
+python -m gpt.conversations PLAY.txt --out chats.jsonl [--split train|val]: conversations made from a play (a speech
+is the user's message, the next speaker's speech the reply, a few exchanges between the same two speakers), from the
+training 90% or the validation 10% of the text as training splits it.
+
 One conversation per line: {"messages": [{"role": "system" | "user" | "assistant", "content": "..."}, ...]}. A
 conversation becomes tokens as the tokenizer's chat template renders it: each message is its role's turn token, its
 text and the end-of-turn token. The loss counts the assistant's tokens only (its text and its end of turn), as
@@ -7,12 +11,14 @@ nanochat masks them: the model learns to answer and to stop, not to write the us
 (i % 10 == 9) validates, as every 10th line does in document mode.
 """
 
+import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 
-from gpt.data import DataError, PaddedRows
+from gpt.data import SPEAKER, DataError, PaddedRows, read_text, split_text
 from gpt.tokenizer import END, AnyTokenizer
 
 ROLES = ("system", "user", "assistant")
@@ -104,3 +110,54 @@ def describe_conversations(path: str | Path) -> dict:
         "chat": "template",
         "openings": [short[i * len(short) // 4] for i in range(4)] if len(short) > 4 else short,
     }
+
+
+def whole_speeches(text: str) -> list[tuple[str, str]]:
+    """(speaker, what they say) of every blank-line-separated paragraph in a play's `NAME:` form."""
+    out = []
+    for paragraph in text.split("\n\n"):
+        lines = paragraph.strip("\n").split("\n")
+        if len(lines) > 1 and SPEAKER.fullmatch(lines[0].rstrip()):
+            out.append((lines[0].rstrip()[:-1], "\n".join(line.strip() for line in lines[1:])))
+    return out
+
+
+def play_conversations(text: str, turns: int = 2, max_chars: int = 200) -> list[dict]:
+    """Exchanges between two speakers who answer each other: the first one's speeches are the user's, the second's
+    the assistant's, up to `turns` exchanges and `max_chars` of text (so a conversation fits a small context)."""
+    spoken, out, i = whole_speeches(text), [], 0
+    while i + 1 < len(spoken):
+        user, model = spoken[i][0], spoken[i + 1][0]
+        messages, size, j = [], 0, i
+        while j + 1 < len(spoken) and len(messages) < 2 * turns and (spoken[j][0], spoken[j + 1][0]) == (user, model):
+            said, reply = spoken[j][1], spoken[j + 1][1]
+            if user == model or size + len(said) + len(reply) > max_chars:
+                break
+            messages += [{"role": "user", "content": said}, {"role": "assistant", "content": reply}]
+            size, j = size + len(said) + len(reply), j + 2
+        out += [{"messages": messages}] if messages else []
+        i = j if messages else i + 1
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m gpt.conversations", description=__doc__.splitlines()[2])
+    p.add_argument("play", help="a UTF-8 play in Tiny Shakespeare's form (NAME: lines, blank lines between speeches)")
+    p.add_argument("--out", required=True, help="the JSONL file to write")
+    p.add_argument("--split", choices=["train", "val"], default="train", help="the training 90%% or the last 10%%")
+    p.add_argument("--turns", type=int, default=2, help="exchanges per conversation at most")
+    p.add_argument("--max-chars", type=int, default=200, help="characters of text per conversation at most")
+    args = p.parse_args(argv)
+    try:
+        train, val = split_text(read_text(args.play))
+    except DataError as e:
+        sys.exit(f"error: {e}")
+    conversations = play_conversations(train if args.split == "train" else val, args.turns, args.max_chars)
+    if not conversations:
+        sys.exit(f"error: {args.play}: no speeches in a play's form (NAME: on its own line, then the speech)")
+    Path(args.out).write_text("".join(json.dumps(c) + "\n" for c in conversations), encoding="utf-8")
+    print(f"{len(conversations):,} conversations from the {args.split} split of {args.play} in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

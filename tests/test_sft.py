@@ -148,3 +148,20 @@ def test_the_api_and_the_app_chat_through_the_template_with_the_system_message(c
         prompt.text, max_new_tokens=30, temperature=0, stop=tuple(prompt.stop)
     )
     assert reply["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_conversations_made_from_a_play_are_exchanges_of_its_split(tmp_path, play_file, cli, split):
+    from gpt.data import split_text
+
+    out = tmp_path / "chats.jsonl"
+    r = cli("-m", "gpt.conversations", str(play_file), "--out", str(out), "--split", split)
+    assert r.returncode == 0, r.stderr
+    part = split_text(play_file.read_text())[split == "val"]
+    conversations = read_conversations(out)
+    assert len(conversations) >= 10 and f"{len(conversations):,} conversations" in r.stdout
+    for messages in conversations:
+        assert [m["role"] for m in messages] == ["user", "assistant"] * (len(messages) // 2)
+        assert all(m["content"] in part for m in messages) and sum(len(m["content"]) for m in messages) <= 200
+    r = cli("-m", "gpt.conversations", str(out), "--out", str(tmp_path / "none.jsonl"))
+    assert r.returncode != 0 and "no speeches" in r.stderr and "Traceback" not in r.stderr
