@@ -90,6 +90,8 @@ def describe(name: str, served: Served) -> dict:
         "tokenizer": lm.tokenizer.kind,
         "vocab": "".join(lm.tokenizer.chars) if lm.tokenizer.kind == "character" else lm.tokenizer.vocab_size,
         "trained_on": lm.about.get("file"),
+        "kind": "chat-tuned" if layout(lm) == "template" else "fine-tuned" if run.get("base_model") else "base",
+        "fine_tuned_from": (run.get("base_model") or {}).get("name"),
         "config": vars(lm.model.config),
         "training": {k: run[k] for k in keys if k in run},
     }

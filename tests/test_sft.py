@@ -131,13 +131,16 @@ def test_sft_resume_equals_an_uninterrupted_run(tmp_path, tiny_model, chats_file
     assert [round(e["val_loss"], 5) for e in whole] == [round(e["val_loss"], 5) for e in split]
 
 
-def test_the_api_and_the_app_chat_through_the_template_with_the_system_message(chat_model, serving):
+def test_the_api_and_the_app_chat_through_the_template_with_the_system_message(chat_model, tiny_model, serving):
     import httpx
 
     import app
 
     lm = gpt.load(chat_model, device="cpu")
     assert "fine-tuned to answer" in app.model_texts("chat", lm)["current"]
+    with serving(lm) as (_, served):
+        about = app.describe("chat", served)
+    assert about["kind"] == "chat-tuned" and about["fine_tuned_from"] == str(tiny_model)
     prompt = chat_prompt(lm, [], "the night", system="Be brief.")
     assert prompt.text == "<|system|>Be brief.<|end|><|user|>the night<|end|><|assistant|>"
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "the night"}]
