@@ -96,6 +96,7 @@ def plan(
         eval_steps=min(50, max(4, round(eval_steps))),
         lr_decay_steps=None,
     )
-    if rung.arch != "gpt":
-        chosen = {k: chosen[k] for k in ("max_steps", "eval_interval", "eval_steps", "lr_decay_steps")}
+    if rung.arch != "gpt" or rung.init_from:  # a makemore rung or a fine-tune keeps its own rates and optimizer
+        kept = ("max_steps", "warmup_steps", "schedule", "eval_interval", "eval_steps", "lr_decay_steps")
+        chosen = {k: chosen[k] for k in kept}
     return replace(rung, **{k: v for k, v in chosen.items() if k not in fixed})

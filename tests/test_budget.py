@@ -55,3 +55,10 @@ def test_a_short_budget_finishes_on_time_with_the_schedule_decayed(tmp_path, pla
     settings = run["run"]["settings"]
     assert last["step"] == settings["max_steps"] and last["lr"] < 0.2 * settings["lr"]
     assert (out / "README.md").is_file() and (out / "model.safetensors").is_file()
+
+
+def test_a_fine_tune_on_a_budget_keeps_its_shape_and_rates():
+    base = dict(lr=3e-4, optimizer="adamw", n_layer=6, n_embd=256, n_head=8)  # from the base and finetune preset
+    c = TrainConfig(data="text.txt", time_budget=10, init_from="base", **base)
+    c = plan(c, {"init_from", "time_budget"}, 600, 1_000_000, 100_000, step_seconds)
+    assert (c.n_layer, c.n_embd, c.lr, c.optimizer) == (6, 256, 3e-4, "adamw") and c.schedule == "wsd"
