@@ -11,6 +11,7 @@ the key on the API (Bearer) and in the UI (a login). All model work is in gpt/.
 import argparse
 import asyncio
 import bisect
+import functools
 import hmac
 import html
 import json
@@ -28,7 +29,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
-from gpt.card import size  # noqa: E402
+from gpt.card import model_kind, size  # noqa: E402
 from gpt.catalog import Catalog, ModelUnavailable, NotOffered, Served  # noqa: E402
 from gpt.chat import chat_prompt, layout, message_text, natural_end, speakers, turns_of  # noqa: E402
 from gpt.engine import Job  # noqa: E402
@@ -90,11 +91,17 @@ def describe(name: str, served: Served) -> dict:
         "tokenizer": lm.tokenizer.kind,
         "vocab": "".join(lm.tokenizer.chars) if lm.tokenizer.kind == "character" else lm.tokenizer.vocab_size,
         "trained_on": lm.about.get("file"),
-        "kind": "chat-tuned" if layout(lm) == "template" else "fine-tuned" if run.get("base_model") else "base",
+        "kind": model_kind(run),
         "fine_tuned_from": (run.get("base_model") or {}).get("name"),
         "config": vars(lm.model.config),
         "training": {k: run[k] for k in keys if k in run},
     }
+
+
+def choice_label(name: str) -> str:
+    """A model as the list offers it: its name and, for a folder on this disk, whether it is base or tuned."""
+    source = CATALOG.sources.get(name, name)
+    return f"{name} ({model_kind(read_metrics(source).get('run', {}))})" if os.path.isdir(source) else name
 
 
 def controls(temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed: int) -> dict:
@@ -148,6 +155,24 @@ def fitted(lm: LM, text: str) -> str:
 VALID = gr.validate(True, "")  # a validator answers for each input of its event, in order
 
 
+def logged(check):
+    """A validator that also writes one line to the server log per refusal: a user's error, not a fault."""
+
+    @functools.wraps(check)
+    def checked(*args):
+        results = check(*args)
+        refused = [r["message"] for r in results if not r["is_valid"]]
+        if refused:
+            log_refusal(check.__name__.removeprefix("check_"), refused[0])
+        return results
+
+    return checked
+
+
+def log_refusal(event: str, message: str) -> None:
+    print(f"* refused {event}: {message}", flush=True)
+
+
 def check_settings(seed) -> list:
     """The settings' answers, in order: the sliders are range-checked by Gradio itself; the seed is checked here."""
     seed_ok = parse_seed(seed) is not None
@@ -170,6 +195,7 @@ def message_problem(message, model_name) -> str | None:
     return None if model_problem(model_name) else unknown_characters(get_lm(model_name), message)
 
 
+@logged
 def check_chat(message, history, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed):
     """Checks before a chat turn starts: a problem is shown at the box, which keeps the message and stays usable."""
     problem, bad_model = message_problem(message, model_name), model_problem(model_name)
@@ -181,22 +207,30 @@ def check_chat(message, history, model_name, temperature, top_k, top_p, max_new_
     ]
 
 
+def memory_note(lm: LM, prompt, turns: int) -> str:
+    """What of the conversation the model sees: the earlier turns that fit its context and how much of it they fill."""
+    if not turns or layout(lm) == "document":
+        return ""
+    unit = "characters" if lm.tokenizer.kind == "character" and not lm.tokenizer.specials else "tokens"
+    kept, used = turns - prompt.dropped_turns, len(lm.tokenizer.encode(prompt.text))
+    seen = f" · the model sees {kept} earlier turn(s) and this message: {used:,} of its {lm.block_size:,} {unit}"
+    return seen + (f"; not the {prompt.dropped_turns} oldest turn(s)" if prompt.dropped_turns else "")
+
+
 async def chat(message, history, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed):
     """One chat turn, streamed: yields (the cleared box, the conversation, a note on seed and memory)."""
     served = await asyncio.to_thread(get_served, model_name)
     lm = served.lm
     problem = message_problem(message, model_name)  # a retried or edited message skips the box's validator
     if problem:
+        log_refusal("chat", problem)
         raise gr.Error(problem)
     message = message_text(message).strip()
     seed = parse_seed(seed)
     settings = controls(temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed)
-    prompt = chat_prompt(lm, turns_of(history), fitted(lm, message))
-    note = f"seed {seed}" + (
-        f" · the model does not see the {prompt.dropped_turns} oldest turn(s)"
-        if prompt.dropped_turns and layout(lm) != "document"
-        else ""
-    )
+    turns = turns_of(history)
+    prompt = chat_prompt(lm, turns, fitted(lm, message))
+    note = f"seed {seed}" + memory_note(lm, prompt, len(turns))
     history = [*(history or []), {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
     reply = prompt.reply_prefix
     (job,) = start(served, [prompt.text], [SamplingParams(**settings, stop=tuple(prompt.stop))])
@@ -231,31 +265,35 @@ def shown(text: str) -> str:
 
 
 def alternatives_table(tokens) -> list[list]:
-    """Per generated token: its probability and the five the model found most likely, with theirs."""
+    """Per generated token: its position, its probability and the five the model found most likely, with theirs."""
     return [
-        [shown(t.text), f"{math.exp(t.logprob):.3f}"] + [f"{shown(a)} {math.exp(lp):.3f}" for a, lp in t.top]
-        for t in tokens
+        [i, shown(t.text), f"{math.exp(t.logprob):.3f}"] + [f"{shown(a)} {math.exp(lp):.3f}" for a, lp in t.top]
+        for i, t in enumerate(tokens, 1)
     ]
 
 
 def probability_html(tokens) -> str:
     """Each generated token on a background as strong as its probability; hover or tap shows the top alternatives."""
     spans = []
-    for t in tokens:
+    for i, t in enumerate(tokens, 1):
         p = math.exp(t.logprob)
-        alternatives = "  ".join(f"{shown(a)} {math.exp(lp):.1%}" for a, lp in t.top)
+        alternatives = f"#{i}: " + "  ".join(f"{shown(a)} {math.exp(lp):.1%}" for a, lp in t.top)
         label = html.escape(t.text).replace("\n", "↵<br>") or "&nbsp;"
         spans.append(
-            f'<span class="tok" tabindex="0" data-alt="{html.escape(alternatives)}" data-p="{p:.3f}" '
+            f'<span class="tok" tabindex="0" data-i="{i}" data-alt="{html.escape(alternatives)}" data-p="{p:.3f}" '
             f'style="background: hsl({120 * p:.0f}, 75%, 80%)">{label}</span>'
         )
-    legend = "<p><small>Green: the model was sure; red: it was not. Hover or tap a character for its top 5.</small></p>"
+    legend = (
+        "<p><small>Green: the model was sure; red: it was not. Hover or tap a character for its top 5; click it to "
+        "see below what the settings did to its choice, and to continue from there.</small></p>"
+    )
     return f'<div class="probs">{"".join(spans)}</div>{legend}'
 
 
 PROBABILITY_EVERY = 8  # tokens between updates of the coloured text, so a stopped run keeps what it showed
 
 
+@logged
 def check_complete(
     running, prompt, show_probabilities, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed
 ):
@@ -314,6 +352,85 @@ def stop_completion(running):
         running["job"].cancelled.set()
 
 
+@logged
+def check_distribution(prompt, completion, position, model_name, *settings):
+    bad_model = model_problem(model_name)
+    problem = None if bad_model else unknown_characters(get_lm(model_name), prompt or "")
+    return [
+        gr.validate(problem is None, problem or ""),
+        VALID,
+        VALID,
+        gr.validate(bad_model is None, bad_model or ""),
+        *[VALID] * (len(settings) - 1),
+        *check_settings(settings[-1]),
+    ]
+
+
+def picked(lm: LM, prompt: str, completion: str, position) -> tuple[str, int] | None:
+    """The text before the completion's token at `position` (from 1) and that token, or None past its end."""
+    ids = lm.tokenizer.encode(completion or "")
+    i = int(position or 0)
+    if not 1 <= i <= len(ids):
+        return None
+    return (prompt or "") + lm.tokenizer.decode(ids[: i - 1]), ids[i - 1]
+
+
+async def distribution(
+    prompt, completion, position, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed
+):
+    """The chart of the next-token distribution at a position of the completion: the model's own and the one these
+    settings sample from (nothing to draw before a completion)."""
+    served = await asyncio.to_thread(get_served, model_name)
+    lm = served.lm
+    at = picked(lm, prompt, completion, position)
+    if at is None:
+        return None
+    before, chosen = at
+    settings = controls(temperature, top_k, top_p, 1, repetition_penalty, None)
+    model, drawn = await served.engine.run(lambda: lm.next_token(before, **settings))
+    return distribution_figure(lm, model, drawn, chosen, int(position), before)
+
+
+def distribution_figure(lm: LM, model, drawn, chosen: int, position: int, before: str, top: int = 12):
+    """Grouped bars of the likeliest tokens: the model's probability beside the sampled-from one; the written token
+    is marked."""
+    plt = pyplot()
+    order = torch.maximum(model, drawn).argsort(descending=True)[:top].tolist()
+    order = order if chosen in order else order[:-1] + [chosen]
+    order.sort(key=lambda i: -float(model[i]))
+    labels = [("▶ " if i == chosen else "") + repr(shown(lm.tokenizer.decode([i])))[1:-1] for i in order]
+    fig, ax = plt.subplots(figsize=(6.4, 0.32 * len(order) + 1.4), dpi=90)
+    y = torch.arange(len(order)).float()
+    ax.barh(y - 0.2, [float(model[i]) for i in order], height=0.4, color="#9aa0a6", label="the model (temperature 1)")
+    ax.barh(y + 0.2, [float(drawn[i]) for i in order], height=0.4, color="#e8710a", label="sampled from (settings)")
+    ax.set_yticks(y.tolist(), labels, family="monospace", fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("probability")
+    tail = shown(before[-24:])
+    ax.set_title(f"position {position}: the token after …{tail}", fontsize=9, family="monospace", loc="left")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def continued_prompt(prompt, completion, position, model_name) -> str:
+    """The prompt and the completion up to and including the token at `position`: where "Continue" writes on from."""
+    lm = get_lm(model_name)
+    at = picked(lm, prompt, completion, position)
+    if at is None:
+        raise gr.Error("Complete a prompt first, then click a character of the completion to continue from it.")
+    before, chosen = at
+    return before + lm.tokenizer.decode([chosen])
+
+
+def position_range(completion, model_name):
+    """The position slider spans the completion's tokens (a slider needs a maximum above its minimum)."""
+    n = len(get_lm(model_name).tokenizer.encode(completion or ""))
+    return gr.update(maximum=max(n, 2), value=1)
+
+
+@logged
 def check_attention(prompt, layer, head, model_name, completion="", all_heads=False):
     bad_model = model_problem(model_name)
     if bad_model:
@@ -421,6 +538,7 @@ def model_texts(name: str, lm: LM) -> dict:
     }
 
 
+@logged
 def check_model(name):
     typed = " or type a folder or Hub repo id" if CATALOG.allow_any else ""
     problem = model_problem(name) if (name or "").strip() else f"Pick a model from the list{typed}."
@@ -473,6 +591,7 @@ def model_files(lm: LM) -> tuple[str | None, str]:
 LADDER_SAMPLES = 6
 
 
+@logged
 def check_ladder(seed):
     return [gr.validate(parse_seed(seed) is not None, SEED_RULE)]
 
@@ -655,6 +774,7 @@ def ladder_figure(rungs):
     ax.margins(x=0.15, y=0.15)
     ax.set_xlabel("parameters")
     ax.set_ylabel("validation loss (nats/char)")
+    ax.set_title("validation loss against parameters", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -688,14 +808,49 @@ The API serves every model this app offers, by `model` (default: `{CATALOG.defau
 
 CSS = """
 .probs { font-family: monospace; white-space: pre-wrap; line-height: 1.6 }
-.probs .tok { position: relative; cursor: help; outline: none }
-.probs .tok:hover::after, .probs .tok:focus::after { content: attr(data-alt); position: absolute; left: 0; top: 1.5em;
-  z-index: 20; background: #222; color: #fff; padding: 2px 6px; border-radius: 4px; white-space: pre; font-size: 12px }
+.probs .tok { cursor: pointer; outline: none }
+.probs .tok.picked { outline: 2px solid #e8710a }
+#tok-tip { position: fixed; display: none; z-index: 1000; background: #222; color: #fff; padding: 2px 6px;
+  border-radius: 4px; font: 12px monospace; white-space: pre-wrap; max-width: calc(100vw - 8px); pointer-events: none }
 .alternatives th { white-space: nowrap }
 .plain .message-content, .plain .message-content * { white-space: pre-wrap; font-family: monospace }
 .gradio-container { overflow-wrap: break-word }
 .validation-error { max-width: calc(100vw - 90px); overflow-wrap: anywhere }
+.ladder-table table { display: block; overflow-x: auto }
+.ladder-table th, .ladder-table td { word-break: normal !important; overflow-wrap: normal !important; hyphens: none }
+.ladder-table td:nth-child(5), .ladder-table td:nth-child(6) { min-width: 14em }
 """
+
+
+HEAD = """<script>
+// The Playground's characters: a tooltip of the top 5 kept inside the screen, and a click that picks the position.
+(() => {
+  const tokenAt = (e) => e.target.closest && e.target.closest(".probs .tok");
+  const tip = () => document.getElementById("tok-tip") ||
+    document.body.appendChild(Object.assign(document.createElement("div"), {id: "tok-tip"}));
+  function show(tok) {
+    const box = tip(), r = tok.getBoundingClientRect();
+    box.textContent = tok.dataset.alt;
+    box.style.display = "block";
+    box.style.left = Math.max(4, Math.min(r.left, innerWidth - box.offsetWidth - 4)) + "px";
+    const below = r.bottom + box.offsetHeight + 8 <= innerHeight;
+    box.style.top = (below ? r.bottom + 4 : r.top - box.offsetHeight - 4) + "px";
+  }
+  const hide = () => { const box = document.getElementById("tok-tip"); if (box) box.style.display = "none"; };
+  document.addEventListener("mouseover", (e) => (tokenAt(e) ? show(tokenAt(e)) : hide()));
+  document.addEventListener("focusin", (e) => (tokenAt(e) ? show(tokenAt(e)) : hide()));
+  document.addEventListener("scroll", hide, true);
+  document.addEventListener("click", (e) => {
+    const tok = tokenAt(e), box = document.querySelector("#position input[type=number]");
+    if (!tok || !box) return;
+    document.querySelectorAll(".probs .tok.picked").forEach((t) => t.classList.remove("picked"));
+    tok.classList.add("picked");
+    box.value = tok.dataset.i;
+    box.dispatchEvent(new Event("input", {bubbles: true}));
+    box.dispatchEvent(new Event("change", {bubbles: true}));
+  });
+})();
+</script>"""
 
 
 CONTROL_HELP = {
@@ -785,9 +940,21 @@ def build_demo() -> gr.Blocks:
                 probabilities = gr.HTML()
                 playground_note = gr.Markdown()
                 alternatives = gr.Dataframe(
-                    headers=["tok", "p", "1st", "2nd", "3rd", "4th", "5th"],
-                    label="top-5 alternatives",
+                    headers=["#", "tok", "p", "1st", "2nd", "3rd", "4th", "5th"],
+                    label="top-5 alternatives, by position in the completion",
                     elem_classes="alternatives",
+                )
+                gr.Markdown(
+                    "**What the settings do.** For one position of the completion (click a character above, or move "
+                    "the slider): grey is what the model itself gave each token, orange what the settings left to "
+                    "sample from. Lower the temperature, top-k or top-p and watch the orange bars gather on fewer "
+                    "tokens; ▶ marks the one that was written."
+                )
+                with gr.Row():
+                    position = gr.Slider(1, 2, value=1, step=1, label="position", elem_id="position", scale=3)
+                    continue_here = gr.Button("Continue from here", scale=1)
+                chart = gr.Plot(
+                    label="next-token distribution at that position", show_label=False, elem_id="distribution"
                 )
                 with gr.Row():
                     layers, heads = slider_tops(lm)
@@ -804,13 +971,27 @@ def build_demo() -> gr.Blocks:
                 prompt.input(lambda: "", None, output, api_visibility="private")  # a new prompt, no old completion
                 running = gr.State({})
                 inputs = [running, prompt, show_probabilities, model_name, *settings]
-                run.click(
+                completed = run.click(
                     complete,
                     inputs,
                     [output, probabilities, alternatives, playground_note],
                     validator=check_complete,
                     api_name="complete",
                 )
+                completed.then(position_range, [output, model_name], position, api_visibility="private")
+                gr.on(
+                    [position.change, temperature.release, top_k.release, top_p.release, repetition_penalty.release],
+                    distribution,
+                    [prompt, output, position, model_name, *settings],
+                    chart,
+                    validator=check_distribution,
+                    api_name="distribution",
+                )
+                continue_here.click(
+                    continued_prompt, [prompt, output, position, model_name], prompt, api_name="continue_from"
+                ).then(
+                    complete, inputs, [output, probabilities, alternatives, playground_note], api_visibility="private"
+                ).then(position_range, [output, model_name], position, api_visibility="private")
                 stop.click(stop_completion, running, None, api_visibility="private")
                 show_probabilities.change(
                     lambda on: gr.update(visible=not on), show_probabilities, output, api_visibility="private"
@@ -853,8 +1034,10 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     ladder_seed = gr.Textbox(value="0", label="seed (blank = random)", scale=1)
                     resample = gr.Button("Sample again", scale=0)
-                ladder_table = gr.Markdown()
-                ladder_chart = gr.Plot(label="validation loss against parameters")
+                ladder_table = gr.Markdown(elem_classes="ladder-table")
+                ladder_chart = gr.Plot(
+                    label="validation loss against parameters", show_label=False, elem_id="ladder-chart"
+                )
                 ladder_tab.select(
                     ladder,
                     ladder_seed,
@@ -882,7 +1065,7 @@ def build_demo() -> gr.Blocks:
             with gr.Tab("Model"):
                 with gr.Row():
                     picked = gr.Dropdown(
-                        list(CATALOG.sources),
+                        [(choice_label(name), name) for name in CATALOG.sources],
                         value=CATALOG.default,
                         label="model",
                         info="or type a folder or Hub repo id (owner/name@revision)" if CATALOG.allow_any else None,
@@ -986,6 +1169,7 @@ def main() -> None:
                 path="/",
                 auth=login,
                 css=CSS,
+                head=HEAD,
                 auth_message="This app asks for its API key: log in with any user name and the key as the password.",
             )
     except gr.Error as e:

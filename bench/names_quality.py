@@ -24,7 +24,7 @@ def main() -> None:
     args = p.parse_args()
     lm = gpt.load(args.model, device="cpu")
     text = read_text(args.data)
-    loss, count = validation_loss(lm, text)
+    loss, count, _ = validation_loss(lm, text)
     train, _ = split_documents(text)
     names = lm.generate_batch([""] * args.samples, max_new_tokens=lm.block_size, temperature=1.0, seed=0)
     finished = [n for n in names if n and len(n) < lm.block_size]

@@ -24,9 +24,11 @@ LADDER = {
 
 
 def public_command(run: dict) -> str:
-    """The training command with the data file named as a user would have it, not by this machine's path."""
-    command, data = run.get("command", ""), run.get("data")
-    return command.replace(data, Path(data).name) if data else command
+    """The training command with the data files named as a user would have them, not by this machine's paths."""
+    command = run.get("command", "")
+    for path in (run.get("data"), run.get("settings", {}).get("replay")):
+        command = command.replace(path, Path(path).name) if path else command
+    return command
 
 
 def metadata(config: ModelConfig, tokenizer: AnyTokenizer, run: dict, name: str) -> ModelCardData:
@@ -70,6 +72,11 @@ def chat_tuned(run: dict) -> bool:
     return run.get("text", {}).get("form") == "conversations"
 
 
+def model_kind(run: dict) -> str:
+    """base, fine-tuned or chat-tuned: what the app's model list and Model tab call a folder."""
+    return "chat-tuned" if chat_tuned(run) else "fine-tuned" if run.get("base_model") else "base"
+
+
 def origin(run: dict) -> str:
     base = run.get("base_model")
     if not base:
@@ -79,6 +86,13 @@ def origin(run: dict) -> str:
 
 def unit(tokenizer: AnyTokenizer) -> str:
     return "character" if tokenizer.kind == "character" else "token"
+
+
+def vocabulary(tokenizer: AnyTokenizer) -> str:
+    """65 characters, 2,048 BPE tokens, and a chat model's turn tokens apart."""
+    turns = len(tokenizer.specials)
+    size = f"{tokenizer.vocab_size - turns:,} {'characters' if unit(tokenizer) == 'character' else 'BPE tokens'}"
+    return size + (f" and {turns} turn tokens" if turns else "")
 
 
 def data_file(run: dict) -> str:
@@ -101,11 +115,13 @@ def figures(config: ModelConfig, tokenizer: AnyTokenizer, run: dict) -> list[str
     rows = [
         shape,
         (f"context ({unit(tokenizer)}s)", f"{config.block_size}"),
-        ("vocabulary", f"{tokenizer.vocab_size} {'characters' if unit(tokenizer) == 'character' else 'BPE tokens'}"),
+        ("vocabulary", vocabulary(tokenizer)),
         ("parameters", f"{config.num_params():,}"),
     ]
     if run.get("exact_val_loss") is not None:
         label = f"**validation loss** (nats per {unit(tokenizer)}, exact: `python -m gpt.eval`)"
+        if chat_tuned(run):
+            label = "**validation loss** on the assistant's tokens (nats per token, exact: `python -m gpt.eval`)"
         rows.append((label, f"**{run['exact_val_loss']:.4f}**"))
     if run.get("val_bits_per_byte") is not None:
         rows.append(("validation bits per byte (compares across tokenizers)", f"{run['val_bits_per_byte']:.4f}"))
@@ -139,6 +155,7 @@ def recipe(run: dict) -> str:
         and (k != "muon_lr" or settings.get("optimizer") == "muon")
         and (k != "ema" or settings[k])
         and (k != "tokenizer" or settings[k] != "char")
+        and (k != "replay_share" or settings.get("replay"))
         and not (window and k in GPT_ONLY)
         and not (not window and k in ("arch", "n_hidden"))
     ]
@@ -205,6 +222,74 @@ def usage(name: str, tokenizer: AnyTokenizer, window: bool, prompt: str, run: di
     ]
 
 
+def chat_usage(name: str) -> list[str]:
+    """How to talk to a chat-tuned model: its template, with the library and with transformers."""
+    return [
+        "## Usage",
+        "",
+        "With this project's library (`pip install` its repository), through the model's chat template:",
+        "",
+        "```python",
+        "import gpt",
+        "from gpt.chat import chat_prompt",
+        "",
+        f'lm = gpt.load("{name}")',
+        'prompt = chat_prompt(lm, history=[], message="Good morrow, sir.", system="")',
+        "print(lm.generate(prompt.text, stop=prompt.stop, max_new_tokens=200, temperature=0.8, top_k=40))",
+        "```",
+        "",
+        "With transformers (its `tokenizer_config.json` carries the chat template; no remote code):",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        "",
+        f'chat = pipeline("text-generation", model="{name}")',
+        'messages = [{"role": "user", "content": "Good morrow, sir."}]',
+        'print(chat(messages, max_new_tokens=100, do_sample=True, temperature=0.8, top_k=40)[0]["generated_text"][-1])',
+        "```",
+    ]
+
+
+def chat_measured(bench: dict) -> list[str]:
+    """bench/chat.py's figures: the chat model against its base on conversations from the validation text."""
+    base, chat = bench["base"], bench["chat"]
+    rows = [
+        ("prompted as", f"{base['layout']}", f"{chat['layout']}"),
+        (
+            "reply loss (nats per character, lower is better)",
+            f"{base['reply_loss']:.4f}",
+            f"**{chat['reply_loss']:.4f}**",
+        ),
+        (f"replies that end within {bench['max_new_tokens']} tokens", f"{base['ended']:.0%}", f"{chat['ended']:.0%}"),
+        ("replies that speak another part (role leak)", f"{base['role_leak']:.0%}", f"{chat['role_leak']:.0%}"),
+        (
+            "pre-training validation loss (nats per character)",
+            f"{base['pretraining_val_loss']:.4f}",
+            f"{chat['pretraining_val_loss']:.4f}",
+        ),
+    ]
+    lines = [
+        "## Chat, measured",
+        "",
+        f"`{bench['command']}` on {bench['conversations']} conversations made from the validation text the same way "
+        f"as the training ones (replies sampled at temperature 0.8, top-k 40, top-p 0.95; {bench['machine']}):",
+        "",
+        f"| | base (`{bench['base_name']}`) | this model |",
+        "|---|---|---|",
+        *(f"| {a} | {b} | {c} |" for a, b, c in rows),
+    ]
+    for i, s in enumerate(bench.get("side_by_side", []), 1):
+        said = " / ".join(s["said"])
+        lines += [
+            "",
+            f"{i}. *{said}*",
+            f"   - the play: {s['play']}",
+            f"   - base: {s['base']}",
+            f"   - this model: {s['chat']}",
+        ]
+    return lines
+
+
 def size(parameters: int) -> str:
     """4.80M, or the count itself below 100,000 (a ladder rung is not 0.00M)."""
     return f"{parameters / 1e6:.2f}M" if parameters >= 100_000 else f"{parameters:,}"
@@ -242,13 +327,26 @@ def model_card(config: ModelConfig, tokenizer: AnyTokenizer, metrics: dict, repo
         split = "every 10th line (i % 10 == 9)" if tokenizer.documents else "the last 10% of characters"
         if chat_tuned(run):
             split = "every 10th conversation, scored on the assistant's tokens only,"
+
         data = f"Data: `{data_file(run)}`" + (f" (`{dataset}` on the Hub)" if dataset else "")
         data += f"; {split} held out for validation."
+        replay = run.get("settings", {}).get("replay")
+        if replay:
+            share = run["settings"]["replay_share"]
+            data += (
+                f" A share of {share:.0%} of each batch is windows of `{Path(replay).name}` (the training 90%), "
+                "learnt as text: replay of what the base model knew."
+            )
+        if chat_tuned(run) and metrics.get("chat_bench"):
+            data += (
+                " When those conversations come from text the base model was trained on, that figure flatters the "
+                "model: the measures under *Chat, measured* use text neither model saw."
+            )
         lines += ["", "## Training", "", data, "", "```bash", public_command(run), "```"]
         if run.get("resumed_with"):
             lines += ["", "Continued by exact resume with:", "", "```bash", *run["resumed_with"], "```"]
         lines += ["", f"Recipe: {recipe(run)}."]
-        times = reached(metrics.get("curve", [])) if unit(tokenizer) == "character" else []
+        times = reached(metrics.get("curve", [])) if unit(tokenizer) == "character" and not chat_tuned(run) else []
         if times:
             lines += ["", f"Validation loss (estimate) reached {'; '.join(times)}."]
     if run.get("loss_png"):
@@ -256,8 +354,13 @@ def model_card(config: ModelConfig, tokenizer: AnyTokenizer, metrics: dict, repo
     samples = metrics.get("samples")
     if samples:
         lines += ["", "## Samples", "", f"`{samples['call']}`:", "", "```text", samples["text"], "```"]
+    if metrics.get("chat_bench"):
+        lines += ["", *chat_measured(metrics["chat_bench"])]
     prompt = example_prompt(run, tokenizer.documents)
     folder = repo_id or "path/to/this/folder"
-    lines += ["", *usage(folder, tokenizer, isinstance(config, WindowConfig), prompt, run)]
+    if chat_tuned(run):
+        lines += ["", *chat_usage(folder)]
+    else:
+        lines += ["", *usage(folder, tokenizer, isinstance(config, WindowConfig), prompt, run)]
     data = metadata(config, tokenizer, run, name)
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"))

@@ -22,6 +22,7 @@ from gpt.hub import ModelNotFoundError
 from gpt.sampling import SamplingParams
 
 MAX_LOADED = 8  # models kept loaded; beyond that the least recently used idle one is let go
+DEFAULTS = ("shakespeare-chat", "shakespeare-char")  # the first of these offered opens the app: the chat model
 
 
 class NotOffered(LookupError):
@@ -90,7 +91,7 @@ class Catalog:
             catalog.default = catalog.add(default)
         else:
             names = catalog.sources
-            catalog.default = "shakespeare-char" if "shakespeare-char" in names else next(iter(names), "")
+            catalog.default = next((n for n in DEFAULTS if n in names), next(iter(names), ""))
         return catalog
 
     def add(self, source: str) -> str:

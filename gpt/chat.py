@@ -30,7 +30,7 @@ The prompt keeps the newest turns that fit in the context, dropping the oldest f
 from dataclasses import dataclass
 
 from gpt.generate import LM
-from gpt.tokenizer import END
+from gpt.tokenizer import END, TURNS
 
 USER, MODEL = "ROMEO", "JULIET"
 
@@ -103,6 +103,9 @@ def speech(who: str, text: str) -> str:
 
 
 def turn(role: str, text: str) -> str:
+    """A message in the template; turn tokens typed inside it are taken out, so a message cannot end its own turn."""
+    for token in TURNS:
+        text = text.replace(token, "")
     return f"<|{role}|>{text.strip()}{END}"
 
 

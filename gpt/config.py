@@ -103,6 +103,12 @@ class TrainConfig:
         architecture=True,
         recipe=True,
     )
+    replay: str | None = setting(
+        None,
+        "chat-tuning: a text file the base model knows (its training 90%%) whose windows fill --replay-share of each "
+        "batch, learnt as text, so that the model keeps what it could do",
+    )
+    replay_share: float = setting(0.25, "with --replay: the share of each batch that is that text", recipe=True)
     init_from: str | None = setting(
         None,
         "fine-tune: start from this model folder or Hub repo id (owner/name[@revision]); its shape and tokenizer are "
@@ -121,6 +127,10 @@ class TrainConfig:
             raise ValueError("--sft fine-tunes a trained model: give --init-from FOLDER_OR_REPO_ID")
         if self.sft and (self.arch != "gpt" or self.docs):
             raise ValueError("--sft is for GPT models of running text")
+        if self.replay and not self.sft:
+            raise ValueError("--replay mixes text into chat-tuning: it needs --sft")
+        if not 0 <= self.replay_share < 1:
+            raise ValueError("--replay-share must be at least 0 and below 1")
         if self.tokenizer not in ("char", "bpe"):
             raise ValueError("--tokenizer is char or bpe")
         if self.tokenizer == "bpe" and not 257 <= self.vocab_size <= 1 << 17:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from gpt.data import SPEAKER, DataError, PaddedRows, read_text, split_text
+from gpt.data import SPEAKER, DataError, PaddedRows, TextBatches, read_text, split_text
 from gpt.tokenizer import END, AnyTokenizer
 
 ROLES = ("system", "user", "assistant")
@@ -89,13 +89,37 @@ class ConversationBatches(PaddedRows):
         super().__init__(x, y)
 
 
+class WithReplay:
+    """Conversations with windows of running text among them, a `share` of each batch, learnt as text (every token a
+    target): replay of what the base model knew, so that chat-tuning on a little data does not wear it away."""
+
+    def __init__(self, conversations: ConversationBatches, text: TextBatches, share: float):
+        self.conversations, self.text, self.share = conversations, text, share
+        self.row_length, self.tokens = conversations.row_length, conversations.tokens
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        n = round(batch_size * self.share)
+        x, y = self.conversations.sample(batch_size - n, generator)
+        if not n:
+            return x, y
+        tx, ty = self.text.sample(n, generator)
+        return torch.cat([x, tx]), torch.cat([y, ty])
+
+
 def load_conversations(
-    path: str | Path, block_size: int, tokenizer: AnyTokenizer
-) -> tuple[AnyTokenizer, ConversationBatches, ConversationBatches]:
-    """The tokenizer with its turn tokens, and train/validation samplers of the file's conversations."""
+    path: str | Path, block_size: int, tokenizer: AnyTokenizer, replay: str | Path | None = None, share: float = 0.0
+) -> tuple[AnyTokenizer, ConversationBatches | WithReplay, ConversationBatches]:
+    """The tokenizer with its turn tokens, and train/validation samplers of the file's conversations (training with
+    the replay text's training split in a share of each batch, when given)."""
     tokenizer = tokenizer.with_turns()
     train, val = split_conversations(read_conversations(path))
-    return tokenizer, ConversationBatches(train, tokenizer, block_size), ConversationBatches(val, tokenizer, block_size)
+    train_rows = ConversationBatches(train, tokenizer, block_size)
+    if replay:
+        text = torch.tensor(tokenizer.encode(split_text(read_text(replay))[0]), dtype=torch.long)
+        if len(text) <= train_rows.row_length:
+            raise DataError(f"{replay}: too short to replay: give the text the base model was trained on")
+        train_rows = WithReplay(train_rows, TextBatches(text, train_rows.row_length), share)
+    return tokenizer, train_rows, ConversationBatches(val, tokenizer, block_size)
 
 
 def describe_conversations(path: str | Path) -> dict:
@@ -122,9 +146,10 @@ def whole_speeches(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def play_conversations(text: str, turns: int = 2, max_chars: int = 200) -> list[dict]:
+def play_conversations(text: str, turns: int = 2, max_chars: int = 240) -> list[dict]:
     """Exchanges between two speakers who answer each other: the first one's speeches are the user's, the second's
-    the assistant's, up to `turns` exchanges and `max_chars` of text (so a conversation fits a small context)."""
+    the assistant's, up to `turns` exchanges and `max_chars` of text (240 fits the flagship's context of 256 with the
+    turn tokens)."""
     spoken, out, i = whole_speeches(text), [], 0
     while i + 1 < len(spoken):
         user, model = spoken[i][0], spoken[i + 1][0]
@@ -146,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="the JSONL file to write")
     p.add_argument("--split", choices=["train", "val"], default="train", help="the training 90%% or the last 10%%")
     p.add_argument("--turns", type=int, default=2, help="exchanges per conversation at most")
-    p.add_argument("--max-chars", type=int, default=200, help="characters of text per conversation at most")
+    p.add_argument("--max-chars", type=int, default=240, help="characters of text per conversation at most")
     args = p.parse_args(argv)
     try:
         train, val = split_text(read_text(args.play))

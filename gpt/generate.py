@@ -13,7 +13,7 @@ from gpt.decode import CompiledStep, decode_rows
 from gpt.folder import ModelLimits, read_folder, read_metrics
 from gpt.hub import resolve
 from gpt.model import GPT, pick_device
-from gpt.sampling import Row, SamplingParams, Token, row_params
+from gpt.sampling import Row, Sampler, SamplingParams, Token, row_params
 from gpt.tokenizer import AnyTokenizer
 from gpt.window import Model, WindowModel, row_length
 
@@ -106,6 +106,18 @@ class LM:
                 raise ValueError("the prompt is empty: give some text to continue")
             return self.tokenizer.encode("\n")
         return ids
+
+    @torch.no_grad()
+    def next_token(self, prompt: str, **controls) -> tuple[torch.Tensor, torch.Tensor]:
+        """After `prompt`: the model's own next-token distribution (temperature 1) and the one the sampler draws from
+        with these controls (the repetition penalty counting the tokens in the context), both (V,): what the
+        Playground's chart sets side by side."""
+        ids = self.encode_prompt(prompt)[-self.block_size :]
+        logits = self.model(torch.tensor([ids], device=self.device))[0][:, -1].float()
+        seen = torch.zeros_like(logits, dtype=torch.bool)
+        seen[0, ids] = True
+        drawn = Sampler([SamplingParams(**controls)], logits.size(-1), self.device).probabilities(logits, seen)
+        return logits.softmax(dim=-1)[0].cpu(), drawn[0].cpu()
 
     def complete(self, prompt: str, top_logprobs: int = 0, **controls) -> Completion:
         """A Completion to iterate token by token, with log-probabilities and the finish reason."""

@@ -87,26 +87,46 @@ class Sampler:
         self.all_greedy = all(x == 0 for x in t)
         self.generators = generators or [seeded_generator(p.seed) for p in params]
 
-    def __call__(self, logits: torch.Tensor, seen: torch.Tensor | None) -> torch.Tensor:
-        """logits (B, V) -> tokens (B,). `seen` (B, V) marks tokens already in each row, for the repetition penalty."""
+    def penalised(self, logits: torch.Tensor, seen: torch.Tensor | None) -> torch.Tensor:
+        """CTRL's repetition penalty: the logits of tokens already in the row shrink (`seen` (B, V) marks them)."""
         logits = logits.float()
-        if self.use_penalty and seen is not None:  # CTRL's penalty: shrink the logits of tokens already present
+        if self.use_penalty and seen is not None:
             penalised = torch.where(logits > 0, logits / self.penalty, logits * self.penalty)
             logits = torch.where(seen, penalised, logits)
-        greedy = logits.argmax(dim=-1)
-        if self.all_greedy:
-            return greedy
-        logits = logits / self.temperature
-        if self.filtered:  # top-k, then top-p (nucleus), in sorted order; the most likely token always survives
+        return logits
+
+    def drawn_from(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The distribution sampling draws from: after temperature, top-k, then top-p (nucleus), in sorted order with
+        that order when a filter is on (the most likely token always survives)."""
+        logits, order = logits / self.temperature, None
+        if self.filtered:
             logits, order = logits.sort(dim=-1, descending=True)
             rank = torch.arange(logits.size(-1), device=logits.device)
             logits = logits.masked_fill(rank >= self.top_k, float("-inf"))
             probs = logits.softmax(dim=-1)
             logits = logits.masked_fill(probs.cumsum(dim=-1) - probs >= self.top_p, float("-inf"))
-        probs = logits.softmax(dim=-1)
+        return logits.softmax(dim=-1), order
+
+    def probabilities(self, logits: torch.Tensor, seen: torch.Tensor | None) -> torch.Tensor:
+        """(B, V) in vocabulary order: what each row's next token is drawn from (a greedy row's is all on its pick),
+        for the Playground to show beside the model's own distribution."""
+        logits = self.penalised(logits, seen)
+        probs, order = self.drawn_from(logits)
+        if order is not None:
+            probs = torch.zeros_like(probs).scatter(1, order, probs)
+        greedy = torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.size(-1)).to(probs.dtype)
+        return torch.where(self.greedy[:, None], greedy, probs)
+
+    def __call__(self, logits: torch.Tensor, seen: torch.Tensor | None) -> torch.Tensor:
+        """logits (B, V) -> tokens (B,). `seen` (B, V) marks tokens already in each row, for the repetition penalty."""
+        logits = self.penalised(logits, seen)
+        greedy = logits.argmax(dim=-1)
+        if self.all_greedy:
+            return greedy
+        probs, order = self.drawn_from(logits)
         u = torch.stack([torch.rand((), generator=g) for g in self.generators]).to(probs.device)
         choice = torch.searchsorted(probs.cumsum(dim=-1), u[:, None]).clamp(max=probs.size(-1) - 1)[:, 0]
-        if self.filtered:
+        if order is not None:
             choice = order.gather(1, choice[:, None])[:, 0]
         return torch.where(self.greedy, greedy, choice)
 

@@ -155,16 +155,20 @@ def optimizer_step(trained, optimizers: dict, scaler, ctx, x: torch.Tensor, y: t
 def read_data(c: TrainConfig, tokenizer: AnyTokenizer | None):
     """The tokenizer (made from the text unless given) and the train/validation samplers: text or conversations."""
     if c.sft:
-        return load_conversations(c.data, c.row_length, tokenizer)
+        return load_conversations(c.data, c.row_length, tokenizer, c.replay, c.replay_share)
     return load_dataset(c.data, c.row_length, c.docs, tokenizer, c.vocab_size if c.tokenizer == "bpe" else None)
 
 
-def grown(state: dict, vocab_size: int) -> dict:
-    """A model's weights with rows for new tokens (a chat model's turns), each the mean of the existing ones."""
+def grown(state: dict, tokenizer: AnyTokenizer) -> dict:
+    """A model's weights with rows for new tokens (a chat model's turns), each a copy of the newline's row: a turn
+    ends where a line of text ends, so the model starts by reading a turn token as a line break (the mean of all
+    rows when there is no newline)."""
+    newline = [] if tokenizer.unknown("\n") else tokenizer.encode("\n")
     for key in ("transformer.wte.weight", "lm_head.weight"):
         rows = state.get(key)
-        if rows is not None and len(rows) < vocab_size:
-            state[key] = torch.cat([rows, rows.mean(0, keepdim=True).expand(vocab_size - len(rows), -1)])
+        if rows is not None and len(rows) < tokenizer.vocab_size:
+            like = rows[newline[-1]] if newline else rows.mean(0)
+            state[key] = torch.cat([rows, like.expand(tokenizer.vocab_size - len(rows), -1)])
     return state
 
 
@@ -280,7 +284,7 @@ class Run:
             config, _ = read_config(base, c.init_from)
             vocab = self.tokenizer.vocab_size
             model = build_model(replace(config, dropout=c.dropout, vocab_size=vocab) if c.arch == "gpt" else config)
-            model.load_state_dict(grown(load_model(base, name=c.init_from).state_dict(), vocab))
+            model.load_state_dict(grown(load_model(base, name=c.init_from).state_dict(), self.tokenizer))
         else:
             model = build_model(replace(c.model, vocab_size=self.tokenizer.vocab_size))
         self.model = model = model.to(device)
@@ -352,6 +356,7 @@ class Run:
             f"{self.model.num_params():,} parameters; steps {self.start:,} to {c.max_steps:,} of {c.batch_size} x "
             f"{self.train_data.row_length} tokens on {self.record['device_name']}"
             + (f"; sized for --time-budget {c.time_budget:g} min" if c.time_budget else "")
+            + (f"; {c.replay_share:.0%} of each batch replays {Path(c.replay).name}" if c.replay else "")
         )
 
     def restore(self) -> None:

@@ -86,9 +86,11 @@ def test_completion_with_probabilities(client):
     text, html, table, note = complete(client, "ROMEO:\n", probabilities=True)
     assert len(text) == 40 and html.count('class="tok"') == 40 and "seed" in note
     rows = table["data"]
-    assert len(rows) == 40 and all(len(r) == 7 for r in rows)
-    assert all(re.fullmatch(r"\d\.\d{3}", r[1]) for r in rows)  # p always has 3 decimals
-    assert all(r[0] for r in rows) and ("␣" in {r[0] for r in rows} or " " not in text)  # spaces are visible
+    assert len(rows) == 40 and all(len(r) == 8 for r in rows)
+    assert [int(r[0]) for r in rows] == list(range(1, 41))  # the position, as each character's data-i says
+    assert all(f'data-i="{i}"' in html for i in (1, 40))
+    assert all(re.fullmatch(r"\d\.\d{3}", r[2]) for r in rows)  # p always has 3 decimals
+    assert all(r[1] for r in rows) and ("␣" in {r[1] for r in rows} or " " not in text)  # spaces are visible
     assert 'data-alt="' in html and 'tabindex="0"' in html  # alternatives on hover and on tap
 
 
@@ -205,16 +207,22 @@ def test_user_errors_are_one_line_in_the_server_log(tiny_model, app_process):
     with app_process(env={"MODEL_ID": str(tiny_model)}) as app:
         app.wait_ready()
         c = Client(app.url, verbose=False)
-        for args, api_name in [
+        errors = [
             (("hello {x}", [], "play", *SETTINGS.values()), "/chat"),
+            (("   ", [], "play", *SETTINGS.values()), "/chat"),
+            (("hi 🙂", [], "play", *SETTINGS.values()), "/chat"),
             (("", 0, 0, "play"), "/attention"),
             (("/etc",), "/load_model"),
-        ]:
-            with pytest.raises(Exception, match="vocabulary|short prompt|400|not one of"):
+        ]
+        for args, api_name in errors:
+            with pytest.raises(Exception, match="vocabulary|empty|short prompt|400|not one of"):
                 c.predict(*args, api_name=api_name)
         time.sleep(0.5)
         log = app.output()
     assert "Traceback" not in log, log
+    refused = [line for line in log.splitlines() if line.startswith("* refused ")]
+    assert len(refused) == len(errors), log  # one line per user error, saying what it was
+    assert "empty" in refused[1] and "🙂" in refused[2]
 
 
 def test_the_ui_and_the_api_decode_in_one_batch_and_stop_frees_the_ui_row(app_url):
@@ -275,3 +283,32 @@ def test_a_bpe_model_chats_and_completes_in_any_script(bpe_model, app_process):
         text, _, table, _ = complete(client, "Un café 🙂", probabilities=True, model="journal")
         assert text == lm.generate("Un café 🙂", max_new_tokens=40, temperature=0)
         assert len(table["data"]) == 40  # one row per token, not per character
+
+
+def test_the_note_says_how_much_of_the_conversation_the_model_sees(client):
+    _, first, note = chat(client, "Good morrow.")
+    assert "earlier turn" not in note  # nothing earlier to see
+    history = first * 12  # twelve earlier turns, more than the context holds
+    _, _, note = chat(client, "What news?", history=history)
+    rule = r"sees (\d+) earlier turn\(s\) and this message: (\d+) of its (\d+) characters; not the (\d+)"
+    seen = re.search(rule, note)
+    assert seen, note
+    kept, used, context, dropped = map(int, seen.groups())
+    assert kept + dropped == 12 and dropped > 0 and 0 < used <= context
+
+
+def test_continue_from_a_position_keeps_the_completion_up_to_it_and_writes_on(client):
+    text, *_ = complete(client, "ROMEO:\n")
+    prompt = client.predict("ROMEO:\n", text, 5, "play", api_name="/continue_from")
+    assert prompt == "ROMEO:\n" + text[:5]
+    with pytest.raises(Exception, match="Complete a prompt first"):
+        client.predict("ROMEO:\n", "", 5, "play", api_name="/continue_from")
+
+
+def test_the_distribution_chart_is_drawn_for_a_position_and_refuses_a_bad_seed(client):
+    text, *_ = complete(client, "ROMEO:\n")
+    chart = client.predict("ROMEO:\n", text, 3, "play", *SETTINGS.values(), api_name="/distribution")
+    assert chart and chart.get("plot")
+    assert client.predict("ROMEO:\n", "", 3, "play", *SETTINGS.values(), api_name="/distribution") is None
+    with pytest.raises(Exception, match="seed must be a whole number"):
+        client.predict("ROMEO:\n", text, 3, "play", *{**SETTINGS, "seed": "x"}.values(), api_name="/distribution")

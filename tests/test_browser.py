@@ -120,7 +120,7 @@ def test_a_document_model_gets_its_own_examples_and_prompt(page, names_file):
     page.get_by_role("tab", name="Model").click()
     picker = page.get_by_label("model", exact=True)
     picker.click()
-    page.get_by_role("option", name="names", exact=True).click()
+    page.get_by_role("option", name="names (base)", exact=True).click()
     page.get_by_role("button", name="Load", exact=True).click()
     page.get_by_text("Model: names").first.wait_for(timeout=30_000)
     assert no_error_overlay(page)
@@ -250,3 +250,102 @@ def test_attention_follows_the_sliders(page):
         timeout=30_000,
     )
     assert no_error_overlay(page)
+
+
+def finished_completion(page):
+    """Complete the Playground's prompt and wait until its coloured characters stop coming."""
+    page.get_by_role("tab", name="Playground").click()
+    page.get_by_role("button", name="Complete").click()
+    tokens = page.locator(".probs .tok")
+    tokens.first.wait_for(timeout=30_000)
+    deadline, last = time.time() + 60, -1
+    while time.time() < deadline and tokens.count() != last:
+        last = tokens.count()
+        time.sleep(1.0)
+    return tokens
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_characters_alternatives_open_inside_the_screen(browser, app_url, size):
+    page = open_app(browser, app_url, size)
+    tokens = finished_completion(page)
+    rights = tokens.evaluate_all("els => els.map(e => e.getBoundingClientRect().right)")
+    rightmost = tokens.nth(max(range(len(rights)), key=rights.__getitem__))
+    rightmost.scroll_into_view_if_needed()
+    rightmost.hover()
+    tip = page.locator("#tok-tip")
+    playwright.expect(tip).to_be_visible(timeout=5_000)
+    box, width = tip.bounding_box(), SIZES[size]["width"]
+    assert box["x"] >= 0 and box["x"] + box["width"] <= width and tip.inner_text().startswith("#"), box
+    page.screenshot(path=str(ARTIFACTS / f"playground-tooltip-{size}.png"))
+    page.close()
+
+
+def test_clicking_a_character_shows_its_distribution_and_continues_from_it(page):
+    tokens = finished_completion(page)
+    prompt = page.get_by_label("prompt", exact=True)
+    before = prompt.input_value()
+    written = "".join(tokens.all_text_contents()).replace("↵", "\n")
+    tokens.nth(4).click()
+    playwright.expect(page.get_by_label("number input for position")).to_have_value("5", timeout=10_000)
+    page.locator("#distribution img").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Continue from here").click()
+    playwright.expect(prompt).to_have_value(before + written[:5], timeout=30_000)
+    page.locator(".probs .tok").first.wait_for(timeout=30_000)
+    assert no_error_overlay(page)
+    page.screenshot(path=str(ARTIFACTS / "playground-distribution.png"), full_page=True)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_ladder_table_keeps_its_words_whole_and_the_chart_its_top(browser, app_url, size):
+    page = open_app(browser, app_url, size)
+    page.get_by_role("tab", name="Ladder").click()
+    page.get_by_role("cell", name="names-mlp").wait_for(timeout=60_000)
+    page.locator("#ladder-chart img").wait_for(timeout=30_000)
+    lines = page.locator(".ladder-table th").evaluate_all(
+        "els => els.map(th => { const r = document.createRange(); r.selectNodeContents(th);"
+        " return [th.innerText.trim(), new Set([...r.getClientRects()].map(b => Math.round(b.top))).size] })"
+    )
+    for word in ("model", "architecture", "parameters"):
+        assert [n for text, n in lines if text == word] == [1], lines  # one line: no word broken
+    assert page.evaluate("document.documentElement.scrollWidth") <= SIZES[size]["width"]  # the table scrolls instead
+    image = page.locator("#ladder-chart img").bounding_box()
+    labels = page.locator("#ladder-chart label").filter(visible=True)
+    for i in range(labels.count()):  # nothing laid over the chart's top
+        box = labels.nth(i).bounding_box()
+        assert box["y"] + box["height"] <= image["y"] or box["y"] >= image["y"] + image["height"], (box, image)
+    page.screenshot(path=str(ARTIFACTS / f"ladder-table-{size}.png"), full_page=True)
+    page.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_bad_ladder_seed_is_a_message_at_the_field_and_the_table_stays(browser, app_url, size):
+    page = open_app(browser, app_url, size)
+    page.get_by_role("tab", name="Ladder").click()
+    page.get_by_role("cell", name="names-mlp").wait_for(timeout=60_000)
+    seed = page.get_by_label("seed (blank = random)").last
+    seed.fill("abc")
+    seed.press("Enter")
+    page.get_by_text("The seed must be a whole number").first.wait_for(timeout=20_000)
+    assert page.get_by_role("cell", name="names-mlp").count() == 1 and page.locator("#ladder-chart img").count() == 1
+    assert no_error_overlay(page)
+    page.screenshot(path=str(ARTIFACTS / f"ladder-bad-seed-{size}.png"), full_page=True)
+    page.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_nothing_is_laid_over_the_first_message(browser, app_url, size):
+    page = open_app(browser, app_url, size)
+    chat_box(page).fill("Good morrow.")
+    chat_box(page).press("Enter")
+    first = page.locator('[data-testid="user"]').first
+    first.wait_for(timeout=10_000)
+    wait_for_reply(page)
+    bubble = first.bounding_box()
+    badges = page.get_by_text("conversation", exact=True).filter(visible=True)
+    for i in range(badges.count()):  # a label badge over the chat would cover the first message
+        box = badges.nth(i).bounding_box()
+        apart = box["y"] + box["height"] <= bubble["y"] or box["y"] >= bubble["y"] + bubble["height"]
+        assert apart or box["x"] + box["width"] <= bubble["x"] or box["x"] >= bubble["x"] + bubble["width"], box
+    page.screenshot(path=str(ARTIFACTS / f"chat-first-message-{size}.png"))
+    page.close()

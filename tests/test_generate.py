@@ -159,6 +159,29 @@ def test_long_prompt_and_generation_past_the_context(lm):
     assert text == tail  # only the last block_size prompt tokens count
 
 
+def test_the_sampled_from_distribution_is_what_the_sampler_draws(lm):
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0]])
+    for params in [dict(top_k=2), dict(top_p=0.6), dict(temperature=0.3), dict(temperature=0)]:
+        sampler = Sampler([SamplingParams(**{"temperature": 1.0, **params}, seed=0)], 4, "cpu")
+        drawn = sampler.probabilities(logits, None)[0]
+        picks = torch.tensor([int(sampler(logits, None)) for _ in range(2000)])
+        frequency = torch.bincount(picks, minlength=4) / len(picks)
+        assert drawn.sum() == pytest.approx(1.0) and torch.allclose(frequency, drawn, atol=0.04), (params, drawn)
+    assert Sampler([SamplingParams(top_k=2)], 4, "cpu").probabilities(logits, None)[0, 2:].sum() == 0
+
+
+def test_next_token_gives_the_models_distribution_and_the_settings_one(lm):
+    c = lm.complete("ROMEO:", max_new_tokens=6, temperature=1.0, seed=3, top_logprobs=1)
+    tokens = list(c)
+    written = "".join(t.text for t in tokens[:5])
+    model, drawn = lm.next_token("ROMEO:" + written, temperature=0.5, top_k=3)
+    assert float(model[tokens[5].id].log()) == pytest.approx(tokens[5].logprob, abs=1e-4)
+    assert set(drawn.nonzero().flatten().tolist()) == set(model.topk(3).indices.tolist())
+    penalised = lm.next_token("ROMEO:" + written, temperature=1.0, repetition_penalty=3.0)[1]
+    seen = lm.tokenizer.encode("ROMEO:" + written)
+    assert penalised[seen].sum() < model[seen].sum()
+
+
 def test_top_logprobs_are_the_models_distribution(lm):
     c = lm.complete("ROMEO:", max_new_tokens=5, temperature=0, top_logprobs=3)
     tokens = list(c)

@@ -1,6 +1,6 @@
 """Character vs byte-level BPE tokenizing at equal wall time, and what each --time-budget buys, on one text file.
 
-python bench/tokenizers.py [--data PATH] [--minutes 3] [--tokenizers char bpe:512 bpe:1024 bpe:2048]
+python bench/tokenizing.py [--data PATH] [--minutes 3] [--tokenizers char bpe:512 bpe:1024 bpe:2048]
 Each cell is a whole `python -m gpt.train --time-budget M` process (the trainer sizes the model for the budget on this
 machine), scored by gpt.eval on the last 10% of the text. Bits per byte is the comparable figure: nats per token
 depend on what a token is, bits per byte do not. The character tokenizer is the baseline beside each BPE row.
