@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 from gpt.card import model_kind, size  # noqa: E402
 from gpt.catalog import Catalog, ModelUnavailable, NotOffered, Served  # noqa: E402
-from gpt.chat import chat_prompt, layout, message_text, natural_end, speakers, turns_of  # noqa: E402
+from gpt.chat import chat_prompt, known, layout, message_text, natural_end, speakers, turns_of  # noqa: E402
 from gpt.engine import Job  # noqa: E402
 from gpt.folder import read_metrics  # noqa: E402
 from gpt.generate import LM  # noqa: E402
@@ -161,7 +161,7 @@ def logged(check):
     @functools.wraps(check)
     def checked(*args):
         results = check(*args)
-        refused = [r["message"] for r in results if not r["is_valid"]]
+        refused = [r["message"] for r in (results if isinstance(results, list) else [results]) if not r["is_valid"]]
         if refused:
             log_refusal(check.__name__.removeprefix("check_"), refused[0])
         return results
@@ -196,14 +196,18 @@ def message_problem(message, model_name) -> str | None:
 
 
 @logged
-def check_chat(message, history, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed):
+def check_chat(
+    message, history, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed, system=""
+):
     """Checks before a chat turn starts: a problem is shown at the box, which keeps the message and stays usable."""
     problem, bad_model = message_problem(message, model_name), model_problem(model_name)
+    bad_system = None if bad_model else unknown_characters(get_lm(model_name), system or "")
     return [
         gr.validate(problem is None, problem or ""),
         VALID,
         gr.validate(bad_model is None, bad_model or ""),
         *check_settings(seed),
+        gr.validate(bad_system is None, bad_system or ""),
     ]
 
 
@@ -217,8 +221,11 @@ def memory_note(lm: LM, prompt, turns: int) -> str:
     return seen + (f"; not the {prompt.dropped_turns} oldest turn(s)" if prompt.dropped_turns else "")
 
 
-async def chat(message, history, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed):
-    """One chat turn, streamed: yields (the cleared box, the conversation, a note on seed and memory)."""
+async def chat(
+    message, history, model_name, temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed, system=""
+):
+    """One chat turn, streamed: yields (the cleared box, the conversation, a note on seed and memory). The system
+    message leads the conversation of a chat-tuned model; the other layouts have no place for it."""
     served = await asyncio.to_thread(get_served, model_name)
     lm = served.lm
     problem = message_problem(message, model_name)  # a retried or edited message skips the box's validator
@@ -229,7 +236,7 @@ async def chat(message, history, model_name, temperature, top_k, top_p, max_new_
     seed = parse_seed(seed)
     settings = controls(temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed)
     turns = turns_of(history)
-    prompt = chat_prompt(lm, turns, fitted(lm, message))
+    prompt = chat_prompt(lm, turns, fitted(lm, message), system=known(lm, system or ""))
     note = f"seed {seed}" + memory_note(lm, prompt, len(turns))
     history = [*(history or []), {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
     reply = prompt.reply_prefix
@@ -290,6 +297,7 @@ def probability_html(tokens) -> str:
     return f'<div class="probs">{"".join(spans)}</div>{legend}'
 
 
+MAX_NEW_TOKENS = 2000  # the settings' limit, and so the positions a completion can have
 PROBABILITY_EVERY = 8  # tokens between updates of the coloured text, so a stopped run keeps what it showed
 
 
@@ -361,7 +369,6 @@ def check_distribution(prompt, completion, position, model_name, *settings):
         VALID,
         VALID,
         gr.validate(bad_model is None, bad_model or ""),
-        *[VALID] * (len(settings) - 1),
         *check_settings(settings[-1]),
     ]
 
@@ -425,7 +432,8 @@ def continued_prompt(prompt, completion, position, model_name) -> str:
 
 
 def position_range(completion, model_name):
-    """The position slider spans the completion's tokens (a slider needs a maximum above its minimum)."""
+    """In the browser the position slider spans the completion's tokens (a slider needs a maximum above its minimum);
+    its static bound, which API calls are checked against, is the longest completion."""
     n = len(get_lm(model_name).tokenizer.encode(completion or ""))
     return gr.update(maximum=max(n, 2), value=1)
 
@@ -542,7 +550,7 @@ def model_texts(name: str, lm: LM) -> dict:
 def check_model(name):
     typed = " or type a folder or Hub repo id" if CATALOG.allow_any else ""
     problem = model_problem(name) if (name or "").strip() else f"Pick a model from the list{typed}."
-    return [gr.validate(problem is None, problem or "")]
+    return gr.validate(problem is None, problem or "")  # one input: one answer, not a list (Gradio wraps it)
 
 
 def slider_tops(lm: LM) -> tuple[int, int]:
@@ -575,6 +583,7 @@ def choose_model(name):
         gr.Dataset(samples=texts["examples"]),
         [],
         f"Now talking to {name}: a new model starts a new conversation.",
+        gr.update(visible=layout(lm) == "template"),
     )
 
 
@@ -593,7 +602,7 @@ LADDER_SAMPLES = 6
 
 @logged
 def check_ladder(seed):
-    return [gr.validate(parse_seed(seed) is not None, SEED_RULE)]
+    return gr.validate(parse_seed(seed) is not None, SEED_RULE)
 
 
 def offered_models() -> list[Served]:
@@ -880,7 +889,7 @@ def build_demo() -> gr.Blocks:
                 top_p = gr.Slider(0.05, 1, value=0.95, step=0.01, label="top-p (1 = off)", info=CONTROL_HELP["top_p"])
             with gr.Row():
                 max_new_tokens = gr.Slider(
-                    1, 2000, value=300, step=1, label="max new tokens", info=CONTROL_HELP["max_new_tokens"]
+                    1, MAX_NEW_TOKENS, value=300, step=1, label="max new tokens", info=CONTROL_HELP["max_new_tokens"]
                 )
                 repetition_penalty = gr.Slider(
                     0.5, 2, value=1.0, step=0.05, label="repetition penalty (1 = off)", info=CONTROL_HELP["penalty"]
@@ -906,6 +915,12 @@ def build_demo() -> gr.Blocks:
                     submit_btn=True,
                     stop_btn=True,
                 )
+                system = gr.Textbox(
+                    label="system message (optional)",
+                    placeholder="leads the conversation, before your first message",
+                    info="a chat-tuned model reads it in its own turn at the start of every prompt",
+                    visible=layout(lm) == "template",
+                )
                 resent = gr.State("")  # a retried or edited message, sent again
                 examples = gr.Dataset(components=[box], samples=texts["examples"], label="examples")
                 with gr.Row():
@@ -913,7 +928,7 @@ def build_demo() -> gr.Blocks:
                     clear = gr.Button("Clear", size="sm", scale=0)
                 turn = box.submit(
                     chat,
-                    [box, chatbot, model_name, *settings],
+                    [box, chatbot, model_name, *settings, system],
                     [box, chatbot, chat_note],
                     validator=check_chat,
                     api_name="chat",
@@ -921,7 +936,7 @@ def build_demo() -> gr.Blocks:
                 box.stop(None, cancels=[turn])
                 again = dict(
                     fn=chat,
-                    inputs=[resent, chatbot, model_name, *settings],
+                    inputs=[resent, chatbot, model_name, *settings, system],
                     outputs=[box, chatbot, chat_note],
                     api_visibility="private",
                 )
@@ -951,7 +966,9 @@ def build_demo() -> gr.Blocks:
                     "tokens; ▶ marks the one that was written."
                 )
                 with gr.Row():
-                    position = gr.Slider(1, 2, value=1, step=1, label="position", elem_id="position", scale=3)
+                    position = gr.Slider(
+                        1, MAX_NEW_TOKENS, value=1, step=1, label="position", elem_id="position", scale=3
+                    )
                     continue_here = gr.Button("Continue from here", scale=1)
                 chart = gr.Plot(
                     label="next-token distribution at that position", show_label=False, elem_id="distribution"
@@ -1084,7 +1101,7 @@ def build_demo() -> gr.Blocks:
                     [
                         *[model_name, current, summary, loss, card, layer, head, all_heads, show_attention, prompt],
                         box,
-                        *[examples, chatbot, chat_note],
+                        *[examples, chatbot, chat_note, system],
                     ],
                     validator=check_model,
                     api_name="load_model",

@@ -172,7 +172,8 @@ def test_playground_streams_and_keeps_probabilities_when_stopped(page):
     assert shown >= 8 and page.locator(".probs .tok").first.get_attribute("data-alt")
     time.sleep(0.5)
     assert page.locator(".probs .tok").count() == shown  # the stream ended at Stop and kept what it had
-    assert page.get_by_label("completion").count() == 0 or not page.get_by_label("completion").is_visible()
+    completion = page.get_by_label("completion", exact=True)
+    assert completion.count() == 0 or not completion.is_visible()
     page.locator(".probs .tok").first.focus()  # a tap shows the alternatives too
     assert no_error_overlay(page)
     page.screenshot(path=str(ARTIFACTS / "playground.png"), full_page=True)

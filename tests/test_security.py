@@ -459,8 +459,9 @@ def test_visitors_cannot_load_what_the_operator_did_not_offer(app_url, name, api
 def test_the_picker_lists_short_names_only(app_url):
     config = httpx.get(f"{app_url}config", timeout=10).json()
     pickers = [c["props"] for c in config["components"] if c.get("type") == "dropdown"]
-    choices = [c[0] if isinstance(c, list) else c for c in pickers[0]["choices"]]
-    assert choices == ["names", "names-mlp", "carol/app-model", "play"] and pickers[0]["value"] == "play"
+    labels, choices = zip(*pickers[0]["choices"])
+    assert list(choices) == ["names", "names-mlp", "carol/app-model", "play"] and pickers[0]["value"] == "play"
+    assert labels == ("names (base)", "names-mlp (base)", "carol/app-model", "play (base)")  # a folder says its kind
     assert not any(c.startswith("/") for c in choices) and pickers[0]["allow_custom_value"] is False
 
 

@@ -153,6 +153,30 @@ def test_the_api_and_the_app_chat_through_the_template_with_the_system_message(c
     assert reply["finish_reason"] == "stop"
 
 
+def test_the_chat_tab_leads_with_the_system_message_and_checks_it(chat_model, app_process):
+    from gradio_client import Client
+
+    from gpt.chat import natural_end
+
+    lm = gpt.load(chat_model, device="cpu")
+    settings = (0.0, 0, 1.0, 30, 1.0, "")
+    with app_process(env={"MODEL_ID": str(chat_model)}) as app:
+        app.wait_ready()
+        c = Client(app.url, verbose=False)
+        _, conversation, _ = c.predict("the night", [], "chat", *settings, "Be brief.", api_name="/chat")
+        history = [*conversation]
+        _, _, note = c.predict("a rose", history, "chat", *settings, "Be brief.", api_name="/chat")
+        with pytest.raises(Exception, match="vocabulary"):
+            c.predict("the night", [], "chat", *settings, "Be {brief}", api_name="/chat")
+    prompt = chat_prompt(lm, [], "the night", system="Be brief.")
+    completion = lm.complete(prompt.text, max_new_tokens=30, temperature=0, stop=prompt.stop)
+    text = "".join(t.text for t in completion)
+    assert conversation[-1]["content"] == (natural_end(text) if completion.finish_reason == "length" else text)
+    second = chat_prompt(lm, [("the night", conversation[-1]["content"])], "a rose", system="Be brief.")
+    used = len(lm.tokenizer.encode(second.text))  # what the note counts includes the system message's turn
+    assert f"{used:,} of its {lm.block_size} tokens" in note and second.text.startswith("<|system|>Be brief.")
+
+
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_conversations_made_from_a_play_are_exchanges_of_its_split(tmp_path, play_file, cli, split):
     from gpt.data import split_text
