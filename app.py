@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 from gpt.card import model_kind, size  # noqa: E402
 from gpt.catalog import Catalog, ModelUnavailable, NotOffered, Served  # noqa: E402
-from gpt.chat import chat_prompt, known, layout, message_text, natural_end, speakers, turns_of  # noqa: E402
+from gpt.chat import chat_prompt, known, layout, message_text, natural_end, speakers, turn, turns_of  # noqa: E402
 from gpt.engine import Job  # noqa: E402
 from gpt.folder import read_metrics  # noqa: E402
 from gpt.generate import LM  # noqa: E402
@@ -534,7 +534,7 @@ def model_texts(name: str, lm: LM) -> dict:
     unit = "characters" if lm.tokenizer.kind == "character" else "tokens"
     trained = f", trained on `{about['file']}`" if about.get("file") else ""
     first = examples[0] if examples else "Hello."
-    prompt = {"document": "", "scene": f"{user}:\n", "plain": first, "template": f"<|user|>{first}<|end|><|assistant|>"}
+    prompt = {"document": "", "scene": f"{user}:\n", "plain": first, "template": turn("user", first) + "<|assistant|>"}
     prompt = prompt[kind]
     return {
         "current": f"**Model: {name}** ({size(lm.model.num_params())} parameters, context {lm.block_size} {unit}"
@@ -926,14 +926,14 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     chat_note = gr.Markdown()
                     clear = gr.Button("Clear", size="sm", scale=0)
-                turn = box.submit(
+                sent = box.submit(
                     chat,
                     [box, chatbot, model_name, *settings, system],
                     [box, chatbot, chat_note],
                     validator=check_chat,
                     api_name="chat",
                 )
-                box.stop(None, cancels=[turn])
+                box.stop(None, cancels=[sent])
                 again = dict(
                     fn=chat,
                     inputs=[resent, chatbot, model_name, *settings, system],

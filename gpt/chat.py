@@ -1,8 +1,9 @@
 """Chat with a model: through its chat template when it was chat-tuned, else in a layout of the text it knows.
 
-- Template (a model fine-tuned with --sft): each message is its role's turn token, its text and `<|end|>`; the
-  reply follows `<|assistant|>` and ends at the model's `<|end|>` (or where it would start the user's turn). A system
-  message leads the conversation.
+- Template (a model fine-tuned with --sft): each message is its role's turn token, its text, a newline and
+  `<|end|>` (a turn ends at a line's end, where the base model would end a speech with a blank line); the reply
+  follows `<|assistant|>` and ends at the model's newline and `<|end|>` (or where it would start the user's turn).
+  A system message leads the conversation.
 
 A model that was never chat-tuned gets a layout of the kind of text it was trained on:
 
@@ -106,7 +107,7 @@ def turn(role: str, text: str) -> str:
     """A message in the template; turn tokens typed inside it are taken out, so a message cannot end its own turn."""
     for token in TURNS:
         text = text.replace(token, "")
-    return f"<|{role}|>{text.strip()}{END}"
+    return f"<|{role}|>{text.strip()}\n{END}"
 
 
 def chat_prompt(
@@ -123,7 +124,7 @@ def chat_prompt(
     user, model = speakers(lm)
     lead = turn("system", system) if kind == "template" and system.strip() else ""
     if kind == "template":
-        tail, stop = turn("user", message) + "<|assistant|>", [END, "<|user|>"]
+        tail, stop = turn("user", message) + "<|assistant|>", ["\n" + END, END, "<|user|>"]
     elif kind == "scene":
         tail, stop = speech(user, message) + f"{model}:\n", ["\n\n"]
     else:

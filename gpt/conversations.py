@@ -6,7 +6,7 @@ training 90% or the validation 10% of the text as training splits it.
 
 One conversation per line: {"messages": [{"role": "system" | "user" | "assistant", "content": "..."}, ...]}. A
 conversation becomes tokens as the tokenizer's chat template renders it: each message is its role's turn token, its
-text and the end-of-turn token. The loss counts the assistant's tokens only (its text and its end of turn), as
+text, a newline and the end-of-turn token. The loss counts the assistant's tokens only (its text, newline and end), as
 nanochat masks them: the model learns to answer and to stop, not to write the user's lines. Every 10th conversation
 (i % 10 == 9) validates, as every 10th line does in document mode.
 """
@@ -62,7 +62,7 @@ def render(tokenizer: AnyTokenizer, messages: list[dict]) -> tuple[list[int], li
     ids, taught = [], []
     end = tokenizer.encode(END)
     for m in messages:
-        head, body = tokenizer.encode(f"<|{m['role']}|>"), tokenizer.encode(m["content"]) + end
+        head, body = tokenizer.encode(f"<|{m['role']}|>"), tokenizer.encode(m["content"] + "\n") + end
         ids += head + body
         taught += [False] * len(head) + [m["role"] == "assistant"] * len(body)
     return ids, taught

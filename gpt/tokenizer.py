@@ -22,7 +22,8 @@ document mode the boundary is the special token `<|endoftext|>` (id 0), standing
 
 A chat-tuned tokenizer (`--sft`) has the turn tokens `<|system|>`, `<|user|>`, `<|assistant|>` and `<|end|>` after
 its vocabulary: whole tokens wherever they appear in a text, special tokens in tokenizer.json, and a `chat_template`
-in tokenizer_config.json that renders a conversation as exactly those tokens and the messages' text.
+in tokenizer_config.json that renders a conversation as exactly those tokens and the messages' text (each message
+ends with a newline before its `<|end|>`: a turn ends as a speech does, at a line's end).
 """
 
 import json
@@ -36,7 +37,7 @@ BPE_BOUNDARY = "<|endoftext|>"
 TURNS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")  # a chat-tuned model's tokens, after the vocabulary
 END = TURNS[-1]
 CHAT_TEMPLATE = (  # transformers' apply_chat_template renders what gpt/conversations.py feeds the model
-    "{% for message in messages %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}{% endfor %}"
+    "{% for message in messages %}{{ '<|' + message['role'] + '|>' + message['content'] + '\n<|end|>' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )
 

@@ -100,6 +100,7 @@ def test_a_bad_message_stays_in_a_usable_box(page, message):
     box.press("Enter")
     page.get_by_text("The message is empty" if not message.strip() else "vocabulary has no").wait_for(timeout=20_000)
     assert box.input_value() == message and box.is_enabled() and no_error_overlay(page)
+    assert page.get_by_text("Textbox", exact=True).count() == 0  # the message names the field, not its type
     assert page.locator('[data-testid="user"]').count() == 0
     box.fill("Good morrow.")
     box.press("Enter")

@@ -164,3 +164,20 @@ def test_the_api_and_the_sampling_cli_serve_a_rung(trained, serving, cli):
     r = cli("-m", "gpt.sample", str(out), *"--prompt ma --seed 3 --max-new-tokens 30 --temperature 1 --top-k 0".split())
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ma" + lm.generate("ma", max_new_tokens=30, temperature=1.0, seed=3)
+
+
+def test_the_app_speaks_of_a_rung_in_whole_numbers_and_hides_what_it_lacks(trained, monkeypatch):
+    import app
+    from gpt.catalog import Catalog
+
+    arch, folder = trained
+    monkeypatch.setattr(app, "CATALOG", Catalog.from_settings(str(folder), None, None))
+    lm = app.get_lm(arch)
+    n, window = lm.model.num_params(), lm.model.config.block_size
+    assert f"({n:,} parameters" in app.model_texts(arch, lm)["current"]  # whole, not "0.00M"
+    refusal = app.check_attention("em", 0, 0, arch)[3]
+    unit = "character" if window == 1 else "characters"  # the bigram reads "a window of 1 character"
+    assert f"a fixed window of {window} {unit}." in refusal["message"] and not refusal["is_valid"]
+    update = app.choose_model(arch)
+    layer, head, all_heads, show_attention = update[5:9]
+    assert not any(u["visible"] for u in (layer, head, all_heads, show_attention))

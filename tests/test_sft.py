@@ -48,7 +48,7 @@ def chat_model(tmp_path_factory, tiny_model, chats_file):
 
 
 def test_the_loss_counts_the_assistants_tokens_only():
-    tok = CharTokenizer.from_text("hi there, ok.").with_turns()
+    tok = CharTokenizer.from_text("hi there, ok.\n").with_turns()
     messages = [
         {"role": "system", "content": "hi"},
         {"role": "user", "content": "there"},
@@ -56,7 +56,7 @@ def test_the_loss_counts_the_assistants_tokens_only():
     ]
     batches = ConversationBatches([messages], tok, 64)
     taught = batches.y[0][batches.y[0] != -1].tolist()
-    assert tok.decode(taught) == "ok." + END
+    assert tok.decode(taught) == "ok.\n" + END  # the reply, its line end and its end of turn
     assert tok.decode(batches.x[0][: len(prompt_ids(tok, messages[:2]))].tolist()).endswith("<|assistant|>")
 
 
@@ -79,7 +79,7 @@ def test_a_bad_line_is_an_error_naming_it(tmp_path, line, message):
 
 @pytest.mark.parametrize("kind", ["char", "bpe"])
 def test_transformers_apply_chat_template_gives_the_ids_this_library_feeds(tmp_path, kind):
-    text = "Yes, the night is fair. Be brief, sweet love."
+    text = "Yes, the night is fair.\nBe brief, sweet love."
     base = CharTokenizer.from_text(text) if kind == "char" else BPETokenizer.train([text * 20], 300)
     tok = base.with_turns()
     tok.save(tmp_path)
@@ -142,7 +142,7 @@ def test_the_api_and_the_app_chat_through_the_template_with_the_system_message(c
         about = app.describe("chat", served)
     assert about["kind"] == "chat-tuned" and about["fine_tuned_from"] == str(tiny_model)
     prompt = chat_prompt(lm, [], "the night", system="Be brief.")
-    assert prompt.text == "<|system|>Be brief.<|end|><|user|>the night<|end|><|assistant|>"
+    assert prompt.text == "<|system|>Be brief.\n<|end|><|user|>the night\n<|end|><|assistant|>"
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "the night"}]
     with serving(lm) as (url, _):
         body = {"model": "play", "messages": messages, "max_tokens": 30, "temperature": 0}
@@ -171,10 +171,11 @@ def test_the_chat_tab_leads_with_the_system_message_and_checks_it(chat_model, ap
     prompt = chat_prompt(lm, [], "the night", system="Be brief.")
     completion = lm.complete(prompt.text, max_new_tokens=30, temperature=0, stop=prompt.stop)
     text = "".join(t.text for t in completion)
-    assert conversation[-1]["content"] == (natural_end(text) if completion.finish_reason == "length" else text)
-    second = chat_prompt(lm, [("the night", conversation[-1]["content"])], "a rose", system="Be brief.")
+    reply = conversation[-1]["content"][0]["text"]  # as the browser gets it: a list of parts
+    assert reply == (natural_end(text) if completion.finish_reason == "length" else text)
+    second = chat_prompt(lm, [("the night", reply)], "a rose", system="Be brief.")
     used = len(lm.tokenizer.encode(second.text))  # what the note counts includes the system message's turn
-    assert f"{used:,} of its {lm.block_size} tokens" in note and second.text.startswith("<|system|>Be brief.")
+    assert f"{used:,} of its {lm.block_size} tokens" in note and second.text.startswith("<|system|>Be brief.\n")
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
@@ -201,7 +202,7 @@ def test_a_turn_token_typed_in_a_message_cannot_end_its_turn(chat_model):
     assert prompt.dropped_turns == 0
     ends, assistants = lm.tokenizer.encode(END)[0], lm.tokenizer.encode("<|assistant|>")[0]
     assert ids.count(ends) == 4 and ids.count(assistants) == 2  # one end per message; the reply's own turn
-    assert prompt.text.endswith("<|user|>now<|end|><|assistant|>")
+    assert prompt.text.endswith("<|user|>now\n<|end|><|assistant|>")
 
 
 def test_the_app_opens_on_the_chat_model_and_lists_base_and_chat_tuned(tmp_path, chat_model, tiny_model, monkeypatch):

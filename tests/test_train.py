@@ -9,7 +9,7 @@ import pytest
 
 import gpt
 from gpt.card import RECIPE
-from gpt.config import PRESETS, TrainConfig, build_parser
+from gpt.config import PRESET_ABOUT, PRESETS, TrainConfig, build_parser
 from gpt.train import learning_rate, resolve_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -330,6 +330,9 @@ def test_help_explains_every_flag(cli):
     for action in build_parser()._actions:
         assert action.help, action.dest
     assert r.returncode == 0 and "--max-steps" in r.stdout and "preset" in r.stdout
+    assert "(default: None)" not in r.stdout  # an unset flag says nothing of a default
+    squashed = "".join(r.stdout.split())  # argparse wraps lines, at hyphens too
+    assert all("".join(f"{name}:{about}".split()) in squashed for name, about in PRESET_ABOUT.items())
 
 
 def test_eval_cli_prints_the_cards_figure(tiny_model, play_file, names_model, names_file, cli):

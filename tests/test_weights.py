@@ -12,10 +12,10 @@ import gpt
 from gpt.decode import DecodeBatch
 from gpt.folder import MODEL_FILES, load_model
 from gpt.sampling import SamplingParams
-from gpt.tokenizer import CharTokenizer
+from gpt.tokenizer import END, CharTokenizer
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
-SHIPPED = ["shakespeare-char", "names"]
+SHIPPED = ["shakespeare-char", "shakespeare-chat", "names"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -138,3 +138,35 @@ def test_shipped_microgpt_was_trained_by_the_scalar_engine_and_scores_the_same_i
         x = torch.tensor([ids[:-1][: config.block_size]])
         y = torch.tensor([ids[1:][: config.block_size]])
         assert document_loss(params, config, ids).data == pytest.approx(lm.model(x, y)[1].item(), abs=1e-6)
+
+
+def test_the_chat_model_is_the_flagship_chat_tuned_on_the_cpu_and_measured_against_it():
+    folder = WEIGHTS / "shakespeare-chat"
+    run = json.loads((folder / "metrics.json").read_text())["run"]
+    assert run["command"].startswith("python -m gpt.train --init-from weights/shakespeare-char --sft ")
+    assert run["device"] == "cpu" and run["wall_time_s"] <= 30 * 60 and run["base_model"]["on_hub"] is False
+    bench = json.loads((folder / "metrics.json").read_text())["chat_bench"]
+    base, chat = bench["base"], bench["chat"]
+    assert chat["reply_loss"] < base["reply_loss"] and chat["ended"] > base["ended"]
+    assert (
+        chat["role_leak"] <= base["role_leak"] and chat["pretraining_val_loss"] <= base["pretraining_val_loss"] + 0.02
+    )
+    card = (folder / "README.md").read_text()
+    assert "## Chat, measured" in card and "fine-tuned for chat from `weights/shakespeare-char`" in card
+    assert "chat_prompt(lm" in card and '"role": "user"' in card  # the usage is a chat's
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    assert config["eos_token"] == END and "<|assistant|>" in config["chat_template"]
+
+
+def test_the_chat_model_answers_and_ends_its_turns():
+    from gpt.chat import chat_prompt
+
+    lm = gpt.load(WEIGHTS / "shakespeare-chat", device="cpu")
+    said = ["Good morrow, sir.", "What news from the court?", "Where is my lord?", "I pray you, hear me.", "Farewell."]
+    ended = 0
+    for i, message in enumerate(said):
+        prompt = chat_prompt(lm, [], message)
+        completion = lm.complete(prompt.text, max_new_tokens=200, temperature=0.8, top_k=40, seed=i, stop=prompt.stop)
+        reply = "".join(t.text for t in completion)
+        ended += completion.finish_reason == "stop" and bool(reply.strip()) and "<|" not in reply
+    assert ended >= 4, ended
