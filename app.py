@@ -916,6 +916,7 @@ def build_demo() -> gr.Blocks:
                     stop_btn=True,
                 )
                 system = gr.Textbox(
+                    "",
                     label="system message (optional)",
                     placeholder="leads the conversation, before your first message",
                     info="a chat-tuned model reads it in its own turn at the start of every prompt",

@@ -113,7 +113,7 @@ def test_attention_heatmap(client):
 
 
 def test_loading_a_document_model_changes_what_the_tabs_offer(client):
-    name, current, info, loss, card, *_, conversation, note = client.predict("names", api_name="/load_model")
+    name, current, info, loss, card, *_, conversation, note, _system = client.predict("names", api_name="/load_model")
     assert name == "names" and "names" in current and "finishes it" in current
     assert info["model"] == "names" and info["document_mode"] is True and loss and "GPT" in card
     assert "![loss curve]" not in card and "|  |" not in card

@@ -328,7 +328,7 @@ def test_a_bad_ladder_seed_is_a_message_at_the_field_and_the_table_stays(browser
     seed = page.get_by_label("seed (blank = random)").last
     seed.fill("abc")
     seed.press("Enter")
-    page.get_by_text("The seed must be a whole number").first.wait_for(timeout=20_000)
+    page.get_by_text("The seed must be a whole number").first.wait_for(timeout=60_000)  # after any queued event
     assert page.get_by_role("cell", name="names-mlp").count() == 1 and page.locator("#ladder-chart img").count() == 1
     assert no_error_overlay(page)
     page.screenshot(path=str(ARTIFACTS / f"ladder-bad-seed-{size}.png"), full_page=True)
