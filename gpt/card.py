@@ -72,8 +72,14 @@ def chat_tuned(run: dict) -> bool:
     return run.get("text", {}).get("form") == "conversations"
 
 
+def rl_tuned(run: dict) -> bool:
+    return bool(run.get("settings", {}).get("rl"))
+
+
 def model_kind(run: dict) -> str:
-    """base, fine-tuned or chat-tuned: what the app's model list and Model tab call a folder."""
+    """base, fine-tuned, chat-tuned or RL-tuned: what the app's model list and Model tab call a folder."""
+    if rl_tuned(run):
+        return "RL-tuned"
     return "chat-tuned" if chat_tuned(run) else "fine-tuned" if run.get("base_model") else "base"
 
 
@@ -81,7 +87,33 @@ def origin(run: dict) -> str:
     base = run.get("base_model")
     if not base:
         return "trained from scratch"
+    if rl_tuned(run):
+        return f"RL-tuned from `{base['name']}` with the reward `{run['settings']['rl']}`"
     return f"fine-tuned {'for chat ' * chat_tuned(run)}from `{base['name']}`"
+
+
+def rl_figures(run: dict) -> list[str]:
+    """The reward before and after reinforcement learning, on every held-out prompt."""
+    s = run["settings"]
+    rows = [
+        ("at the app's sampling (temperature 0.8, top-k 40, top-p 0.95)", "val_reward"),
+        ("greedy (temperature 0)", "greedy_val_reward"),
+    ]
+    lines = [
+        "## Reinforcement learning",
+        "",
+        f"Group-relative policy gradient (`gpt/rl.py`): {s['batch_size']} prompts a step, {s['group_size']} replies "
+        "to each sampled at temperature 1, each reply's advantage its reward minus its group's mean (groups that all "
+        f"score the same skipped), a KL penalty of {s['kl']} to the starting model. Reward: `{s['rl']}`. Mean reward "
+        f"on the {run.get('val_prompts', 0):,} held-out prompts:",
+        "",
+        "| replies | before (the starting model) | after (this model) |",
+        "|---|---|---|",
+    ]
+    for label, key in rows:
+        if run.get(key) is not None:
+            lines.append(f"| {label} | {run[f'start_{key}']:.3f} | **{run[key]:.3f}** |")
+    return lines
 
 
 def unit(tokenizer: AnyTokenizer) -> str:
@@ -142,6 +174,7 @@ def figures(config: ModelConfig, tokenizer: AnyTokenizer, run: dict) -> list[str
 
 
 GPT_ONLY = ("n_layer", "n_head", "dropout", "muon_lr")
+RL_ONLY = ("rl", "group_size", "kl")
 
 
 def recipe(run: dict) -> str:
@@ -156,6 +189,7 @@ def recipe(run: dict) -> str:
         and (k != "ema" or settings[k])
         and (k != "tokenizer" or settings[k] != "char")
         and (k != "replay_share" or settings.get("replay"))
+        and (k not in RL_ONLY or settings.get("rl"))
         and not (window and k in GPT_ONLY)
         and not (not window and k in ("arch", "n_hidden"))
     ]
@@ -327,6 +361,8 @@ def model_card(config: ModelConfig, tokenizer: AnyTokenizer, metrics: dict, repo
         split = "every 10th line (i % 10 == 9)" if tokenizer.documents else "the last 10% of characters"
         if chat_tuned(run):
             split = "every 10th conversation, scored on the assistant's tokens only,"
+        if rl_tuned(run):
+            split = "every 10th prompt, whose replies the reward scores,"
 
         data = f"Data: `{data_file(run)}`" + (f" (`{dataset}` on the Hub)" if dataset else "")
         data += f"; {split} held out for validation."
@@ -349,6 +385,8 @@ def model_card(config: ModelConfig, tokenizer: AnyTokenizer, metrics: dict, repo
         times = reached(metrics.get("curve", [])) if unit(tokenizer) == "character" and not chat_tuned(run) else []
         if times:
             lines += ["", f"Validation loss (estimate) reached {'; '.join(times)}."]
+    if rl_tuned(run):
+        lines += ["", *rl_figures(run)]
     if run.get("loss_png"):
         lines += ["", "![loss curve](loss.png)"]
     samples = metrics.get("samples")

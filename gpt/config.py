@@ -41,6 +41,12 @@ class TrainConfig:
         architecture=True,
         recipe=True,
     )
+    chars: str | None = setting(
+        None,
+        "char: characters the vocabulary holds beside the text's own, for a base that a fine-tune will teach them "
+        "(a request's capitals, digits and punctuation, say)",
+        architecture=True,
+    )
     vocab_size: int = setting(1024, "bpe: tokens in the vocabulary, the 256 bytes included", architecture=True)
     arch: str = setting(
         "gpt",
@@ -114,12 +120,33 @@ class TrainConfig:
         "fine-tune: start from this model folder or Hub repo id (owner/name[@revision]); its shape and tokenizer are "
         "kept, and the finetune preset's lower rates fill the defaults unless --preset is given",
     )
+    rl: str | None = setting(
+        None,
+        "reinforcement learning: a reward, module:function scoring (conversation, reply) as a number, e.g. "
+        "gpt.names_task:reward; needs --init-from a chat-tuned model and --prompts",
+        recipe=True,
+    )
+    prompts: str | None = setting(
+        None, "--rl: conversations to answer (JSONL, OpenAI's chat format; every 10th validates)"
+    )
+    group_size: int = setting(
+        8, "--rl: replies sampled per prompt; each is weighed against its group's mean", recipe=True
+    )
+    kl: float = setting(
+        0.05, "--rl: weight of the KL penalty that keeps the model near the one it started from", recipe=True
+    )
+    reply_tokens: int = setting(64, "--rl: most tokens a sampled reply may have")
     preset: str | None = None
 
     def __post_init__(self):
-        if not self.data:
+        if self.rl and not (self.init_from and self.prompts):
+            raise ValueError("--rl tunes a chat model: give --init-from CHAT_MODEL and --prompts FILE.jsonl")
+        if self.rl and (self.sft or self.data):
+            raise ValueError("--rl learns from its own replies to --prompts: leave out --sft and --data")
+        if not self.data and not self.rl:
             raise ValueError("--data is required: give a UTF-8 text file to train on")
         counts = ["n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_steps", "eval_interval", "eval_steps"]
+        counts += ["group_size", "reply_tokens"]
         for k in counts + ["threads"] * (self.threads is not None):
             if getattr(self, k) < 1:
                 raise ValueError(f"--{k.replace('_', '-')} must be at least 1")
@@ -129,10 +156,14 @@ class TrainConfig:
             raise ValueError("--sft is for GPT models of running text")
         if self.replay and not self.sft:
             raise ValueError("--replay mixes text into chat-tuning: it needs --sft")
+        if self.kl < 0:
+            raise ValueError("--kl must be at least 0 (0: off)")
         if not 0 <= self.replay_share < 1:
             raise ValueError("--replay-share must be at least 0 and below 1")
         if self.tokenizer not in ("char", "bpe"):
             raise ValueError("--tokenizer is char or bpe")
+        if self.chars and self.tokenizer != "char":
+            raise ValueError("--chars adds characters to a character tokenizer; a byte-level BPE has every byte")
         if self.tokenizer == "bpe" and not 257 <= self.vocab_size <= 1 << 17:
             raise ValueError("--vocab-size must be from 257 to 131,072 (a byte-level BPE has the 256 bytes)")
         if self.time_budget is not None and not 0 < self.time_budget <= 60 * 24 * 7:

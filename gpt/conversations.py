@@ -24,8 +24,9 @@ from gpt.tokenizer import END, AnyTokenizer
 ROLES = ("system", "user", "assistant")
 
 
-def read_conversations(path: str | Path) -> list[list[dict]]:
-    """The file's conversations; a line that is not one is an error naming the line and what is wrong with it."""
+def read_conversations(path: str | Path, prompts: bool = False) -> list[list[dict]]:
+    """The file's conversations; a line that is not one is an error naming the line and what is wrong with it.
+    `prompts`: each ends with the user's message, which the model is to answer (--rl)."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -45,7 +46,9 @@ def read_conversations(path: str | Path) -> list[list[dict]]:
         for m in messages:
             if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
                 raise DataError(f"{path}, line {n}: each message needs a role ({', '.join(ROLES)}) and a text content")
-        if not any(m["role"] == "assistant" for m in messages):
+        if prompts and messages[-1]["role"] != "user":
+            raise DataError(f"{path}, line {n}: a prompt ends with the user's message, which the model answers")
+        if not prompts and not any(m["role"] == "assistant" for m in messages):
             raise DataError(f"{path}, line {n}: no assistant message, so nothing to learn from")
         conversations.append([{"role": m["role"], "content": m["content"]} for m in messages])
     if len(conversations) < 10:
@@ -122,11 +125,29 @@ def load_conversations(
     return tokenizer, train_rows, ConversationBatches(val, tokenizer, block_size)
 
 
-def describe_conversations(path: str | Path) -> dict:
+class Prompts:
+    """Conversations for the model to answer (--rl): their messages and their prompt tokens (the last block_size)."""
+
+    def __init__(self, conversations: list[list[dict]], tokenizer: AnyTokenizer, block_size: int):
+        self.conversations = conversations
+        self.ids = [prompt_ids(tokenizer, c)[-block_size:] for c in conversations]
+        self.row_length, self.tokens = block_size, sum(map(len, self.ids))
+
+
+def load_prompts(path: str | Path, block_size: int, tokenizer: AnyTokenizer) -> tuple[AnyTokenizer, Prompts, Prompts]:
+    """A chat model's tokenizer and the file's prompts, every 10th held out."""
+    if not tokenizer.specials:
+        raise DataError("--rl tunes a chat model: --init-from a model chat-tuned with --sft (it has turn tokens)")
+    train, val = split_conversations(read_conversations(path, prompts=True))
+    return tokenizer, Prompts(train, tokenizer, block_size), Prompts(val, tokenizer, block_size)
+
+
+def describe_conversations(path: str | Path, prompts: bool = False) -> dict:
     """The folder's record of its chat data: the file, how many conversations, real first messages as examples."""
-    conversations = read_conversations(path)
+    conversations = read_conversations(path, prompts)
     firsts = [next((m["content"] for m in c if m["role"] == "user"), "") for c in conversations]
-    short = [f for f in dict.fromkeys(firsts) if 4 <= len(f) <= 60 and "\n" not in f]
+    one_line = [f for f in dict.fromkeys(firsts) if f and len(f) <= 60 and "\n" not in f]
+    short = [f for f in one_line if len(f) >= 4] or one_line
     return {
         "file": Path(path).name,
         "conversations": len(conversations),

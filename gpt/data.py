@@ -137,10 +137,11 @@ class DocumentBatches(PaddedRows):
         super().__init__(rows[:, :-1].clamp(min=0), rows[:, 1:])
 
 
-def make_tokenizer(text: str, documents: bool, bpe_vocab: int | None = None) -> AnyTokenizer:
-    """Characters of the whole file, or a byte-level BPE of bpe_vocab tokens learnt from the training split only."""
+def make_tokenizer(text: str, documents: bool, bpe_vocab: int | None = None, chars: str = "") -> AnyTokenizer:
+    """Characters of the whole file (and `chars`), or a byte-level BPE of bpe_vocab tokens learnt from the training
+    split only."""
     if not bpe_vocab:
-        return CharTokenizer.from_text(text, documents)
+        return CharTokenizer.from_text(text + chars, documents)
     train = split_documents(text)[0] if documents else [split_text(text)[0]]
     return BPETokenizer.train(train, bpe_vocab, documents)
 
@@ -151,6 +152,7 @@ def load_dataset(
     documents: bool,
     tokenizer: AnyTokenizer | None = None,
     bpe_vocab: int | None = None,
+    chars: str = "",
 ) -> tuple[AnyTokenizer, TextBatches | DocumentBatches, TextBatches | DocumentBatches]:
     """Tokenizer (made from the file unless given: see make_tokenizer) and train/validation batch samplers."""
     text = read_text(path)
@@ -160,12 +162,12 @@ def load_dataset(
             raise DataError(
                 f"{path}: document mode needs at least 10 non-empty lines (line i validates when i % 10 == 9)"
             )
-        tokenizer = tokenizer or make_tokenizer(text, documents, bpe_vocab)
+        tokenizer = tokenizer or make_tokenizer(text, documents, bpe_vocab, chars)
         train_ids, val_ids = ([tokenizer.encode(d) for d in docs] for docs in (train, val))
         b = tokenizer.boundary_id
         return tokenizer, DocumentBatches(train_ids, block_size, b), DocumentBatches(val_ids, block_size, b)
     train, val = split_text(text)
-    tokenizer = tokenizer or make_tokenizer(text, documents, bpe_vocab)
+    tokenizer = tokenizer or make_tokenizer(text, documents, bpe_vocab, chars)
     train_ids, val_ids = (torch.tensor(tokenizer.encode(s), dtype=torch.long) for s in (train, val))
     if len(val_ids) < block_size + 1:
         need = (block_size + 1) * 10 * max(1, len(val) // max(len(val_ids), 1))

@@ -367,8 +367,12 @@ def write_card(folder: Path, config: ModelConfig, tokenizer: AnyTokenizer) -> No
     write_atomic(folder / "README.md", lambda p: p.write_text(card, encoding="utf-8"))
 
 
-def write_loss_plot(curve: list[dict], path: Path, unit: str = "char") -> None:
-    """loss.png: train and validation loss against training wall time (minutes), steps on the top axis."""
+LOSSES = (("train_loss", "train"), ("val_loss", "validation"))
+
+
+def write_loss_plot(curve: list[dict], path: Path, unit: str = "char", series=LOSSES, label: str = "") -> None:
+    """loss.png: train and validation loss (or the `series` given, as (key, label)) against training wall time
+    (minutes), steps on the top axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -377,10 +381,12 @@ def write_loss_plot(curve: list[dict], path: Path, unit: str = "char") -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     timed = all("time_s" in c for c in curve)
     x = [c["time_s"] / 60 if timed else c["step"] for c in curve]
-    ax.plot(x, [c["train_loss"] for c in curve], label="train")
-    ax.plot(x, [c["val_loss"] for c in curve], label="validation")
+    for key, name in series:
+        points = [(at, c[key]) for at, c in zip(x, curve) if c.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points), label=name)
+    ax.set_ylabel(label or f"cross-entropy (nats/{unit})")
     ax.set_xlabel("training wall time (min)" if timed else "step")
-    ax.set_ylabel(f"cross-entropy (nats/{unit})")
     if timed and x[-1] > 0:
         steps = ax.secondary_xaxis(
             "top", functions=(lambda m: m * curve[-1]["step"] / x[-1], lambda s: s * x[-1] / max(curve[-1]["step"], 1))

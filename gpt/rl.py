@@ -1,0 +1,239 @@
+"""Reinforcement learning of a chat model with a reward a program computes (`--rl REWARD --prompts FILE`).
+
+Group-relative policy gradient, as nanochat's chat_rl: each step takes --batch-size prompts, samples --group-size
+replies to each from the current model at temperature 1, scores every reply with the reward, and raises the
+log-probability of each reply's tokens in proportion to its advantage: its reward minus its group's mean. A group
+whose replies all score the same has no advantage to follow and is skipped (a tiny model sees many such groups).
+
+What keeps the model near where it started is a KL penalty to the frozen starting model (--kl, GRPO's per-token
+estimator exp(r) - r - 1 with r = log p_start - log p), not replay of the fine-tuning data: the penalty acts on the
+model's own replies, where drift shows, and costs one forward pass of the frozen model; replay would need the
+fine-tuning file and would pull towards its answers rather than towards what the model already did. The reward checks
+what it checks (a constraint, say); the penalty keeps everything else as it was (an answer that reads as a name).
+
+REWARD is `module:function`, called as function(conversation, reply) -> number, where conversation is the prompt's
+messages and reply the model's text: gpt.names_task:reward, or any checker of one's own on the Python path.
+"""
+
+import importlib
+import math
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from gpt.config import DTYPES, TrainConfig
+from gpt.conversations import Prompts, describe_conversations
+from gpt.decode import DecodeBatch
+from gpt.folder import load_model, save_folder, write_loss_plot
+from gpt.generate import LM
+from gpt.hub import resolve
+from gpt.run import Run, apply_gradients, learning_rate
+from gpt.sampling import SamplingParams
+from gpt.tokenizer import AnyTokenizer
+
+Reward = Callable[[list[dict], str], float]
+APP_SAMPLING = dict(temperature=0.8, top_k=40, top_p=0.95)  # the app's defaults: how held-out replies are judged
+EVAL_PROMPTS = 256  # held-out prompts scored at each evaluation (the same ones, with the same seeds, every time)
+
+
+def load_reward(spec: str) -> Reward:
+    """The reward function a `module:function` names; a ValueError says what is wrong in one line."""
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise ValueError(f"--rl {spec}: give the reward as module:function, e.g. gpt.names_task:reward")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"--rl {spec}: cannot import {module_name} ({e})") from None
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise ValueError(f"--rl {spec}: {module_name} has no function {name}")
+    return function
+
+
+def score(reward: Reward, conversation: list[dict], reply: str) -> float:
+    """The reward of one reply, which must be a finite number."""
+    value = reward(conversation, reply)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"the reward must return a finite number, got {value!r} for the reply {reply!r}")
+    return float(value)
+
+
+def stop_ids(tokenizer: AnyTokenizer) -> set[int]:
+    """The turn tokens: a reply ends at the first one it writes."""
+    return {tokenizer.encode(t)[0] for t in tokenizer.specials}
+
+
+def reply_text(tokenizer: AnyTokenizer, ids: list[int], stops: set[int]) -> str:
+    """A sampled reply as the chat shows it: up to its first turn token, without the newline that ends the turn."""
+    end = next((i for i, t in enumerate(ids) if t in stops), len(ids))
+    return tokenizer.decode(ids[:end]).removesuffix("\n")
+
+
+@torch.no_grad()
+def sample_replies(
+    model: torch.nn.Module,
+    prompts: list[list[int]],
+    seeds: list[int],
+    max_tokens: int,
+    stop_ids: set[int],
+    **sampling,
+) -> list[list[int]]:
+    """Each prompt's reply tokens, its ending turn token included (when it wrote one within max_tokens)."""
+    was_training = model.training
+    model.eval()
+    batch = DecodeBatch(model, len(prompts))
+    batch.add(prompts, [SamplingParams(seed=s, **sampling) for s in seeds])
+    replies: list[list[int]] = [[] for _ in prompts]
+    done = [False] * len(prompts)
+    for _ in range(max_tokens):
+        for i, t in enumerate(batch.step()[0].tolist()):
+            if not done[i]:
+                replies[i].append(t)
+                done[i] = t in stop_ids
+        if all(done):
+            break
+    model.train(was_training)
+    return replies
+
+
+def token_logprobs(model: torch.nn.Module, prompts: list[list[int]], replies: list[list[int]]):
+    """log p of each reply token under the model, (B, T), with the mask of the reply positions, from one forward pass
+    over prompt + reply rows padded to the longest."""
+    rows = [p + r for p, r in zip(prompts, replies)]
+    length = max(map(len, rows))
+    ids = torch.zeros(len(rows), length, dtype=torch.long)
+    mask = torch.zeros(len(rows), length - 1, dtype=torch.bool)
+    for i, (p, r) in enumerate(zip(prompts, replies)):
+        ids[i, : len(p) + len(r)] = torch.tensor(p + r)
+        mask[i, len(p) - 1 : len(p) + len(r) - 1] = True
+    device = next(model.parameters()).device
+    ids, mask = ids.to(device), mask.to(device)
+    logits = model(ids[:, :-1])[0].float()
+    logp = torch.gather(F.log_softmax(logits, dim=-1), 2, ids[:, 1:, None])[..., 0]
+    return logp, mask
+
+
+def group_advantages(rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """rewards (P, G) -> each reply's reward minus its group's mean, and which groups teach something (not all the
+    same score)."""
+    advantages = rewards - rewards.mean(dim=1, keepdim=True)
+    return advantages, (rewards.max(dim=1).values > rewards.min(dim=1).values)
+
+
+def policy_loss(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor, kl: float):
+    """The policy-gradient loss over reply tokens (each token weighted by its reply's advantage, mean over tokens)
+    plus kl times the mean per-token KL estimate to the starting model; returns (loss, that KL estimate)."""
+    tokens = mask.sum().clamp(min=1)
+    gradient = -(advantages[:, None] * logp * mask).sum() / tokens
+    r = (ref_logp - logp).clamp(-20, 20)
+    divergence = ((r.exp() - r - 1) * mask).sum() / tokens
+    return gradient + kl * divergence, divergence.detach()
+
+
+class RLRun(Run):
+    """A training run whose step samples groups of replies and follows their rewards (see the module's docstring).
+
+    Its validation figure is the mean reward on held-out prompts at the app's sampling, and the best model is the one
+    with the highest; best_val keeps the lower-is-better convention of Run as minus that reward."""
+
+    def __init__(self, c: TrainConfig, out: Path, resume: bool, command: str, given: set, started: float):
+        if c.time_budget:
+            raise ValueError("--time-budget sizes pre-training; give --rl a number of steps (--max-steps)")
+        if c.reply_tokens >= c.block_size:
+            raise ValueError(f"--reply-tokens {c.reply_tokens} leaves no room for a prompt in {c.block_size} tokens")
+        self.reward = load_reward(c.rl)
+        super().__init__(c, out, resume, command, given, started)
+        reference = load_model(resolve(c.init_from), name=c.init_from).to(self.device).eval()
+        self.reference = reference.requires_grad_(False)
+        self.stops = stop_ids(self.tokenizer)
+
+    def describe_data(self) -> dict:
+        return {**describe_conversations(self.c.prompts, prompts=True), "reward": self.c.rl}
+
+    def replies(self, model, prompts: Prompts, n: int, **sampling) -> list[str]:
+        """Replies to the first n prompts, prompt i sampled with seed i: the same draws at every evaluation."""
+        ids = prompts.ids[:n]
+        replies = sample_replies(model, ids, list(range(len(ids))), self.c.reply_tokens, self.stops, **sampling)
+        return [reply_text(self.tokenizer, r, self.stops) for r in replies]
+
+    def mean_reward(self, model, prompts: Prompts, n: int, **sampling) -> float:
+        texts = self.replies(model, prompts, n, **sampling)
+        return sum(score(self.reward, c, t) for c, t in zip(prompts.conversations, texts)) / max(len(texts), 1)
+
+    def step(self, step: int) -> tuple[dict, float, int]:
+        """Sample --group-size replies to each of --batch-size prompts, score them, and step towards the better."""
+        c, data = self.c, self.train_data
+        lr = self.set_rate(step)
+        picks = torch.randint(len(data.ids), (c.batch_size,), generator=self.data_rng).tolist()
+        seeds = torch.randint(1 << 62, (c.batch_size * c.group_size,), generator=self.data_rng).tolist()
+        prompts = [data.ids[i] for i in picks for _ in range(c.group_size)]
+        replies = sample_replies(self.model, prompts, seeds, c.reply_tokens, self.stops, temperature=1.0)
+        texts = [reply_text(self.tokenizer, r, self.stops) for r in replies]
+        asked = [data.conversations[i] for i in picks for _ in range(c.group_size)]
+        rewards = torch.tensor([score(self.reward, a, t) for a, t in zip(asked, texts)]).view(c.batch_size, -1)
+        advantages, useful = group_advantages(rewards)
+        kl = 0.0
+        if useful.any():
+            rows = useful.repeat_interleave(c.group_size).nonzero()[:, 0].tolist()
+            kept_prompts, kept_replies = [prompts[i] for i in rows], [replies[i] for i in rows]
+            with self.ctx:
+                logp, mask = token_logprobs(self.trained, kept_prompts, kept_replies)
+                with torch.no_grad():
+                    ref_logp, _ = token_logprobs(self.reference, kept_prompts, kept_replies)
+            weights = advantages.flatten()[rows].to(self.device)
+            loss, divergence = policy_loss(logp, ref_logp, mask, weights, c.kl)
+            apply_gradients(self.trained, self.optimizers, self.scaler, loss, c.grad_clip)
+            kl = divergence.item()
+        figures = {"reward": rewards.mean().item(), "skipped": 1 - useful.float().mean().item(), "kl": kl}
+        self.pending.append(figures)
+        tokens = sum(map(len, replies))
+        self.tokens_seen += tokens
+        return figures, lr, tokens
+
+    def evaluate(self, step: int, tokens_per_s: float) -> dict:
+        """The held-out reward; a better one saves the model folder. Then the resume state."""
+        val = self.mean_reward(self.model, self.val_data, EVAL_PROMPTS, **APP_SAMPLING)
+        recent, self.pending = self.pending, []
+        entry = {"step": step, "val_reward": val}
+        for key in ("reward", "skipped", "kl"):
+            entry[key] = sum(f[key] for f in recent) / len(recent) if recent else None
+        entry.update(lr=learning_rate(max(step - 1, 0), self.c), tokens_per_s=round(tokens_per_s))
+        entry["time_s"] = round(self.wall_time(), 1)
+        self.curve.append(entry)
+        if -val < self.best_val:
+            self.best_val = -val
+            save_folder(self.model, self.tokenizer, self.out, self.metrics(), DTYPES[self.c.save_dtype])
+        self.checkpoint(step)
+        return entry
+
+    def eval_line(self, entry: dict) -> str:
+        trained = "" if entry["reward"] is None else f"reward {entry['reward']:.3f}, skipped {entry['skipped']:.0%}, "
+        return f"step {entry['step']}: {trained}held-out reward {entry['val_reward']:.3f}"
+
+    def metrics(self) -> dict:
+        best = max(self.curve, key=lambda e: e["val_reward"]) if self.curve else {}
+        summary = {
+            "best_val_reward": -self.best_val,
+            "best_step": best.get("step"),
+            "tokens_seen": self.tokens_seen,
+            "wall_time_s": self.wall_time(),
+            "settings": asdict(self.c),
+        }
+        return {"run": {**self.record, **summary}, "curve": self.curve}
+
+    def final_figures(self, lm: LM) -> dict:
+        """Every held-out prompt's reward, at the app's sampling and at greedy, for the starting model and this one."""
+        n = len(self.val_data.ids)
+        figures = {"val_prompts": n}
+        for prefix, model in (("start_", self.reference), ("", lm.model)):
+            figures[f"{prefix}val_reward"] = self.mean_reward(model, self.val_data, n, **APP_SAMPLING)
+            figures[f"{prefix}greedy_val_reward"] = self.mean_reward(model, self.val_data, n, temperature=0)
+        return figures
+
+    def plot(self) -> None:
+        series = (("reward", "training replies (temperature 1)"), ("val_reward", "held-out prompts (app sampling)"))
+        write_loss_plot(self.curve, self.out / "loss.png", series=series, label="mean reward")

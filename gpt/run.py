@@ -1,0 +1,466 @@
+"""One training run: its set-up (fresh, fine-tuned or resumed), its optimizer steps, evaluations, saves and finish.
+
+gpt/train.py drives a Run from the command line; gpt/rl.py's RLRun is the same run whose step learns from rewards.
+"""
+
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from gpt.budget import finish_seconds, plan
+from gpt.chat import chat_prompt
+from gpt.checkpoint import load_checkpoint, save_checkpoint, tidy_checkpoint
+from gpt.config import DTYPES, TrainConfig
+from gpt.conversations import describe_conversations, load_conversations, load_prompts
+from gpt.data import describe_text, load_dataset, read_text
+from gpt.eval import conversation_loss, validation_loss
+from gpt.folder import (
+    build_model,
+    load_model,
+    read_config,
+    read_metrics,
+    save_folder,
+    write_card,
+    write_loss_plot,
+    write_metrics,
+)
+from gpt.generate import LM, load
+from gpt.hub import resolve
+from gpt.model import pick_device
+from gpt.tokenizer import AnyTokenizer, load_tokenizer
+from gpt.window import Model
+
+
+def learning_rate(step: int, c: TrainConfig) -> float:
+    """Linear warmup, then cosine decay (or stable, then linear decay) to min_lr at lr_decay_steps, then flat."""
+    decay_steps = c.lr_decay_steps or c.max_steps
+    if step < c.warmup_steps:
+        return c.lr * (step + 1) / (c.warmup_steps + 1)
+    if step >= decay_steps:
+        return c.min_lr
+    if c.schedule == "wsd":
+        decay_start = decay_steps - max(1, round(c.decay_fraction * decay_steps))
+        return c.lr - (c.lr - c.min_lr) * max(0, step - decay_start) / (decay_steps - decay_start)
+    ratio = (step - c.warmup_steps) / max(1, decay_steps - c.warmup_steps)
+    return c.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (c.lr - c.min_lr)
+
+
+def make_optimizers(model: Model, c: TrainConfig, fused: bool) -> dict[str, torch.optim.Optimizer]:
+    """AdamW (decay on matrices only), or Muon for the blocks' matrices with AdamW for embeddings and gains.
+
+    Each group keeps its peak rate as "peak_lr"; the schedule scales every group by the same factor.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    hidden = [p for n, p in named if c.optimizer == "muon" and n.startswith("transformer.h.") and p.dim() == 2]
+    ids = {id(p) for p in hidden}
+    rest = [p for _, p in named if id(p) not in ids]
+    groups = [
+        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": c.weight_decay, "peak_lr": c.lr},
+        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "peak_lr": c.lr},
+    ]
+    optimizers = {"adamw": torch.optim.AdamW(groups, lr=c.lr, betas=(c.beta1, c.beta2), fused=fused)}
+    if hidden:
+        muon_groups = [{"params": hidden, "peak_lr": c.muon_lr}]
+        optimizers["muon"] = torch.optim.Muon(
+            muon_groups, lr=c.muon_lr, weight_decay=c.weight_decay, adjust_lr_fn="match_rms_adamw"
+        )
+    return optimizers
+
+
+def optimizer_step(trained, optimizers: dict, scaler, ctx, x: torch.Tensor, y: torch.Tensor, clip: float):
+    """Forward, backward, clip and step every optimizer: the batch's loss."""
+    with ctx:
+        _, loss = trained(x, y)
+    return apply_gradients(trained, optimizers, scaler, loss, clip)
+
+
+def apply_gradients(trained, optimizers: dict, scaler, loss: torch.Tensor, clip: float) -> torch.Tensor:
+    """Backward from a loss, clip and step every optimizer: the loss."""
+    scaler.scale(loss).backward()
+    if clip:
+        for optimizer in optimizers.values():
+            scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), clip)
+    for optimizer in optimizers.values():
+        scaler.step(optimizer)
+    scaler.update()
+    for optimizer in optimizers.values():
+        optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
+def read_data(c: TrainConfig, tokenizer: AnyTokenizer | None):
+    """The tokenizer (made from the text unless given) and the train/validation samplers: text or conversations."""
+    if c.rl:
+        return load_prompts(c.prompts, c.block_size - c.reply_tokens, tokenizer)
+    if c.sft:
+        return load_conversations(c.data, c.row_length, tokenizer, c.replay, c.replay_share)
+    bpe = c.vocab_size if c.tokenizer == "bpe" else None
+    return load_dataset(c.data, c.row_length, c.docs, tokenizer, bpe, c.chars or "")
+
+
+def grown(state: dict, tokenizer: AnyTokenizer) -> dict:
+    """A model's weights with rows for new tokens (a chat model's turns), each a copy of the newline's row: a turn
+    ends where a line of text ends, so the model starts by reading a turn token as a line break (the mean of all
+    rows when there is no newline)."""
+    newline = [] if tokenizer.unknown("\n") else tokenizer.encode("\n")
+    for key in ("transformer.wte.weight", "lm_head.weight"):
+        rows = state.get(key)
+        if rows is not None and len(rows) < tokenizer.vocab_size:
+            like = rows[newline[-1]] if newline else rows.mean(0)
+            state[key] = torch.cat([rows, like.expand(tokenizer.vocab_size - len(rows), -1)])
+    return state
+
+
+def checkpoint_due(due: bool, world: int, device) -> bool:
+    """Whether any rank's clock says a checkpoint is due: every rank must save at the same step."""
+    if world == 1:
+        return due
+    flag = torch.tensor(int(due), device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def gather_states(state: torch.Tensor, world: int, device) -> torch.Tensor:
+    """Every rank's copy of a byte state, stacked (rank 0 writes them all to the checkpoint)."""
+    if world == 1:
+        return state[None]
+    parts = [torch.empty_like(state, device=device) for _ in range(world)]
+    dist.all_gather(parts, state.to(device))
+    return torch.stack([p.cpu() for p in parts])
+
+
+@torch.no_grad()
+def estimate_loss(model, batches: dict, steps: int, batch_size: int, seed: int, ctx, device, world: int) -> dict:
+    """Mean loss over the same `steps` batches of each split every time (a fixed generator), averaged over ranks."""
+    model.eval()
+    out = {}
+    for split, data in batches.items():
+        g = torch.Generator().manual_seed(seed)
+        losses = torch.zeros(steps, device=device)
+        for i in range(steps):
+            x, y = data.sample(batch_size, g)
+            with ctx:
+                losses[i] = model(x.to(device), y.to(device))[1]
+        mean = losses.mean()
+        if world > 1:
+            dist.all_reduce(mean)
+            mean /= world
+        out[split] = mean.item()
+    model.train()
+    return out
+
+
+SAMPLE_SETTINGS = dict(max_new_tokens=300, temperature=0.8, top_k=40, seed=0)
+
+
+def settings_text(settings: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
+
+
+def samples(lm: LM) -> dict:
+    """A few samples for the card, made once with fixed settings: the call that makes them and their text."""
+    if lm.tokenizer.specials:  # a chat model answers real first messages of its conversations
+        said = [(m, chat_prompt(lm, [], m)) for m in (lm.about.get("openings") or ["Hello."])[:3]]
+        call = f"p = chat_prompt(lm, [], message); lm.generate(p.text, stop=p.stop, {settings_text(SAMPLE_SETTINGS)})"
+        replies = [lm.generate(p.text, stop=tuple(p.stop), **SAMPLE_SETTINGS) for _, p in said]
+        return {"call": call, "text": "\n\n".join(f"> {m}\n{r.strip()}" for (m, _), r in zip(said, replies))}
+    if lm.tokenizer.documents:
+        settings = {**SAMPLE_SETTINGS, "max_new_tokens": min(lm.row_length, 64)}
+        call = f"lm.generate_batch([''] * 12, {settings_text(settings)})"
+        return {"call": call, "text": "\n".join(lm.generate_batch([""] * 12, **settings))}
+    call = f"lm.generate('\\n', {settings_text(SAMPLE_SETTINGS)})"
+    return {"call": call, "text": lm.generate("\n", **SAMPLE_SETTINGS).strip("\n")}
+
+
+def init_device(c: TrainConfig) -> tuple[torch.device, int, int]:
+    """The device of this process, the number of processes and this one's rank (torchrun sets WORLD_SIZE and RANK)."""
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    device = pick_device(c.device)
+    if world > 1:
+        backend = "nccl" if torch.cuda.is_available() and c.device in ("auto", "cuda") else "gloo"
+        dist.init_process_group(backend)
+        if backend == "nccl":
+            device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+            torch.cuda.set_device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but no CUDA GPU is available")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if c.threads:
+        torch.set_num_threads(c.threads)
+    if device.type == "cpu":  # subnormal floats slow CPU arithmetic as weights and moments shrink; flush them to zero
+        torch.set_flush_denormal(True)
+    return device, world, rank
+
+
+class Run:
+    """One training run's state: made by set-up (fresh or from the checkpoint), advanced by steps, saved by rank 0."""
+
+    def __init__(self, c: TrainConfig, out: Path, resume: bool, command: str, given: set, started: float):
+        self.c, self.out, self.resume, self.t0 = c, out, resume, started
+        self.device, self.world, self.rank = device, world, rank = init_device(c)
+        self.master = rank == 0
+        self.dtype = c.dtype
+        if self.dtype == "auto":
+            self.dtype = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+        amp_dtype = DTYPES[self.dtype]
+        self.ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        torch.manual_seed(c.seed + rank)
+        self.data_rng = torch.Generator().manual_seed(c.seed + rank)
+        base = resolve(c.init_from) if c.init_from and not resume else None
+        tokenizer = load_tokenizer(out) if resume else load_tokenizer(base) if base else None
+        self.tokenizer, self.train_data, self.val_data = read_data(c, tokenizer)
+        self.elapsed = 0.0
+        if c.time_budget and not resume:
+            left = 60 * c.time_budget - self.wall_time()
+            tokens = (self.train_data.tokens, self.val_data.tokens)
+            self.c = c = plan(c, given, left, *tokens, self.time_step)
+            _, self.train_data, self.val_data = read_data(c, self.tokenizer)
+            torch.manual_seed(c.seed + rank)  # the probes drew from it; a planned run repeats as an explicit one
+        if base:  # the base model's own config (a head of its own, say), with this run's dropout and new tokens
+            config, _ = read_config(base, c.init_from)
+            vocab = self.tokenizer.vocab_size
+            model = build_model(replace(config, dropout=c.dropout, vocab_size=vocab) if c.arch == "gpt" else config)
+            model.load_state_dict(grown(load_model(base, name=c.init_from).state_dict(), self.tokenizer))
+        else:
+            model = build_model(replace(c.model, vocab_size=self.tokenizer.vocab_size))
+        self.model = model = model.to(device)
+        self.optimizers = make_optimizers(model, c, fused=device.type == "cuda")
+        self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(c.ema)) if c.ema else None
+        self.start, self.best_val, self.curve, self.tokens_seen = 0, float("inf"), [], 0
+        self.pending: list[dict] = []  # figures of the steps since the last evaluation (an RL run's rewards)
+        if resume:
+            self.restore()
+        self.trained = model
+        if c.compile:
+            self.trained = torch.compile(self.trained)
+        if world > 1:
+            self.trained = DistributedDataParallel(
+                self.trained, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        self.evaluated, self.saved = (self.averaged.module,) * 2 if self.averaged else (self.trained, model)
+        self.tokens_per_step = c.batch_size * self.train_data.row_length * world  # padding included
+        self.record = self.run_record(command)
+        if self.master:
+            print(self.start_note(), file=sys.stderr, flush=True)
+        out.mkdir(parents=True, exist_ok=True)
+        self.last_save = time.time()
+        self.marks = [(self.start, self.wall_time())]  # (step, wall time) as each evaluation starts
+
+    def time_step(self, c: TrainConfig) -> float:
+        """Seconds per optimizer step of a throwaway model of c's shape on this machine (after one warm-up step)."""
+        model = build_model(replace(c.model, vocab_size=self.tokenizer.vocab_size)).to(self.device)
+        optimizers = make_optimizers(model, c, fused=self.device.type == "cuda")
+        length = min(c.row_length, self.train_data.row_length) if c.docs else c.row_length
+        x = torch.randint(self.tokenizer.vocab_size, (c.batch_size, length), device=self.device)
+        times = []
+        while len(times) < 3 or (sum(times[1:]) < 0.5 and len(times) < 20):
+            t = time.perf_counter()
+            optimizer_step(model, optimizers, self.scaler, self.ctx, x, x, c.grad_clip)
+            times.append(time.perf_counter() - t)
+        seconds = torch.tensor(sum(times[1:]) / len(times[1:]), device=self.device)
+        if self.world > 1:  # every rank must choose the same plan: they share one figure
+            dist.all_reduce(seconds)
+            seconds /= self.world
+        return seconds.item()
+
+    def fit_to_budget(self, step: int) -> None:
+        """Re-aim the last step at --time-budget from the pace since the evaluation before the latest (so a whole
+        interval, its evaluation included, is in it): while the rate is flat (wsd's stable phase) the schedule's end
+        can move; after that only an overrun ends the run early, at the step it has reached."""
+        c = self.c
+        start, then = self.marks[-2] if len(self.marks) > 1 else self.marks[0]
+        if step - start < 20:  # the first steps are slow (allocation, warm caches) and would mislead
+            return
+        pace = (self.wall_time() - then) / (step - start)
+        left = 60 * c.time_budget - finish_seconds(c, pace, self.val_data.tokens) - self.wall_time()
+        decay_start = c.max_steps - max(1, round(c.decay_fraction * c.max_steps))
+        if left <= 0:
+            c.max_steps = step
+        elif step < decay_start and c.schedule == "wsd":
+            c.max_steps = step + max(1, int(left / pace))
+        if self.world > 1:  # every rank stops at rank 0's step
+            last = torch.tensor(c.max_steps, device=self.device)
+            dist.broadcast(last, 0)
+            c.max_steps = int(last.item())
+
+    def start_note(self) -> str:
+        """One line before the first step (which may take a while): what was read and what will be trained."""
+        c, text, tok = self.c, self.record["text"], self.tokenizer
+        size = (
+            f"{text['conversations']:,} conversations"
+            if "conversations" in text
+            else f"{text['characters']:,} characters"
+        )
+        return (
+            f"{'resuming' if self.resume else 'training'} on {text['file']}: {size}, "
+            f"{self.train_data.tokens:,} training tokens ({tok.kind}, vocabulary {tok.vocab_size:,}); "
+            f"{self.model.num_params():,} parameters; steps {self.start:,} to {c.max_steps:,} of {c.batch_size} x "
+            f"{self.train_data.row_length} tokens on {self.record['device_name']}"
+            + (f"; sized for --time-budget {c.time_budget:g} min" if c.time_budget else "")
+            + (f"; {c.replay_share:.0%} of each batch replays {Path(c.replay).name}" if c.replay else "")
+        )
+
+    def restore(self) -> None:
+        meta, rng = load_checkpoint(self.out, self.model, self.optimizers, self.averaged)
+        tidy_checkpoint(self.out / "checkpoint", keep=meta.get("tensors"))
+        self.start, self.best_val, self.curve = meta["step"], meta["best_val_loss"], meta["curve"]
+        self.tokens_seen, self.elapsed = meta["tokens_seen"], meta["wall_time_s"]
+        self.pending = meta.get("pending", [])
+        self.data_rng.set_state(rng["data"][self.rank])
+        torch.set_rng_state(rng["torch"][self.rank])
+        if self.device.type == "cuda" and "cuda" in rng:
+            torch.cuda.set_rng_state(rng["cuda"][self.rank])
+
+    def run_record(self, command: str) -> dict:
+        """metrics.json's "run": what was trained, how and where."""
+        c, device = self.c, self.device
+        where = f"{device.type} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+        record = {
+            "name": self.out.name,
+            "data": str(c.data or c.prompts),
+            "command": command,
+            "device": device.type,
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else where,
+            "text": self.describe_data(),
+            "tokenizer": self.tokenizer.kind,
+            "parameters": self.model.num_params(),
+            "world_size": self.world,
+            "dtype": self.dtype,
+            "settings": asdict(c),
+        }
+        if c.init_from:  # the card's base_model: a Hub repo id, or a local folder named in the text only
+            record["base_model"] = {"name": c.init_from, "on_hub": not os.path.isdir(c.init_from)}
+        if self.resume:  # the card keeps the command that started the run and lists the ones that continued it
+            earlier = read_metrics(self.out).get("run", {})
+            record["command"] = earlier.get("command", command)
+            record["resumed_with"] = [*earlier.get("resumed_with", []), command]
+        return record
+
+    def describe_data(self) -> dict:
+        """The record of what the run learnt from (gpt/data.py's describe_text, or the conversations')."""
+        c = self.c
+        return describe_conversations(c.data) if c.sft else describe_text(c.data, read_text(c.data), c.docs)
+
+    def wall_time(self) -> float:
+        return self.elapsed + time.time() - self.t0
+
+    def metrics(self) -> dict:
+        best = min(self.curve, key=lambda e: e["val_loss"]) if self.curve else {}
+        summary = {
+            "best_val_loss": self.best_val,
+            "tokens_seen": self.tokens_seen,
+            "wall_time_s": self.wall_time(),
+            "final_train_loss": best.get("train_loss"),
+            "settings": asdict(self.c),  # a time budget's last step is known only at the end
+            "best_step": best.get("step"),
+        }
+        return {"run": {**self.record, **summary}, "curve": self.curve}
+
+    def checkpoint(self, step: int) -> None:
+        """Every rank's random states, and rank 0 writes them with the weights and optimizers."""
+        world, device = self.world, self.device
+        rng = {"data": gather_states(self.data_rng.get_state(), world, device)}
+        rng["torch"] = gather_states(torch.get_rng_state(), world, device)
+        if device.type == "cuda":
+            rng["cuda"] = gather_states(torch.cuda.get_rng_state(device), world, device)
+        if self.master:
+            meta = {
+                "step": step,
+                "best_val_loss": self.best_val,
+                "curve": self.curve,
+                "tokens_seen": self.tokens_seen,
+                "wall_time_s": self.wall_time(),
+                "settings": asdict(self.c),
+                "pending": self.pending,
+            }
+            save_checkpoint(self.out, self.model, self.optimizers, meta, rng, self.averaged)
+        self.last_save = time.time()
+
+    def evaluate(self, step: int, tokens_per_s: float) -> dict:
+        """Estimate both losses; a better validation loss saves the model folder. Then the resume state."""
+        c = self.c
+        splits = {"train": self.train_data, "val": self.val_data}
+        losses = estimate_loss(
+            self.evaluated, splits, c.eval_steps, c.batch_size, c.seed, self.ctx, self.device, self.world
+        )
+        entry = {
+            "step": step,
+            "train_loss": losses["train"],
+            "val_loss": losses["val"],
+            "lr": learning_rate(max(step - 1, 0), c),
+            "tokens_per_s": round(tokens_per_s),
+            "time_s": round(self.wall_time(), 1),
+        }
+        self.curve.append(entry)
+        if losses["val"] < self.best_val:
+            self.best_val = losses["val"]
+            if self.master:
+                save_folder(self.saved, self.tokenizer, self.out, self.metrics(), DTYPES[c.save_dtype])
+        self.checkpoint(step)
+        return entry
+
+    def set_rate(self, step: int) -> float:
+        """This step's learning rate, set in every optimizer group (each scaled from its own peak)."""
+        lr = learning_rate(step, self.c)
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] = group["peak_lr"] * lr / self.c.lr
+        return lr
+
+    def step(self, step: int) -> tuple[dict, float, int]:
+        """One optimizer step at this step's learning rate: the figures the bar shows, the rate and the tokens."""
+        c, device = self.c, self.device
+        lr = self.set_rate(step)
+        x, y = self.train_data.sample(c.batch_size, self.data_rng)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = optimizer_step(self.trained, self.optimizers, self.scaler, self.ctx, x, y, c.grad_clip)
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.model)
+        self.tokens_seen += self.tokens_per_step
+        return {"loss": loss}, lr, self.tokens_per_step
+
+    def eval_line(self, entry: dict) -> str:
+        return f"step {entry['step']}: train {entry['train_loss']:.4f}, val {entry['val_loss']:.4f}"
+
+    def final_figures(self, lm: LM) -> dict:
+        """The best model's exact figures on its validation data, for metrics.json and the card."""
+        c = self.c
+        loss, _, bits = conversation_loss(lm, c.data) if c.sft else validation_loss(lm, read_text(c.data))
+        return {"exact_val_loss": loss, "val_bits_per_byte": bits}
+
+    def plot(self) -> None:
+        unit = "char" if self.tokenizer.kind == "character" else "token"
+        write_loss_plot(self.curve, self.out / "loss.png", unit)
+
+    def finish(self, step: int, interrupted: bool) -> dict:
+        """The resume state if stopped early; then rank 0 scores the best model exactly and writes its card."""
+        if interrupted:
+            self.checkpoint(step)
+        if self.world > 1:  # all ranks leave together; rank 0's last work below is single-process
+            dist.barrier()
+            dist.destroy_process_group()
+        summary = self.metrics()
+        if self.master:
+            if self.curve:
+                self.plot()
+                summary["run"]["loss_png"] = True
+            lm = load(self.out, device="cpu")  # the best model, as saved
+            summary["run"].update(self.final_figures(lm))
+            summary["samples"] = samples(lm)
+            write_metrics(self.out, summary)
+            write_card(self.out, lm.model.config, lm.tokenizer)
+        summary.update(interrupted=interrupted, step=step)
+        return summary
