@@ -36,6 +36,8 @@ from gpt.engine import Job  # noqa: E402
 from gpt.folder import read_metrics  # noqa: E402
 from gpt.generate import LM  # noqa: E402
 from gpt.micrograd import MLP, XS, YS, Value, fit, neuron, squared_error, trace  # noqa: E402
+from gpt.names_task import base_prompt  # noqa: E402
+from gpt.names_task import parse as parse_request  # noqa: E402
 from gpt.sampling import SEED_MAX, SEED_MIN, SamplingParams, Token, check_seed, row_params  # noqa: E402
 from gpt.tokenizer import UnknownCharactersError  # noqa: E402
 
@@ -115,6 +117,7 @@ def controls(temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed
     )
 
 
+SEEDS = random.SystemRandom()  # the random seeds' own source: the compiler and libraries reseed the module's generator
 SEED_RULE = f"The seed must be a whole number ({SEED_MIN} to {SEED_MAX}) or blank."
 
 
@@ -122,7 +125,7 @@ def parse_seed(seed) -> int | None:
     """The seed field: blank means random; otherwise a whole number. None if it is not one."""
     text = str(seed if seed is not None else "").strip()
     if not text:
-        return random.randrange(2**31)
+        return SEEDS.randrange(2**31)
     try:
         value = int(text)
         check_seed(value)
@@ -212,11 +215,19 @@ def check_chat(
 
 
 def memory_note(lm: LM, prompt, turns: int) -> str:
-    """What of the conversation the model sees: the earlier turns that fit its context and how much of it they fill."""
-    if not turns or layout(lm) == "document":
+    """What of the conversation the model sees, counted in its tokens (a character model's are its characters): the
+    earlier turns that fit its context and how much of it they fill, or that the message alone does not fit."""
+    if layout(lm) == "document":
         return ""
     unit = "characters" if lm.tokenizer.kind == "character" and not lm.tokenizer.specials else "tokens"
     kept, used = turns - prompt.dropped_turns, len(lm.tokenizer.encode(prompt.text))
+    if used > lm.block_size:
+        return (
+            f" · this message alone is longer than the model's context of {lm.block_size:,} {unit}: it sees only the "
+            f"last {lm.block_size:,} {unit} of it" + (", and none of the earlier turns" if turns else "")
+        )
+    if not turns:
+        return ""
     seen = f" · the model sees {kept} earlier turn(s) and this message: {used:,} of its {lm.block_size:,} {unit}"
     return seen + (f"; not the {prompt.dropped_turns} oldest turn(s)" if prompt.dropped_turns else "")
 
@@ -247,6 +258,8 @@ async def chat(
         yield "", history, note
     if job.row.finish_reason == "length":
         reply = natural_end(reply)
+    if not reply.strip():
+        note += " · the model ended its turn without a word (shown as …): retry for another sample"
     history[-1]["content"] = reply if reply.strip() else "…"
     yield "", history, note
 
@@ -661,6 +674,75 @@ RUNGS = {  # what each rung adds over the one before, by the ladder's architectu
 }
 
 
+STAGES = (  # the names assistant's stages, base first: what each one added
+    (
+        "pre-training",
+        "A model of names: it writes names but knows nothing of requests; asked with the starting letters, "
+        "it goes on as a name would.",
+    ),
+    ("supervised fine-tuning", "Requests answered by real names: it reads the request and answers in its turn."),
+    (
+        "reinforcement learning",
+        "Its own answers, scored by the checker: it moves towards those that meet every constraint.",
+    ),
+)
+ASSISTANT_REWARD = "gpt.names_task:reward"
+EXAMPLE_REQUEST = 'A name that starts with "ma", ends with "a" and has 6 letters.'
+
+
+def assistant_stages() -> list[str]:
+    """The offered names assistant (an RL model with the names reward) and the models it was tuned from, base first."""
+    for name, source in CATALOG.sources.items():
+        if (
+            os.path.isdir(source)
+            and read_metrics(source).get("run", {}).get("settings", {}).get("rl") == ASSISTANT_REWARD
+        ):
+            return CATALOG.lineage(name)
+    return []
+
+
+@logged
+def check_request(request, seed):
+    try:
+        parse_request(request or "")
+    except ValueError as e:
+        return [gr.validate(False, str(e)), VALID]
+    return [VALID, gr.validate(parse_seed(seed) is not None, SEED_RULE)]
+
+
+async def post_training(request, seed):
+    """One request answered by each stage of the names assistant (the app's sampling, one seed), each answer checked."""
+    seed = parse_seed(seed)
+    try:
+        asked = parse_request(request or "")
+    except ValueError as e:  # API callers skip the validator
+        raise gr.Error(str(e)) from None
+    if seed is None:
+        raise gr.Error(SEED_RULE)
+    stages = assistant_stages()
+    if len(stages) < len(STAGES):
+        return "The names assistant and the models it was made from (weights/names-assistant*) are not on offer here."
+    jobs, prefixes = [], []
+    for name in stages[-len(STAGES) :]:
+        served = get_served(name)
+        if served.lm.tokenizer.specials:
+            prompt = chat_prompt(served.lm, [], str(asked))
+            text, stop, prefix = prompt.text, prompt.stop, ""
+        else:
+            text, stop = base_prompt(asked), ["\n"]
+            prefix = text.strip()
+        params = SamplingParams(max_new_tokens=32, temperature=0.8, top_k=40, top_p=0.95, stop=tuple(stop), seed=seed)
+        jobs += start(served, [text], [params])
+        prefixes.append(prefix)
+    answers = [p + a.strip() for p, a in zip(prefixes, await asyncio.gather(*(text_of(job) for job in jobs)))]
+    table = ["| stage | model | answer | meets the request | what the stage added |", "|---|---|---|---|---|"]
+    for (stage, added), name, answer in zip(STAGES, stages[-len(STAGES) :], answers):
+        failed = [k for k, ok in asked.checks(answer).items() if not ok]
+        verdict = "yes" if asked.met(answer) else "no: " + (", ".join(failed) or "not one word of letters")
+        table.append(f"| {stage} | {name} | {html.escape(answer) or '∅'} | {verdict} | {added} |")
+    return "\n".join(table)
+
+
 def rung_arch(lm: LM, run: dict) -> str:
     if lm.windowed:
         return lm.model.config.arch
@@ -766,7 +848,7 @@ async def text_of(job: Job) -> str:
 
 async def resample_ladder():
     """A fresh seed, shown in the seed field so the samples can be had again."""
-    seed = str(random.randrange(2**31))
+    seed = str(SEEDS.randrange(2**31))
     return seed, *(await ladder(seed))
 
 
@@ -1076,11 +1158,30 @@ def build_demo() -> gr.Blocks:
                     [graph_before, graph_after],
                     api_visibility="private",
                 )
+                gr.Markdown(
+                    "Post-training, from a model of names to an assistant: the same request answered by the base "
+                    "(pre-trained on names), the model fine-tuned on requests and answers, and that one after "
+                    "reinforcement learning with a checker as its reward. Requests: `A name that C.`, `… C and D.` or "
+                    '`… C, D and E.`, with `starts with "S"`, `ends with "E"` (1-3 letters), `has N letters` (3-12) '
+                    'and `contains "CD"`, in that order.'
+                )
+                with gr.Row():
+                    request = gr.Textbox(value=EXAMPLE_REQUEST, label="request", scale=4)
+                    ask = gr.Button("Answer", scale=0)
+                stages_table = gr.Markdown(elem_classes="ladder-table")
+                for event in (ask.click, request.submit):
+                    event(
+                        post_training,
+                        [request, ladder_seed],
+                        stages_table,
+                        validator=check_request,
+                        api_name="post_training" if event == ask.click else False,
+                    )
                 mg_outputs = [mg_state, mg_status, mg_curve]
                 ladder_tab.select(micrograd_open, [mg_state, mg_seed], mg_outputs, api_visibility="private")
                 mg_reset.click(micrograd_reset, mg_seed, mg_outputs, api_name="micrograd_reset")
                 mg_train.click(micrograd_train, [mg_state, mg_steps, mg_lr], mg_outputs, api_name="micrograd_train")
-            with gr.Tab("Model"):
+            with gr.Tab("Model") as model_tab:
                 with gr.Row():
                     picked = gr.Dropdown(
                         [(choice_label(name), name) for name in CATALOG.sources],
@@ -1096,6 +1197,9 @@ def build_demo() -> gr.Blocks:
                 card = gr.Markdown(card_text)
                 with gr.Accordion("Use it from code: the OpenAI-compatible API", open=False):
                     usage = gr.Markdown()
+                model_tab.select(  # as it is now: decoding may have been compiled since the page opened
+                    lambda name: describe(name, get_served(name)), model_name, summary, api_visibility="private"
+                )
                 load_button.click(
                     choose_model,
                     [picked],

@@ -24,8 +24,8 @@ import gpt  # noqa: E402
 from gpt.config import TrainConfig  # noqa: E402
 from gpt.generate import LM  # noqa: E402
 from gpt.model import GPT, GPTConfig  # noqa: E402
+from gpt.run import make_optimizers  # noqa: E402
 from gpt.tokenizer import CharTokenizer  # noqa: E402
-from gpt.train import make_optimizers  # noqa: E402
 
 SHAPES = {
     "0.8M": GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128),  # nanoGPT's CPU recipe

@@ -10,7 +10,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from gpt.config import RECIPE
-from gpt.tokenizer import AnyTokenizer
+from gpt.tokenizer import AnyTokenizer, turn
 from gpt.window import ModelConfig, WindowConfig
 
 HUB_TAGS = ["gpt2", "text-generation", "from-scratch"]  # the Hub tags of every GPT's card, beside its tokenizer's
@@ -36,6 +36,7 @@ def metadata(config: ModelConfig, tokenizer: AnyTokenizer, run: dict, name: str)
     scores = [
         ("loss", f"validation loss (nats per {unit(tokenizer)})", run.get("exact_val_loss")),
         ("bits_per_byte", "validation bits per byte", run.get("val_bits_per_byte")),
+        ("reward", "mean reward on held-out prompts (the app's sampling)", run.get("val_reward")),
     ]
     results = [
         EvalResult(
@@ -87,9 +88,23 @@ def origin(run: dict) -> str:
     base = run.get("base_model")
     if not base:
         return "trained from scratch"
+    learnt = f" (which learnt `{base['text']}`)" if base.get("text") else ""
     if rl_tuned(run):
-        return f"RL-tuned from `{base['name']}` with the reward `{run['settings']['rl']}`"
-    return f"fine-tuned {'for chat ' * chat_tuned(run)}from `{base['name']}`"
+        return f"RL-tuned from `{base['name']}`{learnt} with the reward `{run['settings']['rl']}`"
+    return f"fine-tuned {'for chat ' * chat_tuned(run)}from `{base['name']}`{learnt}"
+
+
+def base_note(run: dict) -> list[str]:
+    """For a base that is a local folder: how to name it as this card's `base_model` on the Hub."""
+    base = run.get("base_model") or {}
+    if not base or base.get("on_hub"):
+        return []
+    return [
+        "",
+        f"The base, `{base['name']}`, is a local folder, so this card names no `base_model`: push it first "
+        f"(`python -m gpt.hub push {base['name']} --repo you/{Path(base['name']).name}`) and fine-tune from that repo "
+        "id, and the card links it.",
+    ]
 
 
 def rl_figures(run: dict) -> list[str]:
@@ -256,8 +271,13 @@ def usage(name: str, tokenizer: AnyTokenizer, window: bool, prompt: str, run: di
     ]
 
 
-def chat_usage(name: str) -> list[str]:
-    """How to talk to a chat-tuned model: its template, with the library and with transformers."""
+def chat_usage(name: str, tokenizer: AnyTokenizer, openings: list[str], context: int) -> list[str]:
+    """How to talk to a chat-tuned model: its template, with the library and with transformers, saying a first
+    message of its own conversations that leaves room for a reply in the context (transformers cannot go past it)."""
+    known = [m for m in [*(openings or []), "Hello."] if m.strip() and not tokenizer.unknown(m)] or [""]
+    asked = {m: len(tokenizer.encode(turn("user", m) + "<|assistant|>")) for m in known}
+    message = next((m for m, n in asked.items() if n + 16 <= context), min(asked, key=asked.get))
+    said, room = json.dumps(message), max(1, min(100, context - asked[message]))
     return [
         "## Usage",
         "",
@@ -268,7 +288,7 @@ def chat_usage(name: str) -> list[str]:
         "from gpt.chat import chat_prompt",
         "",
         f'lm = gpt.load("{name}")',
-        'prompt = chat_prompt(lm, history=[], message="Good morrow, sir.", system="")',
+        f'prompt = chat_prompt(lm, history=[], message={said}, system="")',
         "print(lm.generate(prompt.text, stop=prompt.stop, max_new_tokens=200, temperature=0.8, top_k=40))",
         "```",
         "",
@@ -278,8 +298,9 @@ def chat_usage(name: str) -> list[str]:
         "from transformers import pipeline",
         "",
         f'chat = pipeline("text-generation", model="{name}")',
-        'messages = [{"role": "user", "content": "Good morrow, sir."}]',
-        'print(chat(messages, max_new_tokens=100, do_sample=True, temperature=0.8, top_k=40)[0]["generated_text"][-1])',
+        f'messages = [{{"role": "user", "content": {said}}}]',
+        f"print(chat(messages, max_new_tokens={room}, do_sample=True, temperature=0.8, top_k=40)"
+        '[0]["generated_text"][-1])',
         "```",
     ]
 
@@ -321,6 +342,38 @@ def chat_measured(bench: dict) -> list[str]:
             f"   - base: {s['base']}",
             f"   - this model: {s['chat']}",
         ]
+    return lines
+
+
+def assistant_measured(bench: dict) -> list[str]:
+    """bench/assistant.py's figures: each stage of the names assistant on requests made from the validation names."""
+    lines = [
+        "## The three stages, measured",
+        "",
+        f"`{bench['command']}` on {bench['requests']} requests made from the validation names (a real name meets "
+        "each), answered greedily and at the app's sampling (temperature 0.8, top-k 40, top-p 0.95); the base is "
+        "prompted with the letters the name must start with. Name loss: the answers' mean loss per character under "
+        f"`weights/names` (the validation names' own: {bench['validation_names_loss']:.4f}). {bench['machine']}.",
+        "",
+        "| stage | minutes | met, greedy | met, sampled | starts / ends / length / contains (sampled) "
+        "| name loss | names from names.txt |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for stage, f in bench["stages"].items():
+        kinds = " / ".join(f"{v:.0%}" for v in f["sampled"]["by_kind"].values())
+        loss = f["sampled"]["name_loss"]
+        lines.append(
+            f"| {stage} | {f['minutes']:.1f} | {f['greedy']['met']:.1%} | **{f['sampled']['met']:.1%}** | {kinds} "
+            f"| {'—' if loss is None else f'{loss:.4f}'} | {f['sampled']['real_names']:.0%} |"
+        )
+    lines += [
+        "",
+        "Each stage's command, in order:",
+        "",
+        "```bash",
+        "python -m gpt.names_task names.txt --out-dir out/names-assistant",
+    ]
+    lines += [s["command"] for s in bench["stages"].values() if s.get("command")] + ["```"]
     return lines
 
 
@@ -378,7 +431,7 @@ def model_card(config: ModelConfig, tokenizer: AnyTokenizer, metrics: dict, repo
                 " When those conversations come from text the base model was trained on, that figure flatters the "
                 "model: the measures under *Chat, measured* use text neither model saw."
             )
-        lines += ["", "## Training", "", data, "", "```bash", public_command(run), "```"]
+        lines += ["", "## Training", "", data, *base_note(run), "", "```bash", public_command(run), "```"]
         if run.get("resumed_with"):
             lines += ["", "Continued by exact resume with:", "", "```bash", *run["resumed_with"], "```"]
         lines += ["", f"Recipe: {recipe(run)}."]
@@ -394,10 +447,12 @@ def model_card(config: ModelConfig, tokenizer: AnyTokenizer, metrics: dict, repo
         lines += ["", "## Samples", "", f"`{samples['call']}`:", "", "```text", samples["text"], "```"]
     if metrics.get("chat_bench"):
         lines += ["", *chat_measured(metrics["chat_bench"])]
+    if metrics.get("assistant_bench"):
+        lines += ["", *assistant_measured(metrics["assistant_bench"])]
     prompt = example_prompt(run, tokenizer.documents)
     folder = repo_id or "path/to/this/folder"
     if chat_tuned(run):
-        lines += ["", *chat_usage(folder)]
+        lines += ["", *chat_usage(folder, tokenizer, run.get("text", {}).get("openings"), config.block_size)]
     else:
         lines += ["", *usage(folder, tokenizer, isinstance(config, WindowConfig), prompt, run)]
     data = metadata(config, tokenizer, run, name)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpt.decode import CompiledStep, DecodeBatch
-from gpt.engine import Engine, in_passing_thread
-from gpt.folder import ModelFileError
+from gpt.engine import Engine, check_engine_size, in_passing_thread
+from gpt.folder import ModelFileError, read_metrics
 from gpt.generate import LM, load
 from gpt.hub import ModelNotFoundError
 from gpt.sampling import SamplingParams
@@ -31,6 +31,10 @@ class NotOffered(LookupError):
 
 class ModelUnavailable(Exception):
     """An offered model that cannot be loaded now (a Hub repo offline, a broken folder); the message says why."""
+
+
+class ModelTooLarge(ModelUnavailable):
+    """An offered model whose engine would pass this server's memory bound; the message says what would fit."""
 
 
 @dataclass
@@ -109,6 +113,18 @@ class Catalog:
         offered = ", ".join(self.sources) or "none"
         raise NotOffered(f"{name!r} is not one of the models offered here: pick one of {offered}")
 
+    def lineage(self, name: str) -> list[str]:
+        """The offered models a folder was tuned from, base first, ending with the named one: the stages of its making
+        (a folder's record names its base; those on offer by the same folder name count)."""
+        chain = [name]
+        while os.path.isdir(self.sources.get(chain[0], "")):
+            base = read_metrics(self.sources[chain[0]]).get("run", {}).get("base_model") or {}
+            base = base.get("name", "") if base.get("on_hub") else Path(base.get("name", "")).name  # a folder's name
+            if base not in self.sources or base in chain:
+                break
+            chain.insert(0, base)
+        return chain
+
     def loaded(self, name: str) -> Served | None:
         """The model if it is loaded (never loads it)."""
         return self.served.get((name or "").strip())
@@ -129,6 +145,10 @@ class Catalog:
                 lm = in_passing_thread(load, source)  # its OpenMP threads end with it (gpt/engine.py)
             except (ModelNotFoundError, ModelFileError, ValueError, FileNotFoundError) as e:
                 raise ModelUnavailable(str(e).replace(source, name)) from None
+            try:
+                check_engine_size(lm, self.max_batch)
+            except ValueError as e:
+                raise ModelTooLarge(f"{name}: {e}") from None
             return self.put(name, lm)
 
     def put(self, name: str, lm: LM) -> Served:
@@ -178,9 +198,17 @@ class Catalog:
             return
         rate = one_stream_rate(batch)
         uncompiled = one_stream_rate(DecodeBatch(model, served.engine.max_batch))
+        took = f"{time.monotonic() - began:.0f} s"
+        if rate <= uncompiled:  # a compiled graph that is not faster here is not worth swapping in
+            print(
+                f"* {served.name}: kept uncompiled: the compiled step ({took}) measured {rate:,.0f} tok/s for one "
+                f"stream, uncompiled {uncompiled:,.0f}",
+                flush=True,
+            )
+            return
         served.engine.use_compiled(step)
         print(
-            f"* {served.name}: decoding compiled ({time.monotonic() - began:.0f} s): now {rate:,.0f} tok/s for one "
-            f"stream (uncompiled {uncompiled:,.0f})",
+            f"* {served.name}: decoding compiled ({took}): now {rate:,.0f} tok/s for one stream (uncompiled "
+            f"{uncompiled:,.0f})",
             flush=True,
         )

@@ -31,7 +31,7 @@ The prompt keeps the newest turns that fit in the context, dropping the oldest f
 from dataclasses import dataclass
 
 from gpt.generate import LM
-from gpt.tokenizer import END, TURNS
+from gpt.tokenizer import END, TURNS, turn
 
 USER, MODEL = "ROMEO", "JULIET"
 
@@ -103,13 +103,6 @@ def speech(who: str, text: str) -> str:
     return f"{who}:\n{text.strip()}\n\n"
 
 
-def turn(role: str, text: str) -> str:
-    """A message in the template; turn tokens typed inside it are taken out, so a message cannot end its own turn."""
-    for token in TURNS:
-        text = text.replace(token, "")
-    return f"<|{role}|>{text.strip()}\n{END}"
-
-
 def chat_prompt(
     lm: LM, history: list[tuple[str, str]], message: str, reply_room: int | None = None, system: str = ""
 ) -> ChatPrompt:
@@ -124,7 +117,7 @@ def chat_prompt(
     user, model = speakers(lm)
     lead = turn("system", system) if kind == "template" and system.strip() else ""
     if kind == "template":
-        tail, stop = turn("user", message) + "<|assistant|>", ["\n" + END, END, "<|user|>"]
+        tail, stop = turn("user", message) + "<|assistant|>", ["\n" + END, *TURNS]  # no turn token is ever reply text
     elif kind == "scene":
         tail, stop = speech(user, message) + f"{model}:\n", ["\n\n"]
     else:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch.optim.swa_utils import AveragedModel
 
-from gpt.folder import write_atomic
+from gpt.folder import save_tensors, write_atomic
 from gpt.window import Model
 
 
@@ -61,7 +61,7 @@ def save_checkpoint(
     meta = {**meta, "param_groups": param_groups, "tensors": name}
     folder = out / "checkpoint"
     folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / name, lambda p: save_file(tensors, str(p), metadata={"step": str(meta["step"])}))
+    write_atomic(folder / name, lambda p: save_tensors(tensors, p, {"step": str(meta["step"])}))
     write_atomic(folder / "state.json", lambda p: p.write_text(json.dumps(meta, indent=1)))
     tidy_checkpoint(folder, keep=name)
 

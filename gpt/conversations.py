@@ -19,14 +19,17 @@ from pathlib import Path
 import torch
 
 from gpt.data import SPEAKER, DataError, PaddedRows, TextBatches, read_text, split_text
-from gpt.tokenizer import END, AnyTokenizer
+from gpt.tokenizer import AnyTokenizer, UnknownCharactersError, turn
 
 ROLES = ("system", "user", "assistant")
 
 
-def read_conversations(path: str | Path, prompts: bool = False) -> list[list[dict]]:
-    """The file's conversations; a line that is not one is an error naming the line and what is wrong with it.
-    `prompts`: each ends with the user's message, which the model is to answer (--rl)."""
+def read_conversations(
+    path: str | Path, prompts: bool = False, tokenizer: AnyTokenizer | None = None
+) -> list[list[dict]]:
+    """The file's conversations; a line that is not one is an error naming the line and what is wrong with it (with
+    a tokenizer: characters it cannot read too). `prompts`: each ends with the user's message, which the model is to
+    answer (--rl)."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -50,6 +53,9 @@ def read_conversations(path: str | Path, prompts: bool = False) -> list[list[dic
             raise DataError(f"{path}, line {n}: a prompt ends with the user's message, which the model answers")
         if not prompts and not any(m["role"] == "assistant" for m in messages):
             raise DataError(f"{path}, line {n}: no assistant message, so nothing to learn from")
+        unknown = tokenizer.unknown("".join(m["content"] for m in messages)) if tokenizer else []
+        if unknown:
+            raise DataError(f"{path}, line {n}: {UnknownCharactersError(unknown, getattr(tokenizer, 'chars', None))}")
         conversations.append([{"role": m["role"], "content": m["content"]} for m in messages])
     if len(conversations) < 10:
         raise DataError(f"{path}: at least 10 conversations are needed (every 10th validates)")
@@ -63,9 +69,9 @@ def split_conversations(conversations: list) -> tuple[list, list]:
 def render(tokenizer: AnyTokenizer, messages: list[dict]) -> tuple[list[int], list[bool]]:
     """The conversation's tokens and, for each, whether the model is taught to write it (the assistant's)."""
     ids, taught = [], []
-    end = tokenizer.encode(END)
     for m in messages:
-        head, body = tokenizer.encode(f"<|{m['role']}|>"), tokenizer.encode(m["content"] + "\n") + end
+        head = tokenizer.encode(f"<|{m['role']}|>")
+        body = tokenizer.encode(turn(m["role"], m["content"]))[len(head) :]  # its text, a newline and the end of turn
         ids += head + body
         taught += [False] * len(head) + [m["role"] == "assistant"] * len(body)
     return ids, taught
@@ -115,7 +121,7 @@ def load_conversations(
     """The tokenizer with its turn tokens, and train/validation samplers of the file's conversations (training with
     the replay text's training split in a share of each batch, when given)."""
     tokenizer = tokenizer.with_turns()
-    train, val = split_conversations(read_conversations(path))
+    train, val = split_conversations(read_conversations(path, tokenizer=tokenizer))
     train_rows = ConversationBatches(train, tokenizer, block_size)
     if replay:
         text = torch.tensor(tokenizer.encode(split_text(read_text(replay))[0]), dtype=torch.long)
@@ -138,7 +144,7 @@ def load_prompts(path: str | Path, block_size: int, tokenizer: AnyTokenizer) -> 
     """A chat model's tokenizer and the file's prompts, every 10th held out."""
     if not tokenizer.specials:
         raise DataError("--rl tunes a chat model: --init-from a model chat-tuned with --sft (it has turn tokens)")
-    train, val = split_conversations(read_conversations(path, prompts=True))
+    train, val = split_conversations(read_conversations(path, prompts=True, tokenizer=tokenizer))
     return tokenizer, Prompts(train, tokenizer, block_size), Prompts(val, tokenizer, block_size)
 
 

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 from gpt.decode import CompiledStep, DecodeBatch, step_rows
 from gpt.generate import LM
+from gpt.model import GPT
 from gpt.sampling import Row, Sampler, SamplingParams, Token
 
 T = TypeVar("T")
@@ -78,6 +79,28 @@ def in_passing_thread(fn: Callable[..., T], *args: Any) -> T:
     """fn(*args) on a thread that ends with it, and so do the OpenMP threads it starts (module docstring)."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(fn, *args).result()
+
+
+MAX_ENGINE_BYTES = 4 << 30  # weights and the KV cache of a whole batch, per model served
+
+
+def engine_bytes(lm: LM, capacity: int) -> int:
+    """What an engine of `capacity` rows holds for this model: its fp32 weights and, for a GPT, the KV cache of every
+    row at the whole context (keys and values of each layer), known from the config before anything is allocated."""
+    c = lm.model.config
+    cache = 2 * capacity * c.n_layer * (c.block_size + 1) * c.n_embd if isinstance(lm.model, GPT) else 0
+    return 4 * (c.num_params() + cache)
+
+
+def check_engine_size(lm: LM, capacity: int, limit: int = MAX_ENGINE_BYTES) -> None:
+    """A model whose engine would pass the limit is refused in one line that says what would fit."""
+    need = engine_bytes(lm, capacity)
+    if need > limit:
+        raise ValueError(
+            f"serving it takes {need / 2**30:,.1f} GB (its weights and a KV cache of {capacity} rows at its context "
+            f"of {lm.model.config.block_size:,}), over this server's {limit / 2**30:g} GB: serve it with fewer rows "
+            "(--max-batch) or choose a model with a shorter context"
+        )
 
 
 def ready_batch(lm: LM, capacity: int) -> DecodeBatch:

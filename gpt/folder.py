@@ -18,7 +18,9 @@ thousand wide layers is an error, never an attempt to allocate them.
 """
 
 import argparse
+import errno
 import json
+import math
 import os
 import shutil
 import sys
@@ -34,12 +36,13 @@ from gpt.bigram import Bigram
 from gpt.card import model_card
 from gpt.mlp import MLP
 from gpt.model import GPT, GPTConfig
-from gpt.tokenizer import AnyTokenizer, load_tokenizer
+from gpt.tokenizer import MB, AnyTokenizer, TooLargeError, load_tokenizer, read_capped
 from gpt.wavenet import WaveNet
 from gpt.window import ARCHS, Model, ModelConfig, WindowConfig
 
 REQUIRED_FILES = ["config.json", "model.safetensors", "tokenizer.json"]
 MODEL_FILES = [*REQUIRED_FILES, "tokenizer_config.json", "README.md", "metrics.json", "loss.png"]
+FOLDER_FILES = [*MODEL_FILES, "generation_config.json"]  # every file a folder may hold (the last: where one ends)
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")  # stored transposed
 BIASES = ("ln_1.bias", "ln_2.bias", "attn.c_attn.bias", "attn.c_proj.bias", "mlp.c_fc.bias", "mlp.c_proj.bias")
 HF_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers older transformers versions saved
@@ -69,9 +72,12 @@ class ModelLimits:
 # config.json
 
 
-def config_json(config: ModelConfig, boundary_id: int | None = None, dtype: str = "float32") -> dict:
+def config_json(
+    config: ModelConfig, boundary_id: int | None = None, dtype: str = "float32", end_id: int | None = None
+) -> dict:
     """config.json for transformers' GPT2LMHeadModel (dtype: what transformers should compute in), or a window
-    model's."""
+    model's. end_id (default: the boundary): where generation ends, a chat model's end of turn."""
+    end_id = boundary_id if end_id is None else end_id
     if isinstance(config, WindowConfig):
         return {
             "architectures": [WINDOW_CLASSES[config.arch].__name__],
@@ -100,7 +106,7 @@ def config_json(config: ModelConfig, boundary_id: int | None = None, dtype: str 
         "layer_norm_epsilon": 1e-5,
         "tie_word_embeddings": config.tie_embeddings,
         "bos_token_id": boundary_id,
-        "eos_token_id": boundary_id,
+        "eos_token_id": end_id,
         "dtype": dtype,
         "bias": config.bias,
     }
@@ -279,6 +285,43 @@ def check_weights(model: Model, weights: Path, gpt2: bool) -> None:
         raise ModelFileError(f"{weights}: model.safetensors does not match config.json ({'; '.join(problems)})")
 
 
+def check_stored(config: ModelConfig, weights: Path, source: str) -> None:
+    """Before anything is built: config.json may not describe a model far larger than the numbers the weights' header
+    holds, so a crafted config beside small weights allocates nothing big (check_weights then compares every shape)."""
+    try:
+        with safe_open(str(weights), "pt") as f:
+            stored = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    except (SafetensorError, OSError) as e:
+        raise ModelFileError(f"{source}: model.safetensors is unreadable or truncated ({e})") from None
+    if config.num_params() > 2 * stored + 1_000_000:  # past a mismatch that costs nothing to build (checked next)
+        raise ModelFileError(
+            f"{source}: model.safetensors holds {stored:,} numbers but config.json describes {config.num_params():,} "
+            "parameters: the two files are from different models"
+        )
+
+
+COUNTERS = "num_batches_tracked"  # BatchNorm's step counters: whole numbers by design
+FLOATS = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def check_values(tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Weights are float32, bfloat16 or float16 and finite: anything else is a broken or foreign file, refused rather
+    than cast (a NaN would reach every reply as garbage and every log-probability as invalid JSON)."""
+    for name, value in tensors.items():
+        if name.endswith(COUNTERS):
+            continue
+        if value.dtype not in FLOATS:
+            raise ModelFileError(
+                f"{source}: model.safetensors stores {name} as {str(value.dtype).removeprefix('torch.')}; weights must "
+                "be float32, bfloat16 or float16"
+            )
+        if not torch.isfinite(value).all():
+            raise ModelFileError(
+                f"{source}: model.safetensors has NaN or infinite values in {name} (a run that diverged?): train it "
+                "again or use an earlier folder"
+            )
+
+
 # Loading and saving.
 
 
@@ -289,9 +332,11 @@ def missing_files(folder: Path) -> list[str]:
 def read_config(folder: Path, name: str | None = None) -> tuple[ModelConfig, bool]:
     source = name or str(folder)
     try:
-        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        data = json.loads(read_capped(folder / "config.json", MB))
     except FileNotFoundError:
         raise ModelFileError(f"{source}: config.json is missing") from None
+    except TooLargeError as e:
+        raise ModelFileError(f"{source}: {e}") from None
     except (ValueError, RecursionError) as e:
         raise ModelFileError(f"{source}: config.json is not valid JSON ({e})") from None
     return parse_config(data, source)
@@ -306,12 +351,14 @@ def load_model(folder: str | Path, limits: ModelLimits | None = None, name: str 
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise ModelFileError(f"{source}: model.safetensors is missing")
-    model = build_model(config)  # within the limits just checked
+    check_stored(config, weights, source)
+    model = build_model(config)  # within the limits just checked, and no larger than the weights
     check_weights(model, weights, gpt2)
     try:
         tensors = load_file(str(weights))
     except (SafetensorError, OSError) as e:
         raise ModelFileError(f"{source}: model.safetensors is unreadable or truncated ({e})") from None
+    check_values(tensors, source)
     if gpt2:
         state = from_gpt2_tensors(tensors, config, source)
     elif isinstance(config, WindowConfig):
@@ -337,20 +384,30 @@ def read_folder(
 
 
 def write_weights(
-    model: Model, folder: Path, boundary_id: int | None = None, dtype: torch.dtype = torch.float32
+    model: Model,
+    folder: Path,
+    boundary_id: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    end_id: int | None = None,
 ) -> None:
-    """model.safetensors and config.json (a GPT in the GPT-2 layout; weights in `dtype`, counters kept whole)."""
+    """model.safetensors, config.json and, when generation has an end token, generation_config.json (a GPT in the
+    GPT-2 layout; weights in `dtype`, counters kept whole)."""
     state = gpt2_tensors(model) if isinstance(model, GPT) else model.state_dict()
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
-    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    (folder / "config.json").write_text(json.dumps(config_json(model.config, boundary_id), indent=2))
+    save_tensors(tensors, folder / "model.safetensors", {"format": "pt"})
+    config = config_json(model.config, boundary_id, end_id=end_id)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    if isinstance(model, GPT) and config["eos_token_id"] is not None:  # what transformers' generate stops at
+        ends = {k: config[k] for k in ("bos_token_id", "eos_token_id") if config[k] is not None}
+        generation = {**ends, "pad_token_id": config["eos_token_id"]}
+        (folder / "generation_config.json").write_text(json.dumps(generation, indent=2))
 
 
 def read_metrics(folder: str | Path) -> dict:
     """metrics.json's content; {} when there is none or it is not a JSON object (the model loads without it)."""
     path = Path(folder) / "metrics.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        data = json.loads(read_capped(path, 32 * MB)) if path.is_file() else {}
     except (ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -411,7 +468,7 @@ def save_folder(
     out.mkdir(parents=True, exist_ok=True)
     tmp = fresh_dir(out / ".saving")
     try:
-        write_weights(model, tmp, tokenizer.boundary_id, dtype)
+        write_weights(model, tmp, tokenizer.boundary_id, dtype, tokenizer.end_id)
         tokenizer.save(tmp)
         for f in sorted(tmp.iterdir(), key=lambda f: f.name != "model.safetensors"):
             os.chmod(f, file_mode())
@@ -465,6 +522,16 @@ def file_mode() -> int:
 def temp_path(path: Path) -> Path:
     """The one temporary name used for writing `path`: a run killed mid-write leaves at most this, reused next time."""
     return path.with_name(f".{path.name}.tmp")
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """safetensors' save_file, whose failures (a full disk) are raised as the OSError they are."""
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as e:
+        full = "space" in str(e).lower()
+        reason = os.strerror(errno.ENOSPC) if full else str(e)
+        raise OSError(errno.ENOSPC if full else errno.EIO, reason, str(path)) from None
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:

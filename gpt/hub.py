@@ -12,6 +12,7 @@ import re
 import sys
 from pathlib import Path
 
+import httpx
 from huggingface_hub import (
     CommitOperationAdd,
     CommitOperationDelete,
@@ -31,7 +32,7 @@ from huggingface_hub.errors import (
 )
 
 from gpt.card import model_card
-from gpt.folder import MODEL_FILES, read_config, read_folder, read_metrics
+from gpt.folder import FOLDER_FILES, read_config, read_folder, read_metrics
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
@@ -71,7 +72,7 @@ def resolve(path_or_repo_id: str | Path, revision: str | None = None, token: str
             f"model.safetensors and tokenizer.json, or a repo id like 'owner/name'"
         )
     try:
-        return Path(snapshot_download(name, revision=revision, allow_patterns=MODEL_FILES, token=token))
+        return Path(snapshot_download(name, revision=revision, allow_patterns=FOLDER_FILES, token=token))
     except RevisionNotFoundError:
         raise ModelNotFoundError(f"{name}: revision {revision!r} does not exist on the Hub") from None
     except RepositoryNotFoundError:
@@ -122,7 +123,7 @@ def push(
         api.create_branch(repo_id, branch=revision, exist_ok=True)
     card = model_card(model.config, tokenizer, read_metrics(folder), repo_id=repo_id)
     ops = [CommitOperationAdd("README.md", card.encode())]
-    ops += [CommitOperationAdd(f, str(folder / f)) for f in MODEL_FILES if f != "README.md" and (folder / f).is_file()]
+    ops += [CommitOperationAdd(f, str(folder / f)) for f in FOLDER_FILES if f != "README.md" and (folder / f).is_file()]
     info = api.create_commit(repo_id, ops, commit_message=message or f"Upload {folder.name}", revision=revision)
     return str(repo_url), info.oid
 
@@ -149,7 +150,7 @@ def space_card(space_id: str, model: str | None, sdk_version: str, python_versio
         colorFrom="yellow",
         colorTo="red",
         short_description="Chat with a small character-level GPT trained from scratch",
-        preload_from_hub=[f"{repo} {','.join(MODEL_FILES)}"] if repo else None,
+        preload_from_hub=[f"{repo} {','.join(FOLDER_FILES)}"] if repo else None,
     )
     body = (
         f"# {data.title}\n\nA small character-level GPT trained from scratch: streaming chat, a completion playground "
@@ -196,7 +197,7 @@ def deploy(
         read_folder(bundle)
     wanted = {"README.md": None, **files}
     if bundle:
-        wanted |= {f"weights/{bundle.name}/{f}": bundle / f for f in MODEL_FILES if (bundle / f).is_file()}
+        wanted |= {f"weights/{bundle.name}/{f}": bundle / f for f in FOLDER_FILES if (bundle / f).is_file()}
     card = space_card(space_id, model, pinned_version(files["requirements.txt"], "gradio"), python_version)
     api.create_repo(
         space_id, repo_type="space", space_sdk="gradio", space_hardware=hardware, private=private, exist_ok=True
@@ -262,6 +263,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {e}")
     except HfHubHTTPError as e:
         sys.exit(f"error: the Hub refused: {str(e).splitlines()[0]}")
+    except (httpx.TransportError, OSError) as e:  # no network, a proxy or DNS that fails, a Hub that does not answer
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        sys.exit(f"error: cannot reach the Hub at {constants.ENDPOINT} ({reason}): check the network and try again")
 
 
 if __name__ == "__main__":

@@ -119,6 +119,12 @@ def request_for(name: str, rng: random.Random) -> Request:
     return Request(**values)
 
 
+def base_prompt(request: Request) -> str:
+    """How a model of names (never taught requests) is asked as well as it can be: a new line, then the letters the
+    name must start with; its answer is those letters and what it writes up to the line's end."""
+    return "\n" + (request.starts or "")
+
+
 def reward(conversation: list[dict], reply: str) -> float:
     """The RL reward (`--rl gpt.names_task:reward`): 1 when the reply meets the last user message's request, else 0."""
     asked = next(m for m in reversed(conversation) if m.get("role") == "user")

@@ -18,7 +18,6 @@ messages and reply the model's text: gpt.names_task:reward, or any checker of on
 import importlib
 import math
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ from gpt.decode import DecodeBatch
 from gpt.folder import load_model, save_folder, write_loss_plot
 from gpt.generate import LM
 from gpt.hub import resolve
-from gpt.run import Run, apply_gradients, learning_rate
+from gpt.run import Run, apply_gradients, learning_rate, recorded_settings
 from gpt.sampling import SamplingParams
 from gpt.tokenizer import AnyTokenizer
 
@@ -221,7 +220,7 @@ class RLRun(Run):
             "best_step": best.get("step"),
             "tokens_seen": self.tokens_seen,
             "wall_time_s": self.wall_time(),
-            "settings": asdict(self.c),
+            "settings": recorded_settings(self.c),
         }
         return {"run": {**self.record, **summary}, "curve": self.curve}
 

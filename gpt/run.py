@@ -204,6 +204,30 @@ def init_device(c: TrainConfig) -> tuple[torch.device, int, int]:
     return device, world, rank
 
 
+PATHS = ("data", "replay", "init_from", "prompts")  # the settings that name files or folders
+
+
+def portable(path: str | None) -> str | None:
+    """A path as a folder's record keeps it: a relative one as given, an absolute or `..` one by its name alone, so
+    no card or metrics.json shows the folders of the machine it was trained on."""
+    if not path:
+        return path
+    return Path(path).name if Path(path).is_absolute() or ".." in Path(path).parts else path
+
+
+def portable_args(argv: list[str]) -> list[str]:
+    """A command's arguments with each path made portable (`--flag=PATH` too)."""
+    out = []
+    for arg in argv:
+        flag, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        out.append(flag + eq + (portable(value) or value))
+    return out
+
+
+def recorded_settings(c: TrainConfig) -> dict:
+    return {k: portable(v) if k in PATHS else v for k, v in asdict(c).items()}
+
+
 class Run:
     """One training run's state: made by set-up (fresh or from the checkpoint), advanced by steps, saved by rank 0."""
 
@@ -330,7 +354,7 @@ class Run:
         where = f"{device.type} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
         record = {
             "name": self.out.name,
-            "data": str(c.data or c.prompts),
+            "data": portable(str(c.data or c.prompts)),
             "command": command,
             "device": device.type,
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else where,
@@ -339,10 +363,12 @@ class Run:
             "parameters": self.model.num_params(),
             "world_size": self.world,
             "dtype": self.dtype,
-            "settings": asdict(c),
+            "settings": recorded_settings(c),
         }
         if c.init_from:  # the card's base_model: a Hub repo id, or a local folder named in the text only
-            record["base_model"] = {"name": c.init_from, "on_hub": not os.path.isdir(c.init_from)}
+            learnt = read_metrics(resolve(c.init_from)).get("run", {}).get("text", {}).get("file")
+            record["base_model"] = {"name": portable(c.init_from), "on_hub": not os.path.isdir(c.init_from)}
+            record["base_model"] |= {"text": learnt} if learnt else {}
         if self.resume:  # the card keeps the command that started the run and lists the ones that continued it
             earlier = read_metrics(self.out).get("run", {})
             record["command"] = earlier.get("command", command)
@@ -364,7 +390,7 @@ class Run:
             "tokens_seen": self.tokens_seen,
             "wall_time_s": self.wall_time(),
             "final_train_loss": best.get("train_loss"),
-            "settings": asdict(self.c),  # a time budget's last step is known only at the end
+            "settings": recorded_settings(self.c),  # a time budget's last step is known only at the end
             "best_step": best.get("step"),
         }
         return {"run": {**self.record, **summary}, "curve": self.curve}

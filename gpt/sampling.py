@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+PENALTY_MIN, PENALTY_MAX = 0.01, 100.0  # past these a logit divided or multiplied by it overflows to inf, then NaN
 SEED_MIN, SEED_MAX = -(1 << 63), (1 << 63) - 1  # a 64-bit signed integer, as OpenAI's API documents it
 
 
@@ -45,7 +46,12 @@ class SamplingParams:
         check("temperature", self.temperature, lambda v: v >= 0, "a number >= 0 (0 means greedy)")
         check("top_k", self.top_k, lambda v: v >= 0 and v == int(v), "a whole number >= 0 (0 means off)")
         check("top_p", self.top_p, lambda v: 0 < v <= 1, "in (0, 1] (1 means off)")
-        check("repetition_penalty", self.repetition_penalty, lambda v: v > 0, "a number > 0 (1 means off)")
+        check(
+            "repetition_penalty",
+            self.repetition_penalty,
+            lambda v: PENALTY_MIN <= v <= PENALTY_MAX,
+            f"a number from {PENALTY_MIN} to {PENALTY_MAX} (1 means off)",
+        )
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
         if any(not isinstance(s, str) or not s for s in stop):
             raise ValueError(f"stop must be non-empty strings, got {self.stop!r}")
@@ -218,7 +224,7 @@ class Row:
         self.stops, self.boundary_id = StopStrings(params.stop), boundary_id
         self.generated = 0
         self.finish_reason: str | None = "length" if params.max_new_tokens == 0 else None
-        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="ignore")  # bytes no character can use: dropped
 
     def push(self, token: Token) -> list[Token]:
         self.generated += 1

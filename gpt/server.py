@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from gpt.catalog import Catalog, ModelUnavailable, NotOffered, Served
+from gpt.catalog import Catalog, ModelTooLarge, ModelUnavailable, NotOffered, Served
 from gpt.chat import chat_prompt, message_text, turns_of
 from gpt.engine import Job
 from gpt.sampling import SamplingParams, Token, row_params
@@ -85,7 +85,31 @@ def flag(body: dict, name: str) -> bool:
     return bool(value)
 
 
+UNSUPPORTED = {  # OpenAI fields this server does not implement, each with the value that asks for nothing
+    "echo": False,
+    "suffix": "",
+    "best_of": 1,
+    "logit_bias": {},
+    "frequency_penalty": 0,
+    "presence_penalty": 0,
+}
+
+
+def refuse_unsupported(body: dict) -> None:
+    """A field the server would otherwise ignore is a 400 naming it, as vLLM answers: a client is never silently
+    given something other than what it asked for."""
+    for name, nothing in UNSUPPORTED.items():
+        value = body.get(name)
+        if value is None or (value == nothing and isinstance(value, bool) == isinstance(nothing, bool)):
+            continue
+        hint = " (repetition_penalty is)" if name.endswith("_penalty") else ""
+        raise APIError(400, f"'{name}' is not supported by this server{hint}", name)
+
+
 def sampling_params(body: dict, max_tokens_limit: int, default_max_tokens: int = 16) -> SamplingParams:
+    refuse_unsupported(body)
+    if body.get("max_completion_tokens") is not None:  # the chat API's current name for max_tokens
+        body = {**body, "max_tokens": body["max_completion_tokens"]}
     stop = body.get("stop")
     stops = [stop] if isinstance(stop, str) else (stop or [])
     if not isinstance(stops, list) or any(not isinstance(s, str) or not s for s in stops):
@@ -110,7 +134,6 @@ def sampling_params(body: dict, max_tokens_limit: int, default_max_tokens: int =
     limits = [
         ("max_tokens", params.max_new_tokens, 1, max_tokens_limit),
         ("temperature", params.temperature, 0, 2),
-        ("repetition_penalty", params.repetition_penalty, 0, 100),
     ]
     for name, value, low, high in limits:
         if not low <= value <= high:
@@ -146,6 +169,8 @@ async def read_body(request: Request, server: Server) -> tuple[dict, Served]:
         served = await asyncio.to_thread(server.catalog.get, model or server.catalog.default)
     except NotOffered as e:
         raise APIError(404, f"{e} (GET /v1/models lists them)", "model", "model_not_found") from None
+    except ModelTooLarge as e:
+        raise APIError(400, str(e), "model") from None
     except ModelUnavailable as e:
         raise APIError(503, f"model {model!r} cannot be loaded now: {e}", "model") from None
     if not served.engine.healthy:
@@ -393,8 +418,12 @@ def key_matches(authorization: str, api_key: str) -> bool:
     return hmac.compare_digest(authorization.encode(), f"Bearer {api_key}".encode())
 
 
+API_DOCS = ("/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")  # describe the API: behind its key too
+
+
 class Guard:
-    """ASGI middleware for /v1/*: the API key, the declared body size, and a JSON 500 for a real fault (logged).
+    """ASGI middleware for /v1/* and the API's docs: the API key, the declared body size, and a JSON 500 for a real
+    fault (logged).
 
     Plain ASGI rather than FastAPI's http middleware, which would hide a client's disconnect from the handlers.
     """
@@ -403,7 +432,7 @@ class Guard:
         self.app, self.server = app, server
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        if scope["type"] != "http" or not (scope["path"].startswith("/v1/") or scope["path"] in API_DOCS):
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         if self.server.api_key is not None and not key_matches(headers.get("authorization", ""), self.server.api_key):

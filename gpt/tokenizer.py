@@ -36,10 +36,19 @@ BOUNDARY = "\n"
 BPE_BOUNDARY = "<|endoftext|>"
 TURNS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")  # a chat-tuned model's tokens, after the vocabulary
 END = TURNS[-1]
-CHAT_TEMPLATE = (  # transformers' apply_chat_template renders what gpt/conversations.py feeds the model
-    "{% for message in messages %}{{ '<|' + message['role'] + '|>' + message['content'] + '\n<|end|>' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+CHAT_TEMPLATE = (  # transformers' apply_chat_template renders exactly what turn() below gives
+    "{% for message in messages %}{{ '<|' + message['role'] + '|>' + (message['content']"
+    + "".join(f" | replace('{t}', '')" for t in TURNS)
+    + " | trim) + '\n<|end|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )
+
+
+def turn(role: str, text: str) -> str:
+    """A message as a chat model reads it: its role's turn token, its text, a newline and the end of turn. Turn tokens
+    typed in the text are taken out, so a message can never end its own turn or speak as another role."""
+    for token in TURNS:
+        text = text.replace(token, "")
+    return f"<|{role}|>{text.strip()}\n{END}"
 
 
 def chat_settings(specials: list[str]) -> dict:
@@ -97,6 +106,11 @@ class CharTokenizer:
     def boundary_id(self) -> int | None:
         """The token that starts and ends an item in document mode; None for running text."""
         return 0 if self.documents else None
+
+    @property
+    def end_id(self) -> int | None:
+        """Where a generation ends in any engine: a chat model's end of turn, else the boundary (document mode)."""
+        return self.special_ids[END] if self.specials else self.boundary_id
 
     def unknown(self, text: str) -> list[str]:
         return sorted(set(self.splitter.sub("", text) if self.splitter else text) - self.stoi.keys())
@@ -227,6 +241,11 @@ class BPETokenizer:
     def boundary_id(self) -> int | None:
         return 0 if self.documents else None
 
+    @property
+    def end_id(self) -> int | None:
+        """Where a generation ends in any engine: a chat model's end of turn, else the boundary (document mode)."""
+        return self.tokenizer.token_to_id(END) if self.specials else self.boundary_id
+
     def unknown(self, text: str) -> list[str]:
         return []
 
@@ -249,13 +268,30 @@ class BPETokenizer:
         (folder / "tokenizer_config.json").write_text(json.dumps(settings, indent=1))
 
 
+MB = 1 << 20
+
+
+class TooLargeError(ValueError):
+    """A folder's file is past its size limit."""
+
+
+def read_capped(path: Path, limit: int) -> str:
+    """A folder's text file, refused past `limit` bytes before it is read: a crafted folder cannot fill the memory."""
+    size = path.stat().st_size
+    if size > limit:
+        raise TooLargeError(f"{path.name} is {size / MB:,.1f} MB, more than its {limit / MB:g} MB limit")
+    return path.read_text(encoding="utf-8")
+
+
 def read_tokenizer_json(path: str | Path) -> tuple[Path, dict]:
     path = Path(path)
     path = path / "tokenizer.json" if path.is_dir() else path
     try:
-        return path, json.loads(path.read_text(encoding="utf-8"))
+        return path, json.loads(read_capped(path, 64 * MB))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: tokenizer.json is missing") from None
+    except TooLargeError as e:
+        raise ValueError(f"{path}: {e}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: tokenizer.json is not valid JSON ({e})") from None
 

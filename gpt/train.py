@@ -12,6 +12,7 @@ import shlex
 import signal
 import sys
 import time
+from errno import ENOSPC
 from pathlib import Path
 
 from tqdm import tqdm
@@ -25,7 +26,7 @@ from gpt.folder import (
 )
 from gpt.hub import resolve
 from gpt.rl import RLRun
-from gpt.run import Run, checkpoint_due
+from gpt.run import Run, checkpoint_due, portable_args
 from gpt.tokenizer import UnknownCharactersError, load_tokenizer
 from gpt.window import WindowConfig
 
@@ -106,7 +107,8 @@ def train(
     bar = tqdm(total=c.max_steps, initial=run.start, disable=not run.master, unit="step", dynamic_ncols=True)
     interval_start, interval_tokens, step = time.time(), 0, run.start
     while True:
-        if (step % c.eval_interval == 0 or step == c.max_steps) and not (resume and step == run.start):
+        evaluated = bool(run.curve) and run.curve[-1]["step"] == step  # a resumed run may have been killed before it
+        if (step % c.eval_interval == 0 or step == c.max_steps) and not evaluated:
             run.marks.append((step, run.wall_time()))
             entry = run.evaluate(step, interval_tokens / max(time.time() - interval_start, 1e-9))
             if run.master:
@@ -136,14 +138,15 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     args = build_parser().parse_args(argv)
     out = Path(args.out)
-    command = "python -m gpt.train " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python -m gpt.train " + shlex.join(portable_args(sys.argv[1:] if argv is None else argv))
     try:
         settings = resolve_settings(args)
         summary = train(settings, out, args.resume, command, given_settings(args), started)
     except (DataError, UnknownCharactersError, ModelFileError, ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     except OSError as e:  # a folder that cannot be written, a full disk
-        sys.exit(f"error: cannot write {e.filename or out}: {e.strerror or e}")
+        room = " (free some space, or give --out on a disk with room; --resume continues)" * (e.errno == ENOSPC)
+        sys.exit(f"error: cannot write {e.filename or out}: {e.strerror or e}{room}")
     run = summary["run"]
     if int(os.environ.get("RANK", 0)) == 0:
         best = (

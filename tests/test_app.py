@@ -313,3 +313,22 @@ def test_the_distribution_chart_is_drawn_for_a_position_and_refuses_a_bad_seed(c
     assert client.predict("ROMEO:\n", "", 3, "play", *SETTINGS.values(), api_name="/distribution") is None
     with pytest.raises(Exception, match="seed must be a whole number"):
         client.predict("ROMEO:\n", text, 3, "play", *{**SETTINGS, "seed": "x"}.values(), api_name="/distribution")
+
+
+def test_a_blank_seed_comes_from_a_source_nothing_else_reseeds():
+    """The compiler and libraries reseed Python's random module; two visitors must still get different seeds."""
+    import random
+
+    import app
+
+    random.seed(1750176676)
+    first = app.parse_seed("")
+    random.seed(1750176676)
+    assert app.parse_seed("") != first
+
+
+def test_the_note_says_plainly_when_a_message_alone_does_not_fit(client):
+    _, first, _ = chat(client, "Good morrow.")
+    _, _, note = chat(client, "the night is fair " * 20, history=first)
+    assert "this message alone is longer than the model's context of 32 characters" in note, note
+    assert "none of the earlier turns" in note and " of its 32 " not in note  # never "82 of its 64"

@@ -194,3 +194,10 @@ def test_load_offline_and_uncached_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelNotFoundError, match="not in the local Hugging Face cache"):
         gpt.load("alice/never-seen")
+
+
+def test_push_without_a_network_is_one_line(tiny_model, hub_cli):
+    """No Hub to reach (nothing listens at the endpoint): one line and a non-zero exit, as loading says offline."""
+    r = hub_cli("-m", "gpt.hub", "push", str(tiny_model), "--repo", "alice/offline", HF_ENDPOINT="http://127.0.0.1:9")
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "cannot reach the Hub at http://127.0.0.1:9" in r.stderr

@@ -181,3 +181,26 @@ def test_the_app_speaks_of_a_rung_in_whole_numbers_and_hides_what_it_lacks(train
     update = app.choose_model(arch)
     layer, head, all_heads, show_attention = update[5:9]
     assert not any(u["visible"] for u in (layer, head, all_heads, show_attention))
+
+
+def test_the_post_training_rung_answers_one_request_with_each_stage(monkeypatch):
+    import asyncio
+
+    import app
+    from gpt.catalog import Catalog
+    from gpt.names_task import parse
+
+    weights = Path(app.ROOT) / "weights"
+    folders = ",".join(str(weights / n) for n in ("names-assistant", "names-assistant-sft", "names-assistant-base"))
+    monkeypatch.setattr(app, "CATALOG", Catalog.from_settings(folders, None, None))
+    assert app.assistant_stages() == ["names-assistant-base", "names-assistant-sft", "names-assistant"]
+    request = 'A name that starts with "ma" and has 6 letters.'
+    rows = asyncio.run(app.post_training(request, "3")).splitlines()[2:]
+    assert [r.split(" | ")[1] for r in rows] == app.assistant_stages()
+    for row in rows:
+        answer, verdict = row.split(" | ")[2:4]
+        assert answer.startswith("ma") or "starts" in verdict  # the base is prompted with the letters
+        assert (verdict == "yes") == parse(request).met(answer)
+    assert not app.check_request("A name that has 2 letters.", "3")[0]["is_valid"]
+    assert "from 3 to 12" in app.check_request("A name that has 2 letters.", "3")[0]["message"]
+    app.CATALOG.close()

@@ -78,6 +78,19 @@ def test_a_character_split_across_tokens_is_shown_by_the_token_that_completes_it
     assert shown[:3] == ["", "", ""] and "".join(shown) == "🙂"
 
 
+def test_bytes_that_make_no_character_never_show_as_a_replacement_mark(bpe_model):
+    """A model may sample byte tokens that are not UTF-8 (a lone continuation byte, a lead byte cut short): the
+    stream drops them rather than showing U+FFFD."""
+    tok = gpt.load(bpe_model, device="cpu").tokenizer
+    byte_id = {
+        b: next(i for i in range(tok.vocab_size) if tok.token_bytes(i) == bytes([b])) for b in (0x9F, 0xF0, 0x61)
+    }
+    row = Row(SamplingParams(max_new_tokens=10), None)
+    ids = [byte_id[0x9F], byte_id[0xF0], byte_id[0x61], byte_id[0x61]]  # continuation, cut lead, then "aa"
+    shown = "".join(t.text for i in ids for t in row.push(Token(i, "", bytes=tok.token_bytes(i))))
+    assert shown == "aa"
+
+
 def test_bpe_card_gives_bits_per_byte_and_its_tokenizer(bpe_model):
     card = (bpe_model / "README.md").read_text()
     meta = ModelCard(card).data.to_dict()

@@ -9,6 +9,7 @@ import time
 
 import httpx
 import pytest
+import torch
 
 import gpt
 from gpt.engine import Engine, Job
@@ -63,6 +64,7 @@ def still_serves(url: str) -> None:
         {"stream": "yes"},
         {"logprobs": 10**30},
         {"repetition_penalty": 1e300},
+        {"repetition_penalty": 1e-300},
     ],
 )
 def test_out_of_range_values_are_4xx_and_the_engine_keeps_running(api, extra):
@@ -72,6 +74,33 @@ def test_out_of_range_values_are_4xx_and_the_engine_keeps_running(api, extra):
     assert r.json()["error"]["param"] == next(iter(extra)) or "stream" in extra
     still_serves(url)
     assert wait_idle(server)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("echo", True),
+        ("logit_bias", {"5": 100}),
+        ("frequency_penalty", 0.5),
+        ("presence_penalty", -1),
+        ("suffix", "END"),
+        ("best_of", 3),
+    ],
+)
+def test_an_openai_field_the_server_does_not_implement_is_a_400_naming_it(api, field, value):
+    url, _ = api
+    r = post(url, {"prompt": "ROMEO:", "max_tokens": 1, field: value})
+    assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
+    assert "not supported" in r.json()["error"]["message"]
+    defaults = {"echo": False, "logit_bias": {}, "frequency_penalty": 0, "presence_penalty": 0.0, "best_of": 1}
+    assert post(url, {"prompt": "ROMEO:", "max_tokens": 1, **defaults}).status_code == 200  # asking for nothing is fine
+
+
+def test_max_completion_tokens_bounds_a_chat_reply(api):
+    url, _ = api
+    body = {"messages": [{"role": "user", "content": "the night"}], "max_completion_tokens": 3, "temperature": 0}
+    r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 3, r.text
 
 
 @pytest.mark.parametrize(
@@ -393,6 +422,82 @@ def test_refusing_a_huge_config_allocates_nothing_big(tmp_path):
     assert int(out[1]) < 1024  # MiB of peak RSS: torch itself, nothing the size of the model
 
 
+def test_a_large_config_beside_small_weights_is_refused_before_it_is_built(tmp_path):
+    """64 layers of width 1,024 (805M parameters, inside the limits) beside a 100 KB safetensors: refused from the
+    header, with memory use staying small."""
+    import subprocess
+    import sys
+
+    folder = crafted_folder(tmp_path, n_layer=64, n_embd=1024, n_head=8)
+    code = (
+        "import resource, gpt\n"
+        "from gpt.folder import ModelFileError\n"
+        f"try:\n    gpt.load({str(folder)!r}, device='cpu')\nexcept ModelFileError as e:\n    print('refused:', e)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.split("\n")
+    assert out[0].startswith("refused:") and "from different models" in out[0], out
+    assert int(out[1]) < 1024
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda t: (
+                t | {"transformer.h.0.attn.c_attn.weight": t["transformer.h.0.attn.c_attn.weight"] * float("nan")}
+            ),
+            "NaN",
+        ),
+        (lambda t: t | {"transformer.wte.weight": t["transformer.wte.weight"].clone().fill_(float("inf"))}, "infinite"),
+        (lambda t: {k: v.to(torch.int64) for k, v in t.items()}, "as int64"),
+        (lambda t: {k: v.double() for k, v in t.items()}, "as float64"),
+    ],
+    ids=["nan", "inf", "int64", "float64"],
+)
+def test_weights_that_are_not_finite_floats_are_refused(tmp_path, change, message):
+    from safetensors.torch import load_file, save_file
+
+    from gpt.folder import ModelFileError
+
+    folder = crafted_folder(tmp_path)
+    weights = folder / "model.safetensors"
+    save_file(change(load_file(weights)), weights)
+    with pytest.raises(ModelFileError, match=message):
+        gpt.load(folder, device="cpu")
+
+
+def test_a_huge_json_file_in_a_folder_is_refused_unread(tmp_path):
+    from gpt.folder import ModelFileError
+
+    folder = crafted_folder(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "padding": "x" * (2 << 20)}))
+    with pytest.raises(ModelFileError, match=r"config.json is 2.0 MB, more than its 1 MB limit"):
+        gpt.load(folder, device="cpu")
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "tokenizer.json").write_text(" " * (65 << 20))
+    with pytest.raises(ValueError, match=r"tokenizer.json is 65.0 MB, more than its 64 MB limit"):
+        gpt.load(folder, device="cpu")
+
+
+def test_a_full_disk_while_training_is_one_line_that_says_what_to_do(tmp_path, play_file, tiny_args, monkeypatch):
+    from safetensors import SafetensorError
+
+    import gpt.folder
+    from gpt.train import main
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: IoError(No space left on device (os error 28))")
+
+    monkeypatch.setattr(gpt.folder, "save_file", full)
+    with pytest.raises(SystemExit) as e:
+        main(["--data", str(play_file), "--out", str(tmp_path / "m"), *tiny_args, "--max-steps", "2"])
+    message = str(e.value)
+    assert message.startswith("error: cannot write ") and "No space left on device" in message
+    assert "free some space" in message and "\n" not in message
+
+
 # The app: with a key, every way in asks for it; visitors load only what the operator offers.
 
 GRADIO_CALLS = [
@@ -430,6 +535,9 @@ def test_with_a_key_every_gradio_endpoint_needs_it(keyed_app, api_name, args):
         ("post", "/v1/completions", {"prompt": "a"}),
         ("post", "/v1/chat/completions", {"messages": []}),
         ("get", "/v1/models", None),
+        ("get", "/docs", None),
+        ("get", "/openapi.json", None),
+        ("get", "/redoc", None),
     ],
 )
 def test_with_a_key_every_v1_route_needs_it(keyed_app, method, path, body):

@@ -90,9 +90,19 @@ def test_transformers_apply_chat_template_gives_the_ids_this_library_feeds(tmp_p
         {"role": "assistant", "content": "Yes, fair."},
         {"role": "user", "content": "sweet love"},
     ]
-    ids = theirs.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
-    assert list(ids) == prompt_ids(tok, messages)
+    typed = [  # turn tokens typed as text, and spaces around a message: the same ids as the cleaned conversation
+        {"role": "user", "content": " the night<|end|><|assistant|>Yes"},
+        {"role": "assistant", "content": "Yes, <|user|>fair.\n"},
+        {"role": "user", "content": "sweet<|system|> love"},
+    ]
+    cleaned = [{"role": "user", "content": "the nightYes"}, {"role": "assistant", "content": "Yes, fair."}]
+    for conversation, expected in (
+        (messages, messages),
+        (typed, [*cleaned, {"role": "user", "content": "sweet love"}]),
+    ):
+        ids = theirs.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True)
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+        assert list(ids) == prompt_ids(tok, conversation) == prompt_ids(tok, expected)
     assert theirs.eos_token == END and theirs.convert_tokens_to_ids(END) == tok.encode(END)[0]
 
 
@@ -117,6 +127,28 @@ def test_an_sft_folder_chats_through_transformers_pipeline(chat_model):
     out = generate([{"role": "user", "content": "the night"}], max_new_tokens=20, do_sample=False)
     reply = out[0]["generated_text"][-1]
     assert reply["role"] == "assistant" and reply["content"].startswith("Yes")
+
+
+def test_transformers_generate_ends_a_chat_turn_at_the_end_token(chat_model):
+    """A chat folder names its end of turn (config.json, generation_config.json), so transformers' own generate stops
+    there, as this library does, instead of writing <|end|> and inventing further turns."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(chat_model)
+    model = transformers.AutoModelForCausalLM.from_pretrained(chat_model)
+    end = tokenizer.convert_tokens_to_ids(END)
+    assert (
+        model.generation_config.eos_token_id
+        == end
+        == json.loads((chat_model / "config.json").read_text())["eos_token_id"]
+    )
+    messages = [{"role": "user", "content": "the night"}]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=20, do_sample=False)[0, ids["input_ids"].shape[1] :].tolist()
+    lm = gpt.load(chat_model, device="cpu")
+    ours = lm.tokenizer.encode(lm.generate(chat_prompt(lm, [], "the night").text, max_new_tokens=20, temperature=0))
+    if end in ours:  # the library stops at the same token; transformers ends with it and writes nothing after
+        assert out == ours[: ours.index(end) + 1]
+    else:
+        assert out == ours
 
 
 def test_sft_resume_equals_an_uninterrupted_run(tmp_path, tiny_model, chats_file):
@@ -221,7 +253,7 @@ def test_the_app_opens_on_the_chat_model_and_lists_base_and_chat_tuned(tmp_path,
 
 
 def test_new_turn_tokens_start_as_copies_of_the_newline(tiny_model):
-    from gpt.train import grown
+    from gpt.run import grown
 
     lm = gpt.load(tiny_model, device="cpu")
     tok = lm.tokenizer.with_turns()
@@ -249,3 +281,32 @@ def test_replay_puts_windows_of_the_base_text_in_each_batch(tiny_model, chats_fi
 def test_replay_needs_sft(tmp_path, play_file, cli):
     r = cli("-m", "gpt.train", "--data", str(play_file), "--out", str(tmp_path / "m"), "--replay", str(play_file))
     assert r.returncode != 0 and "--replay mixes text into chat-tuning" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_cards_snippets_run_as_written_on_a_small_context_and_speak_its_text(chat_model, capsys):
+    """Both usage snippets of a chat model's card run as printed (the folder's path put in), on a 32-token model,
+    and greet with a first message of its own conversations, not a stock one."""
+    import re
+
+    card = (chat_model / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", card.split("## Usage", 1)[1], re.S)
+    assert len(blocks) == 2 and "Good morrow" not in card.split("## Usage", 1)[1]
+    openings = json.loads((chat_model / "metrics.json").read_text())["run"]["text"]["openings"]
+    assert any(json.dumps(o) in blocks[1] for o in openings)
+    for code in blocks:
+        exec(code.replace("path/to/this/folder", str(chat_model)), {})
+    assert capsys.readouterr().out.strip()
+
+
+def test_a_character_the_base_never_saw_in_the_sft_data_is_an_error_naming_its_line(tmp_path, tiny_model, chats_file):
+    from gpt.train import main
+
+    lines = chats_file.read_text().splitlines()
+    lines[6] = json.dumps(
+        {"messages": [{"role": "user", "content": "a toast 🍺"}, {"role": "assistant", "content": "ok"}]}
+    )
+    bad = tmp_path / "chats.jsonl"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SystemExit) as e:
+        main(["--init-from", str(tiny_model), "--sft", "--data", str(bad), "--out", str(tmp_path / "m"), *STEPS])
+    assert f"{bad}, line 7: the model's vocabulary has no '🍺'" in str(e.value) and "\n" not in str(e.value)

@@ -10,7 +10,8 @@ import pytest
 import gpt
 from gpt.card import RECIPE
 from gpt.config import PRESET_ABOUT, PRESETS, TrainConfig, build_parser
-from gpt.train import learning_rate, resolve_settings
+from gpt.run import learning_rate
+from gpt.train import resolve_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,7 +80,7 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, play_fil
     assert curve(tmp_path / "split") == curve(tmp_path / "full")
     run = json.loads((tmp_path / "split" / "metrics.json").read_text())["run"]
     assert "--max-steps 10" in run["command"] and run["resumed_with"] == [
-        f"python -m gpt.train --out {tmp_path / 'split'} --resume --max-steps 20"
+        "python -m gpt.train --out split --resume --max-steps 20"  # no machine's folders in a record
     ]
     assert "Continued by exact resume with:" in (tmp_path / "split" / "README.md").read_text()
     state = tmp_path / "split" / "checkpoint"
@@ -270,11 +271,38 @@ def test_ema_is_what_is_evaluated_and_saved(tmp_path, play_file, tiny_args):
     )
 
 
+def test_a_run_killed_between_a_checkpoint_and_its_evaluation_resumes_to_the_same_curve_and_model(
+    tmp_path, play_file, tiny_args, monkeypatch
+):
+    """The clock's checkpoint at step 20 is written before step 20 is evaluated; a kill in between must not lose the
+    evaluation (its curve entry, and at the last step the final best model)."""
+    import gpt.run
+
+    common = ["--data", str(play_file), *tiny_args, *"--eval-interval 10 --eval-steps 2 --max-steps 20".split()]
+    gpt.train.main([*common, "--out", str(tmp_path / "full")])
+    real = gpt.run.Run.evaluate
+
+    def killed_at_20(self, step, *rest):
+        if step == 20:
+            raise SystemExit("killed")
+        return real(self, step, *rest)
+
+    with monkeypatch.context() as m:
+        m.setattr(gpt.run.Run, "evaluate", killed_at_20)
+        with pytest.raises(SystemExit):
+            gpt.train.main([*common, "--out", str(tmp_path / "split"), "--checkpoint-minutes", "0"])
+    assert json.loads((tmp_path / "split" / "checkpoint" / "state.json").read_text())["step"] == 20
+    gpt.train.main(["--out", str(tmp_path / "split"), "--resume"])
+    assert curve(tmp_path / "split") == curve(tmp_path / "full") and curve(tmp_path / "full")[-1]["step"] == 20
+    weights = [(tmp_path / d / "model.safetensors").read_bytes() for d in ("full", "split")]
+    assert weights[0] == weights[1]
+
+
 def test_resume_state_is_saved_by_the_clock_between_evaluations(tmp_path, play_file, tiny_args, monkeypatch):
     saved = []
-    real = gpt.train.save_checkpoint
+    real = gpt.run.save_checkpoint
     monkeypatch.setattr(
-        gpt.train,
+        gpt.run,
         "save_checkpoint",
         lambda out, m, o, meta, *rest: saved.append(meta["step"]) or real(out, m, o, meta, *rest),
     )

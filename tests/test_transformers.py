@@ -109,12 +109,12 @@ def test_a_pushed_repo_loads_in_transformers_by_repo_id(hub, tiny_model, monkeyp
         assert (model(ids).logits - lm.model(ids)[0]).abs().max().item() <= 1e-4
 
 
-@pytest.mark.parametrize("name", ["shakespeare-char", "names"])
+@pytest.mark.parametrize("name", ["shakespeare-char", "names", "names-assistant"])
 def test_shipped_folders_load_in_transformers(name):
     folder = ROOT / "weights" / name
     lm = gpt.load(folder, device="cpu")
     model, tokenizer = hf(folder)
-    prompt = "em" if lm.tokenizer.documents else "ROMEO:"
+    prompt = {"shakespeare-char": "ROMEO:", "names": "em"}.get(name, "<|user|>A name that has 5 letters.\n<|end|>")
     ids = tokenizer(prompt, return_tensors="pt").input_ids
     with torch.no_grad():
         assert (model(ids).logits - lm.model(ids)[0]).abs().max().item() <= 1e-4

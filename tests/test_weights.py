@@ -16,9 +16,10 @@ from gpt.tokenizer import END, CharTokenizer
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 SHIPPED = ["shakespeare-char", "shakespeare-chat", "names"]
+ASSISTANT = ["names-assistant-base", "names-assistant-sft", "names-assistant"]
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", SHIPPED + ASSISTANT)
 def test_shipped_folder_is_complete_and_consistent(name):
     folder = WEIGHTS / name
     for f in MODEL_FILES:
@@ -170,3 +171,45 @@ def test_the_chat_model_answers_and_ends_its_turns():
         reply = "".join(t.text for t in completion)
         ended += completion.finish_reason == "stop" and bool(reply.strip()) and "<|" not in reply
     assert ended >= 4, ended
+
+
+def test_the_names_assistant_was_made_in_three_stages_on_the_cpu_within_30_minutes():
+    runs = [json.loads((WEIGHTS / n / "metrics.json").read_text())["run"] for n in ASSISTANT]
+    base, sft, rl = runs
+    assert base["command"].startswith("python -m gpt.train --data ") and "--chars" in base["command"]
+    assert sft["command"].startswith("python -m gpt.train --init-from weights/names-assistant-base --sft ")
+    assert rl["command"].startswith("python -m gpt.train --init-from weights/names-assistant-sft --rl ")
+    assert rl["settings"]["rl"] == "gpt.names_task:reward" and rl["settings"]["kl"] > 0
+    assert all(r["device"] == "cpu" for r in runs) and sum(r["wall_time_s"] for r in runs) <= 30 * 60
+    assert rl["val_reward"] > rl["start_val_reward"] + 0.1  # every held-out prompt, at the app's sampling
+    bench = json.loads((WEIGHTS / "names-assistant" / "metrics.json").read_text())["assistant_bench"]
+    stages = bench["stages"]
+    assert bench["requests"] >= 500 and stages["rl"]["sampled"]["met"] >= 0.9
+    assert stages["rl"]["sampled"]["met"] >= stages["sft"]["sampled"]["met"] + 0.1 > stages["base"]["sampled"]["met"]
+    assert stages["base"]["sampled"]["name_loss"] <= 1.1 * bench["validation_names_loss"]  # pre-training: names
+    assert stages["rl"]["sampled"]["name_loss"] <= 1.4 * bench["validation_names_loss"]  # still words, not noise
+    card = (WEIGHTS / "names-assistant" / "README.md").read_text()
+    assert "RL-tuned from `weights/names-assistant-sft`" in card and "## The three stages, measured" in card
+    assert (
+        "python -m gpt.names_task names.txt --out-dir out/names-assistant" in card
+        and card.count("python -m gpt.train") >= 3
+    )
+
+
+def test_the_names_assistant_meets_requests_it_was_never_shown():
+    from gpt.chat import chat_prompt
+    from gpt.names_task import parse
+
+    lm = gpt.load(WEIGHTS / "names-assistant", device="cpu")
+    requests = [
+        'A name that starts with "zo" and has 4 letters.',
+        'A name that ends with "ine".',
+        'A name that starts with "k", ends with "a" and has 5 letters.',
+        'A name that has 8 letters and contains "ar".',
+    ]
+    met = 0
+    for i, request in enumerate(requests):
+        prompt = chat_prompt(lm, [], request)
+        reply = lm.generate(prompt.text, stop=prompt.stop, max_new_tokens=32, temperature=0.8, top_k=40, seed=i)
+        met += parse(request).met(reply)
+    assert met >= 3
