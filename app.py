@@ -541,7 +541,8 @@ def model_texts(name: str, lm: LM) -> dict:
         "scene": f"your lines are spoken by {user} and the model answers as {model}",
         "plain": "one line each, yours then the model's",
         "document": "type the start of an item and the model finishes it",
-        "template": "it was fine-tuned to answer, each message in its own turn",
+        "template": "it was fine-tuned to answer, each message in its own turn"
+        + (f", then by reinforcement learning with the reward `{about['reward']}`" if about.get("reward") else ""),
     }[kind]
     examples = [e for e in about.get("openings") or OLD_FOLDER_EXAMPLES[kind] if not lm.tokenizer.unknown(e)]
     unit = "characters" if lm.tokenizer.kind == "character" else "tokens"

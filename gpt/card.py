@@ -274,9 +274,10 @@ def usage(name: str, tokenizer: AnyTokenizer, window: bool, prompt: str, run: di
 def chat_usage(name: str, tokenizer: AnyTokenizer, openings: list[str], context: int) -> list[str]:
     """How to talk to a chat-tuned model: its template, with the library and with transformers, saying a first
     message of its own conversations that leaves room for a reply in the context (transformers cannot go past it)."""
-    known = [m for m in [*(openings or []), "Hello."] if m.strip() and not tokenizer.unknown(m)] or [""]
+    known = [m for m in [*(openings or []), "Hello."] if m.strip() and not tokenizer.unknown(m)]
+    known = known[:-1] if len(known) > 1 and known[-1] == "Hello." else known or [""]  # its own text first
     asked = {m: len(tokenizer.encode(turn("user", m) + "<|assistant|>")) for m in known}
-    message = next((m for m, n in asked.items() if n + 16 <= context), min(asked, key=asked.get))
+    message = next((m for m, n in asked.items() if n + 8 <= context), min(asked, key=asked.get))
     said, room = json.dumps(message), max(1, min(100, context - asked[message]))
     return [
         "## Usage",

@@ -12,7 +12,7 @@ import re
 import sys
 from pathlib import Path
 
-import httpx
+import httpx2
 from huggingface_hub import (
     CommitOperationAdd,
     CommitOperationDelete,
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {e}")
     except HfHubHTTPError as e:
         sys.exit(f"error: the Hub refused: {str(e).splitlines()[0]}")
-    except (httpx.TransportError, OSError) as e:  # no network, a proxy or DNS that fails, a Hub that does not answer
+    except (httpx2.TransportError, OSError) as e:  # no network, a proxy or DNS that fails, a Hub that does not answer
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         sys.exit(f"error: cannot reach the Hub at {constants.ENDPOINT} ({reason}): check the network and try again")
 

@@ -29,7 +29,9 @@ def test_a_fine_tune_starts_from_the_base_keeps_its_shape_and_names_it(tmp_path,
     assert metrics["run"]["settings"]["lr"] == 3e-4  # the finetune preset
     card = (tuned / "README.md").read_text()
     meta = ModelCard(card).data.to_dict()
-    assert f"fine-tuned from `{tiny_model}`" in card and "fine-tuned" in meta["tags"] and "base_model" not in meta
+    assert f"fine-tuned from `{tiny_model.name}`" in card and "fine-tuned" in meta["tags"] and "base_model" not in meta
+    assert str(tiny_model.parent) not in card + (tuned / "metrics.json").read_text()  # no machine paths anywhere
+    assert f"python -m gpt.hub push {tiny_model.name} --repo you/{tiny_model.name}" in card  # how to name the base
 
 
 def test_characters_the_base_does_not_know_and_a_new_shape_are_one_line_errors(tmp_path, tiny_model, cli):

@@ -44,7 +44,7 @@ def trained(request, tmp_path_factory, names_file) -> tuple[str, Path]:
     return request.param, out
 
 
-def test_each_rung_learns_and_saves_a_folder_for_this_library(trained):
+def test_each_rung_learns_and_saves_a_folder_for_this_library(trained, names_file):
     arch, out = trained
     metrics = json.loads((out / "metrics.json").read_text())
     losses = [c["val_loss"] for c in metrics["curve"]]
@@ -56,8 +56,9 @@ def test_each_rung_learns_and_saves_a_folder_for_this_library(trained):
     card = (out / "README.md").read_text()
     assert "for the `gpt` library" in card and "pipeline(" not in card and f"arch={arch}" in card
     assert metrics["run"]["exact_val_loss"] == pytest.approx(
-        validation_loss(lm, (Path(metrics["run"]["data"])).read_text())[0]
+        validation_loss(lm, names_file.read_text())[0]
     )
+    assert metrics["run"]["data"] == names_file.name  # the record names the file, not this machine's folders
 
 
 def test_batchnorm_statistics_are_saved_and_used_in_eval(trained):

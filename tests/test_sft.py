@@ -172,7 +172,7 @@ def test_the_api_and_the_app_chat_through_the_template_with_the_system_message(c
     assert "fine-tuned to answer" in app.model_texts("chat", lm)["current"]
     with serving(lm) as (_, served):
         about = app.describe("chat", served)
-    assert about["kind"] == "chat-tuned" and about["fine_tuned_from"] == str(tiny_model)
+    assert about["kind"] == "chat-tuned" and about["fine_tuned_from"] == tiny_model.name  # no machine path
     prompt = chat_prompt(lm, [], "the night", system="Be brief.")
     assert prompt.text == "<|system|>Be brief.\n<|end|><|user|>the night\n<|end|><|assistant|>"
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "the night"}]
