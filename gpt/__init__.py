@@ -1,6 +1,9 @@
 """A compact character-level GPT: train it, save it as safetensors, share it on the Hub, and sample from it."""
 
+import time
+
 __all__ = ["GPT", "GPTConfig", "LM", "CharTokenizer", "SamplingParams", "load"]
+LAUNCHED = time.time()  # before torch is imported: a command's time budget counts the start-up a user waits through
 
 WHERE = {
     "GPT": "gpt.model",

@@ -486,6 +486,7 @@ class Run:
             lm = load(self.out, device="cpu")  # the best model, as saved
             summary["run"].update(self.final_figures(lm))
             summary["samples"] = samples(lm)
+            summary["run"]["wall_time_s"] = self.wall_time()  # the final scoring and samples included
             write_metrics(self.out, summary)
             write_card(self.out, lm.model.config, lm.tokenizer)
         summary.update(interrupted=interrupted, step=step)

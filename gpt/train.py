@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+import gpt
 from gpt.checkpoint import read_checkpoint_meta
 from gpt.config import ARCHITECTURE, PRESETS, TrainConfig, build_parser
 from gpt.data import DataError
@@ -135,7 +136,7 @@ def train(
 
 
 def main(argv: list[str] | None = None) -> None:
-    started = time.time()
+    started = gpt.LAUNCHED if argv is None else time.time()  # from the command's start, imports included
     args = build_parser().parse_args(argv)
     out = Path(args.out)
     command = "python -m gpt.train " + shlex.join(portable_args(sys.argv[1:] if argv is None else argv))
