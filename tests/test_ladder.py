@@ -55,9 +55,7 @@ def test_each_rung_learns_and_saves_a_folder_for_this_library(trained, names_fil
     assert lm.windowed and not lm.model.training
     card = (out / "README.md").read_text()
     assert "for the `gpt` library" in card and "pipeline(" not in card and f"arch={arch}" in card
-    assert metrics["run"]["exact_val_loss"] == pytest.approx(
-        validation_loss(lm, names_file.read_text())[0]
-    )
+    assert metrics["run"]["exact_val_loss"] == pytest.approx(validation_loss(lm, names_file.read_text())[0])
     assert metrics["run"]["data"] == names_file.name  # the record names the file, not this machine's folders
 
 

@@ -405,12 +405,11 @@ def test_a_config_that_is_a_list_is_refused(tmp_path):
         gpt.load(folder, device="cpu")
 
 
-def test_refusing_a_huge_config_allocates_nothing_big(tmp_path):
-    """A config claiming 1000 layers of width 4096 (about 200 GB) is refused with memory use staying small."""
+def load_in_a_process(folder) -> tuple[str, int]:
+    """gpt.load of a folder in a fresh process: the refusal it printed, and its peak memory in MiB."""
     import subprocess
     import sys
 
-    folder = crafted_folder(tmp_path, n_layer=1000, n_embd=4096, n_head=32)  # the limit on parameters
     code = (
         "import resource, gpt\n"
         "from gpt.folder import ModelFileError\n"
@@ -418,26 +417,22 @@ def test_refusing_a_huge_config_allocates_nothing_big(tmp_path):
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.split("\n")
-    assert out[0].startswith("refused:") and "over this loader's limit" in out[0]
-    assert int(out[1]) < 1024  # MiB of peak RSS: torch itself, nothing the size of the model
+    return out[0], int(out[1])
+
+
+def test_refusing_a_huge_config_allocates_nothing_big(tmp_path):
+    """A config claiming 1000 layers of width 4096 (about 200 GB) is refused with memory use staying small."""
+    refusal, peak = load_in_a_process(crafted_folder(tmp_path, n_layer=1000, n_embd=4096, n_head=32))
+    assert refusal.startswith("refused:") and "over this loader's limit" in refusal
+    assert peak < 1024  # MiB of peak RSS: torch itself, nothing the size of the model
 
 
 def test_a_large_config_beside_small_weights_is_refused_before_it_is_built(tmp_path):
     """64 layers of width 1,024 (805M parameters, inside the limits) beside a 100 KB safetensors: refused from the
     header, with memory use staying small."""
-    import subprocess
-    import sys
-
-    folder = crafted_folder(tmp_path, n_layer=64, n_embd=1024, n_head=8)
-    code = (
-        "import resource, gpt\n"
-        "from gpt.folder import ModelFileError\n"
-        f"try:\n    gpt.load({str(folder)!r}, device='cpu')\nexcept ModelFileError as e:\n    print('refused:', e)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.split("\n")
-    assert out[0].startswith("refused:") and "from different models" in out[0], out
-    assert int(out[1]) < 1024
+    refusal, peak = load_in_a_process(crafted_folder(tmp_path, n_layer=64, n_embd=1024, n_head=8))
+    assert refusal.startswith("refused:") and "from different models" in refusal, refusal
+    assert peak < 1024
 
 
 @pytest.mark.parametrize(
