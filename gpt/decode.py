@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import torch
 
 from gpt.model import GPT, KVCache
-from gpt.sampling import Row, Sampler, SamplingParams, Token, seeded_generator
+from gpt.sampling import Row, Sampler, SamplingParams, Token, piece_of, seeded_generator
 from gpt.tokenizer import AnyTokenizer
 from gpt.window import Model
 
@@ -32,7 +32,7 @@ def step_tokens(
             token.logprob = chosen[i]
             if top_logprobs[i]:
                 values, ids = logprobs[i].topk(min(top_logprobs[i], tokenizer.vocab_size))
-                token.top = [(tokenizer.decode([k]), v) for v, k in zip(values.tolist(), ids.tolist())]
+                token.top = [(piece_of(tokenizer.token_bytes(k)), v) for v, k in zip(values.tolist(), ids.tolist())]
     return out
 
 

@@ -456,7 +456,7 @@ class Run:
         if self.averaged is not None:
             self.averaged.update_parameters(self.model)
         self.tokens_seen += self.tokens_per_step
-        return {"loss": loss}, lr, self.tokens_per_step
+        return {"loss": loss.detach()}, lr, self.tokens_per_step
 
     def eval_line(self, entry: dict) -> str:
         return f"step {entry['step']}: train {entry['train_loss']:.4f}, val {entry['val_loss']:.4f}"

@@ -147,6 +147,16 @@ class Token:
     top: list[tuple[str, float]] = field(default_factory=list)
     bytes: bytes = b""  # the token's own bytes; its text (set by Row) holds whole characters only
 
+    @property
+    def piece(self) -> str:
+        """The token's own text, for log-probabilities: its bytes as UTF-8, a byte that is not part of a whole
+        character written as \\xNN (never U+FFFD, never empty where the shown text waits for the rest)."""
+        return piece_of(self.bytes) if self.bytes else self.text
+
+
+def piece_of(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="backslashreplace")
+
 
 class StopMatcher:
     """Knuth-Morris-Pratt over one stop string: how much of it the text fed so far ends with, in O(1) per character."""

@@ -234,7 +234,7 @@ def completion_logprobs(tokens: list[Token]) -> dict:
         offsets.append(at)
         at += len(t.text)
     return {
-        "tokens": [t.text for t in tokens],
+        "tokens": [t.piece for t in tokens],
         "token_logprobs": [t.logprob for t in tokens],
         "top_logprobs": [dict(t.top) for t in tokens],
         "text_offset": offsets,
@@ -248,7 +248,7 @@ def chat_token_logprobs(tokens: list[Token]) -> dict:
     return {
         "content": [
             {
-                **entry(t.text, t.logprob, t.bytes or t.text.encode()),
+                **entry(t.piece, t.logprob, t.bytes or t.text.encode()),
                 "top_logprobs": [entry(a, lp, a.encode()) for a, lp in t.top],
             }
             for t in tokens
