@@ -28,7 +28,6 @@ from gpt.conversations import Prompts, describe_conversations
 from gpt.decode import DecodeBatch
 from gpt.folder import load_model, save_folder, write_loss_plot
 from gpt.generate import LM
-from gpt.hub import resolve
 from gpt.run import Run, apply_gradients, learning_rate, recorded_settings
 from gpt.sampling import SamplingParams
 from gpt.tokenizer import AnyTokenizer
@@ -146,7 +145,7 @@ class RLRun(Run):
             raise ValueError(f"--reply-tokens {c.reply_tokens} leaves no room for a prompt in {c.block_size} tokens")
         self.reward = load_reward(c.rl)
         super().__init__(c, out, resume, command, given, started)
-        reference = load_model(resolve(c.init_from), name=c.init_from).to(self.device).eval()
+        reference = load_model(self.base, name=c.init_from).to(self.device).eval()
         self.reference = reference.requires_grad_(False)
         self.stops = stop_ids(self.tokenizer)
 

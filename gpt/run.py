@@ -243,7 +243,8 @@ class Run:
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         torch.manual_seed(c.seed + rank)
         self.data_rng = torch.Generator().manual_seed(c.seed + rank)
-        base = resolve(c.init_from) if c.init_from and not resume else None
+        self.base = resolve(c.init_from) if c.init_from else None  # once: a Hub base is a download or a cache look-up
+        base = None if resume else self.base
         tokenizer = load_tokenizer(out) if resume else load_tokenizer(base) if base else None
         self.tokenizer, self.train_data, self.val_data = read_data(c, tokenizer)
         self.elapsed = 0.0
@@ -366,7 +367,7 @@ class Run:
             "settings": recorded_settings(c),
         }
         if c.init_from:  # the card's base_model: a Hub repo id, or a local folder named in the text only
-            learnt = read_metrics(resolve(c.init_from)).get("run", {}).get("text", {}).get("file")
+            learnt = read_metrics(self.base).get("run", {}).get("text", {}).get("file")
             record["base_model"] = {"name": portable(c.init_from), "on_hub": not os.path.isdir(c.init_from)}
             record["base_model"] |= {"text": learnt} if learnt else {}
         if self.resume:  # the card keeps the command that started the run and lists the ones that continued it
