@@ -37,6 +37,7 @@ def metadata(config: ModelConfig, tokenizer: AnyTokenizer, run: dict, name: str)
         ("loss", f"validation loss (nats per {unit(tokenizer)})", run.get("exact_val_loss")),
         ("bits_per_byte", "validation bits per byte", run.get("val_bits_per_byte")),
         ("reward", "mean reward on held-out prompts (the app's sampling)", run.get("val_reward")),
+        ("accuracy", "held-out pairs ordered as ranked", run.get("val_accuracy")),
     ]
     results = [
         EvalResult(
@@ -70,17 +71,28 @@ def metadata(config: ModelConfig, tokenizer: AnyTokenizer, run: dict, name: str)
 
 
 def chat_tuned(run: dict) -> bool:
-    return run.get("text", {}).get("form") == "conversations"
+    """Tuned to answer in turns: by SFT on conversations, or by DPO on pairs of replies."""
+    return run.get("text", {}).get("form") == "conversations" or dpo_tuned(run)
 
 
 def rl_tuned(run: dict) -> bool:
     return bool(run.get("settings", {}).get("rl"))
 
 
+def dpo_tuned(run: dict) -> bool:
+    return bool(run.get("settings", {}).get("dpo"))
+
+
+def is_reward_model(run: dict) -> bool:
+    return bool(run.get("settings", {}).get("reward_model"))
+
+
 def model_kind(run: dict) -> str:
-    """base, fine-tuned, chat-tuned or RL-tuned: what the app's model list and Model tab call a folder."""
-    if rl_tuned(run):
-        return "RL-tuned"
+    """base, fine-tuned, chat-tuned, DPO-tuned, RL-tuned or reward model: what the app and the card call a folder."""
+    if rl_tuned(run) or dpo_tuned(run):
+        return "RL-tuned" if rl_tuned(run) else "DPO-tuned"
+    if is_reward_model(run):
+        return "reward model"
     return "chat-tuned" if chat_tuned(run) else "fine-tuned" if run.get("base_model") else "base"
 
 
@@ -91,6 +103,9 @@ def origin(run: dict) -> str:
     learnt = f" (which learnt `{base['text']}`)" if base.get("text") else ""
     if rl_tuned(run):
         return f"RL-tuned from `{base['name']}`{learnt} with the reward `{run['settings']['rl']}`"
+    if dpo_tuned(run) or is_reward_model(run):
+        done = "tuned by DPO" if dpo_tuned(run) else "a reward model made"
+        return f"{done} from `{base['name']}`{learnt} on the preference pairs `{data_file(run)}`"
     return f"fine-tuned {'for chat ' * chat_tuned(run)}from `{base['name']}`{learnt}"
 
 
@@ -129,6 +144,51 @@ def rl_figures(run: dict) -> list[str]:
         if run.get(key) is not None:
             lines.append(f"| {label} | {run[f'start_{key}']:.3f} | **{run[key]:.3f}** |")
     return lines
+
+
+def pair_section(run: dict) -> list[str]:
+    """What DPO or the reward model learnt, on the held-out pairs (and for DPO, what it forgot)."""
+    s = run["settings"]
+    if dpo_tuned(run):
+        how = (
+            f"## Preference tuning (DPO)\n\nDirect preference optimisation (`gpt/dpo.py`, beta {s['beta']}) against "
+            "the frozen starting model, on the reply tokens only. A pair counts as learnt when the chosen reply's "
+            "implicit reward, beta x (log p - log p_start), is above the rejected one's; the margin is the mean gap."
+        )
+    else:
+        how = (
+            "## Reward model\n\nThe starting model's transformer with a one-score head (`gpt/reward.py`), trained "
+            "on the pairs by the Bradley-Terry loss, -log sigmoid(score(chosen) - score(rejected)). A pair counts as "
+            "ordered when the chosen reply scores higher."
+        )
+    lines = [*how.split("\n"), "", f"On the {run.get('val_pairs', 0):,} held-out pairs:", ""]
+    lines += ["| figure | value |", "|---|---|", f"| pair loss (log 2 = 0.693 at the start) | {run['val_loss']:.4f} |"]
+    lines += [f"| accuracy | **{run['val_accuracy']:.1%}** |", f"| margin | {run['val_margin']:.3f} |"]
+    if run.get("pretraining_val_loss") is not None:
+        lines.append(
+            f"| pre-training loss on `{Path(s['text']).name}` (before → after) | "
+            f"{run['start_pretraining_val_loss']:.4f} → {run['pretraining_val_loss']:.4f} |"
+        )
+    return lines
+
+
+def reward_usage(folder: str) -> list[str]:
+    return [
+        "## Use",
+        "",
+        "```python",
+        "from gpt.reward import load_reward_model  # this library; or in transformers:",
+        "from transformers import AutoTokenizer, GPT2ForSequenceClassification",
+        f'model = GPT2ForSequenceClassification.from_pretrained("{folder}")',
+        f'tokenizer = AutoTokenizer.from_pretrained("{folder}")',
+        'ids = tokenizer("<|user|>Good morrow.\\n<|end|><|assistant|>Good morrow to you.\\n<|end|>", '
+        'return_tensors="pt").input_ids',
+        "print(model(ids).logits[0, 0].item())  # higher is better",
+        "```",
+        "",
+        f"As the reward of reinforcement learning: `python -m gpt.train --init-from CHAT --rl {folder} --prompts "
+        "PROMPTS.jsonl --out DIR`.",
+    ]
 
 
 def unit(tokenizer: AnyTokenizer) -> str:
@@ -181,6 +241,8 @@ def figures(config: ModelConfig, tokenizer: AnyTokenizer, run: dict) -> list[str
         ("wall_time_s", "training wall time (s)", "{:,.0f}"),
         ("device_name", "trained on", "{}"),
     ]
+    if dpo_tuned(run) or is_reward_model(run):  # the pair loss has its own section
+        formats = [f for f in formats if f[0] not in ("best_val_loss", "final_train_loss")]
     for key, label, form in formats:
         value = run.get(key) if run.get(key) is not None else (run.get("device") if key == "device_name" else None)
         if value is not None:
@@ -190,6 +252,7 @@ def figures(config: ModelConfig, tokenizer: AnyTokenizer, run: dict) -> list[str
 
 GPT_ONLY = ("n_layer", "n_head", "dropout", "muon_lr")
 RL_ONLY = ("rl", "group_size", "kl")
+WHEN_SET = {"dpo": "dpo", "beta": "dpo", "reward_model": "reward_model"}  # a setting shown only with its stage
 
 
 def recipe(run: dict) -> str:
@@ -205,6 +268,7 @@ def recipe(run: dict) -> str:
         and (k != "tokenizer" or settings[k] != "char")
         and (k != "replay_share" or settings.get("replay"))
         and (k not in RL_ONLY or settings.get("rl"))
+        and (k not in WHEN_SET or settings.get(WHEN_SET[k]))
         and not (window and k in GPT_ONLY)
         and not (not window and k in ("arch", "n_hidden"))
     ]
@@ -403,6 +467,11 @@ def model_card(config: ModelConfig, tokenizer: AnyTokenizer, metrics: dict, repo
             f"{'tied embeddings' if config.tie_embeddings else 'its own output head'}), stored so that both that "
             "library and `transformers` load it."
         )
+        if is_reward_model(run):
+            intro += (
+                " It writes nothing: it reads a conversation and gives the last reply one score, higher for what the "
+                "pairs preferred (`transformers`: `GPT2ForSequenceClassification`, the score at the last token)."
+            )
     lines = [
         f"# {run.get('name', 'GPT')}",
         "",
@@ -417,6 +486,8 @@ def model_card(config: ModelConfig, tokenizer: AnyTokenizer, metrics: dict, repo
             split = "every 10th conversation, scored on the assistant's tokens only,"
         if rl_tuned(run):
             split = "every 10th prompt, whose replies the reward scores,"
+        if dpo_tuned(run) or is_reward_model(run):
+            split = "every 10th pair"
 
         data = f"Data: `{data_file(run)}`" + (f" (`{dataset}` on the Hub)" if dataset else "")
         data += f"; {split} held out for validation."
@@ -441,6 +512,8 @@ def model_card(config: ModelConfig, tokenizer: AnyTokenizer, metrics: dict, repo
             lines += ["", f"Validation loss (estimate) reached {'; '.join(times)}."]
     if rl_tuned(run):
         lines += ["", *rl_figures(run)]
+    if (dpo_tuned(run) or is_reward_model(run)) and run.get("val_loss") is not None:
+        lines += ["", *pair_section(run)]
     if run.get("loss_png"):
         lines += ["", "![loss curve](loss.png)"]
     samples = metrics.get("samples")
@@ -452,7 +525,9 @@ def model_card(config: ModelConfig, tokenizer: AnyTokenizer, metrics: dict, repo
         lines += ["", *assistant_measured(metrics["assistant_bench"])]
     prompt = example_prompt(run, tokenizer.documents)
     folder = repo_id or "path/to/this/folder"
-    if chat_tuned(run):
+    if is_reward_model(run):
+        lines += ["", *reward_usage(folder)]
+    elif chat_tuned(run):
         lines += ["", *chat_usage(folder, tokenizer, run.get("text", {}).get("openings"), config.block_size)]
     else:
         lines += ["", *usage(folder, tokenizer, isinstance(config, WindowConfig), prompt, run)]

@@ -37,6 +37,24 @@ def tidy_checkpoint(folder: Path, keep: str | None) -> None:
             f.unlink(missing_ok=True)
 
 
+def once(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict's tensors under a prefix, a tied head left out (it is the token embedding, stored once)."""
+    kept, seen = {}, set()
+    for k, v in state.items():
+        if not (k.endswith("lm_head.weight") and v.data_ptr() in seen):
+            kept[prefix + k] = v
+        seen.add(v.data_ptr())
+    return kept
+
+
+def tie(state: dict[str, torch.Tensor], expected) -> dict[str, torch.Tensor]:
+    """A stored state with each tied head the model expects restored as its token embedding."""
+    for k in expected:
+        if k.endswith("lm_head.weight") and k not in state:
+            state[k] = state.get(k.replace("lm_head.weight", "transformer.wte.weight"))
+    return state
+
+
 def save_checkpoint(
     out: Path,
     model: Model,
@@ -45,9 +63,9 @@ def save_checkpoint(
     rng: dict[str, torch.Tensor],
     averaged: AveragedModel | None = None,
 ) -> None:
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied: stored once
+    tensors = once("model.", model.state_dict())
     if averaged is not None:
-        tensors.update({f"ema.{k}": v for k, v in averaged.state_dict().items() if k != "module.lm_head.weight"})
+        tensors.update(once("ema.", averaged.state_dict()))
     param_groups = {}
     for kind, optimizer in optimizers.items():
         opt = optimizer.state_dict()
@@ -82,10 +100,8 @@ def load_checkpoint(
         raise ValueError(f"{path} holds step {step} but state.json step {meta['step']}: {restart}")
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     ema = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
-    if "transformer.wte.weight" in weights:  # a GPT's head is tied to its token embedding
-        weights["lm_head.weight"] = weights["transformer.wte.weight"]
-        if ema:
-            ema["module.lm_head.weight"] = ema["module.transformer.wte.weight"]
+    weights = tie(weights, model.state_dict())
+    ema = tie(ema, averaged.state_dict()) if ema and averaged is not None else ema
     groups = meta["param_groups"]
     groups = {"adamw": groups} if isinstance(groups, list) else groups  # the first format had AdamW alone
     states: dict[str, dict[int, dict]] = {kind: {} for kind in groups}

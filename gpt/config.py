@@ -136,6 +136,22 @@ class TrainConfig:
         0.05, "--rl: weight of the KL penalty that keeps the model near the one it started from", recipe=True
     )
     reply_tokens: int = setting(64, "--rl: most tokens a sampled reply may have")
+    dpo: str | None = setting(
+        None,
+        "preference tuning (DPO): pairs of replies, one chosen and one rejected (JSONL, TRL's conversational "
+        "format; every 10th is held out); needs --init-from a chat-tuned model",
+        recipe=True,
+    )
+    beta: float = setting(0.1, "--dpo: how far the implicit reward may pull from the starting model", recipe=True)
+    reward_model: str | None = setting(
+        None,
+        "train a reward model (a score head on --init-from's transformer) on these pairs (JSONL, as --dpo); its "
+        "folder is a reward for --rl",
+        recipe=True,
+    )
+    text: str | None = setting(
+        None, "--dpo: the base model's pre-training text, whose validation split shows what tuning forgot"
+    )
     preset: str | None = None
 
     def __post_init__(self):
@@ -143,7 +159,18 @@ class TrainConfig:
             raise ValueError("--rl tunes a chat model: give --init-from CHAT_MODEL and --prompts FILE.jsonl")
         if self.rl and (self.sft or self.data):
             raise ValueError("--rl learns from its own replies to --prompts: leave out --sft and --data")
-        if not self.data and not self.rl:
+        pairs = self.dpo or self.reward_model
+        if self.dpo and self.reward_model:
+            raise ValueError("--dpo tunes a chat model and --reward-model trains a scorer: give one of them")
+        if pairs and not self.init_from:
+            raise ValueError("preference pairs tune a chat model: give --init-from CHAT_MODEL (chat-tuned with --sft)")
+        if pairs and (self.rl or self.sft or self.data or self.time_budget):
+            raise ValueError("--dpo and --reward-model learn from pairs: leave out --rl, --sft, --data, --time-budget")
+        if self.text and not self.dpo:
+            raise ValueError("--text measures what --dpo forgot: it needs --dpo")
+        if self.beta <= 0:
+            raise ValueError("--beta must be more than 0 (DPO's usual is 0.1)")
+        if not self.data and not self.rl and not pairs:
             raise ValueError("--data is required: give a UTF-8 text file to train on")
         counts = ["n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_steps", "eval_interval", "eval_steps"]
         counts += ["group_size", "reply_tokens"]

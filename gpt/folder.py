@@ -470,14 +470,23 @@ def save_folder(
     try:
         write_weights(model, tmp, tokenizer.boundary_id, dtype, tokenizer.end_id)
         tokenizer.save(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    publish(tmp, out)
+    if metrics is not None:
+        write_metrics(out, metrics)
+    write_card(out, model.config, tokenizer)
+
+
+def publish(tmp: Path, out: Path) -> None:
+    """Move a folder's files written aside in tmp into out, the weights first, then remove tmp."""
+    try:
         for f in sorted(tmp.iterdir(), key=lambda f: f.name != "model.safetensors"):
             os.chmod(f, file_mode())
             os.replace(f, out / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if metrics is not None:
-        write_metrics(out, metrics)
-    write_card(out, model.config, tokenizer)
 
 
 def upgrade(folder: str | Path) -> bool:

@@ -231,6 +231,14 @@ class GPT(nn.Module):
 
         With a cache, idx continues each row from its cached position; the cache is filled and advanced.
         """
+        logits = self.lm_head(self.hidden(idx, cache))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
+        return logits, loss
+
+    def hidden(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The last layer norm's output (B, T, n_embd): what the head reads (a reward model's score reads it too)."""
         B, T = idx.size()
         at, mask = None, None
         if cache is None:
@@ -247,11 +255,7 @@ class GPT(nn.Module):
             x, _ = block(x, *kv, at, mask)
         if cache is not None:
             cache.pos += T
-        logits = self.lm_head(self.transformer.ln_f(x))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
-        return logits, loss
+        return self.transformer.ln_f(x)
 
     def decode_step(self, idx: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor):
         """One new token per row after its cached ones: logits (B, vocab) and the token's keys and values

@@ -12,7 +12,9 @@ fine-tuning file and would pull towards its answers rather than towards what the
 what it checks (a constraint, say); the penalty keeps everything else as it was (an answer that reads as a name).
 
 REWARD is `module:function`, called as function(conversation, reply) -> number, where conversation is the prompt's
-messages and reply the model's text: gpt.names_task:reward, or any checker of one's own on the Python path.
+messages and reply the model's text: gpt.names_task:reward, or any checker of one's own on the Python path. Or it is
+a reward model's folder or Hub repo id (gpt/reward.py), which scores a step's replies in one batch and sees whether
+each ended its turn.
 """
 
 import importlib
@@ -23,16 +25,18 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from gpt.config import DTYPES, TrainConfig
+from gpt.config import TrainConfig
 from gpt.conversations import Prompts, describe_conversations
 from gpt.decode import DecodeBatch
-from gpt.folder import load_model, save_folder, write_loss_plot
+from gpt.folder import load_model, write_loss_plot
 from gpt.generate import LM
+from gpt.reward import reward_scorer
 from gpt.run import Run, apply_gradients, learning_rate, recorded_settings
 from gpt.sampling import SamplingParams
 from gpt.tokenizer import AnyTokenizer
 
 Reward = Callable[[list[dict], str], float]
+Scorer = Callable[[list[list[dict]], list[str], list[bool]], list[float]]  # (conversations, replies, ended) -> rewards
 APP_SAMPLING = dict(temperature=0.8, top_k=40, top_p=0.95)  # the app's defaults: how held-out replies are judged
 EVAL_PROMPTS = 256  # held-out prompts scored at each evaluation (the same ones, with the same seeds, every time)
 
@@ -52,12 +56,17 @@ def load_reward(spec: str) -> Reward:
     return function
 
 
-def score(reward: Reward, conversation: list[dict], reply: str) -> float:
-    """The reward of one reply, which must be a finite number."""
-    value = reward(conversation, reply)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"the reward must return a finite number, got {value!r} for the reply {reply!r}")
-    return float(value)
+def function_scorer(reward: Reward) -> Scorer:
+    """A reward function as a Scorer: one reply at a time (it has no use for whether the reply ended)."""
+    return lambda conversations, replies, ended: [reward(c, r) for c, r in zip(conversations, replies)]
+
+
+def checked(values: list, replies: list[str]) -> list[float]:
+    """The rewards, each of which must be a finite number."""
+    for value, reply in zip(values, replies):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"the reward must return a finite number, got {value!r} for the reply {reply!r}")
+    return [float(v) for v in values]
 
 
 def stop_ids(tokenizer: AnyTokenizer) -> set[int]:
@@ -65,10 +74,11 @@ def stop_ids(tokenizer: AnyTokenizer) -> set[int]:
     return {tokenizer.encode(t)[0] for t in tokenizer.specials}
 
 
-def reply_text(tokenizer: AnyTokenizer, ids: list[int], stops: set[int]) -> str:
-    """A sampled reply as the chat shows it: up to its first turn token, without the newline that ends the turn."""
+def reply_text(tokenizer: AnyTokenizer, ids: list[int], stops: set[int]) -> tuple[str, bool]:
+    """A sampled reply as the chat shows it (up to its first turn token, without the newline that ends the turn),
+    and whether it ended its turn (that token is the end of turn)."""
     end = next((i for i, t in enumerate(ids) if t in stops), len(ids))
-    return tokenizer.decode(ids[:end]).removesuffix("\n")
+    return tokenizer.decode(ids[:end]).removesuffix("\n"), end < len(ids) and ids[end] == tokenizer.end_id
 
 
 @torch.no_grad()
@@ -143,8 +153,9 @@ class RLRun(Run):
             raise ValueError("--time-budget sizes pre-training; give --rl a number of steps (--max-steps)")
         if c.reply_tokens >= c.block_size:
             raise ValueError(f"--reply-tokens {c.reply_tokens} leaves no room for a prompt in {c.block_size} tokens")
-        self.reward = load_reward(c.rl)
+        self.scorer = function_scorer(load_reward(c.rl)) if ":" in c.rl else None
         super().__init__(c, out, resume, command, given, started)
+        self.scorer = self.scorer or reward_scorer(c.rl, self.tokenizer, self.device)
         reference = load_model(self.base, name=c.init_from).to(self.device).eval()
         self.reference = reference.requires_grad_(False)
         self.stops = stop_ids(self.tokenizer)
@@ -152,15 +163,17 @@ class RLRun(Run):
     def describe_data(self) -> dict:
         return {**describe_conversations(self.c.prompts, prompts=True), "reward": self.c.rl}
 
-    def replies(self, model, prompts: Prompts, n: int, **sampling) -> list[str]:
-        """Replies to the first n prompts, prompt i sampled with seed i: the same draws at every evaluation."""
-        ids = prompts.ids[:n]
-        replies = sample_replies(model, ids, list(range(len(ids))), self.c.reply_tokens, self.stops, **sampling)
-        return [reply_text(self.tokenizer, r, self.stops) for r in replies]
+    def rewards(self, conversations: list[list[dict]], replies: list[list[int]]) -> list[float]:
+        """The reward of each sampled reply (its tokens) to its conversation."""
+        texts, ended = zip(*[reply_text(self.tokenizer, r, self.stops) for r in replies]) if replies else ((), ())
+        return checked(self.scorer(conversations, list(texts), list(ended)), list(texts))
 
     def mean_reward(self, model, prompts: Prompts, n: int, **sampling) -> float:
-        texts = self.replies(model, prompts, n, **sampling)
-        return sum(score(self.reward, c, t) for c, t in zip(prompts.conversations, texts)) / max(len(texts), 1)
+        """The mean reward of replies to the first n prompts, prompt i sampled with seed i: the same draws at every
+        evaluation."""
+        ids = prompts.ids[:n]
+        replies = sample_replies(model, ids, list(range(len(ids))), self.c.reply_tokens, self.stops, **sampling)
+        return sum(self.rewards(prompts.conversations[:n], replies)) / max(len(replies), 1)
 
     def step(self, step: int) -> tuple[dict, float, int]:
         """Sample --group-size replies to each of --batch-size prompts, score them, and step towards the better."""
@@ -170,9 +183,8 @@ class RLRun(Run):
         seeds = torch.randint(1 << 62, (c.batch_size * c.group_size,), generator=self.data_rng).tolist()
         prompts = [data.ids[i] for i in picks for _ in range(c.group_size)]
         replies = sample_replies(self.model, prompts, seeds, c.reply_tokens, self.stops, temperature=1.0)
-        texts = [reply_text(self.tokenizer, r, self.stops) for r in replies]
         asked = [data.conversations[i] for i in picks for _ in range(c.group_size)]
-        rewards = torch.tensor([score(self.reward, a, t) for a, t in zip(asked, texts)]).view(c.batch_size, -1)
+        rewards = torch.tensor(self.rewards(asked, replies)).view(c.batch_size, -1)
         advantages, useful = group_advantages(rewards)
         kl = 0.0
         if useful.any():
@@ -204,7 +216,7 @@ class RLRun(Run):
         self.curve.append(entry)
         if -val < self.best_val:
             self.best_val = -val
-            save_folder(self.model, self.tokenizer, self.out, self.metrics(), DTYPES[self.c.save_dtype])
+            self.save()
         self.checkpoint(step)
         return entry
 

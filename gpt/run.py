@@ -36,6 +36,7 @@ from gpt.folder import (
 from gpt.generate import LM, load
 from gpt.hub import resolve
 from gpt.model import pick_device
+from gpt.preferences import load_pairs
 from gpt.tokenizer import AnyTokenizer, load_tokenizer
 from gpt.window import Model
 
@@ -102,6 +103,8 @@ def read_data(c: TrainConfig, tokenizer: AnyTokenizer | None):
     """The tokenizer (made from the text unless given) and the train/validation samplers: text or conversations."""
     if c.rl:
         return load_prompts(c.prompts, c.block_size - c.reply_tokens, tokenizer)
+    if c.dpo or c.reward_model:
+        return load_pairs(c.dpo or c.reward_model, c.block_size, tokenizer)
     if c.sft:
         return load_conversations(c.data, c.row_length, tokenizer, c.replay, c.replay_share)
     bpe = c.vocab_size if c.tokenizer == "bpe" else None
@@ -204,7 +207,8 @@ def init_device(c: TrainConfig) -> tuple[torch.device, int, int]:
     return device, world, rank
 
 
-PATHS = ("data", "replay", "init_from", "prompts")  # the settings that name files or folders
+# the settings that name files or folders
+PATHS = ("data", "replay", "init_from", "prompts", "rl", "dpo", "reward_model", "text")
 
 
 def portable(path: str | None) -> str | None:
@@ -261,7 +265,7 @@ class Run:
             model.load_state_dict(grown(load_model(base, name=c.init_from).state_dict(), self.tokenizer))
         else:
             model = build_model(replace(c.model, vocab_size=self.tokenizer.vocab_size))
-        self.model = model = model.to(device)
+        self.model = model = self.make_model(model).to(device)
         self.optimizers = make_optimizers(model, c, fused=device.type == "cuda")
         self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(c.ema)) if c.ema else None
         self.start, self.best_val, self.curve, self.tokens_seen = 0, float("inf"), [], 0
@@ -283,6 +287,10 @@ class Run:
         out.mkdir(parents=True, exist_ok=True)
         self.last_save = time.time()
         self.marks = [(self.start, self.wall_time())]  # (step, wall time) as each evaluation starts
+
+    def make_model(self, model: Model) -> torch.nn.Module:
+        """The model this run trains, made from the base's (or a fresh) one: itself, or a reward model's."""
+        return model
 
     def time_step(self, c: TrainConfig) -> float:
         """Seconds per optimizer step of a throwaway model of c's shape on this machine (after one warm-up step)."""
@@ -324,11 +332,8 @@ class Run:
     def start_note(self) -> str:
         """One line before the first step (which may take a while): what was read and what will be trained."""
         c, text, tok = self.c, self.record["text"], self.tokenizer
-        size = (
-            f"{text['conversations']:,} conversations"
-            if "conversations" in text
-            else f"{text['characters']:,} characters"
-        )
+        kind = next((k for k in ("conversations", "pairs") if k in text), "characters")
+        size = f"{text[kind]:,} {kind}"
         return (
             f"{'resuming' if self.resume else 'training'} on {text['file']}: {size}, "
             f"{self.train_data.tokens:,} training tokens ({tok.kind}, vocabulary {tok.vocab_size:,}); "
@@ -355,7 +360,7 @@ class Run:
         where = f"{device.type} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
         record = {
             "name": self.out.name,
-            "data": portable(str(c.data or c.prompts)),
+            "data": portable(str(c.data or c.prompts or c.dpo or c.reward_model)),
             "command": command,
             "device": device.type,
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else where,
@@ -435,9 +440,17 @@ class Run:
         if losses["val"] < self.best_val:
             self.best_val = losses["val"]
             if self.master:
-                save_folder(self.saved, self.tokenizer, self.out, self.metrics(), DTYPES[c.save_dtype])
+                self.save()
         self.checkpoint(step)
         return entry
+
+    def save(self) -> None:
+        """The model folder of the model evaluated now (the best so far)."""
+        save_folder(self.saved, self.tokenizer, self.out, self.metrics(), DTYPES[self.c.save_dtype])
+
+    def best_model(self):
+        """The best model, as saved: what the final figures score."""
+        return load(self.out, device="cpu")
 
     def set_rate(self, step: int) -> float:
         """This step's learning rate, set in every optimizer group (each scaled from its own peak)."""
@@ -468,6 +481,9 @@ class Run:
         loss, _, bits = conversation_loss(lm, c.data) if c.sft else validation_loss(lm, read_text(c.data))
         return {"exact_val_loss": loss, "val_bits_per_byte": bits}
 
+    def samples(self, lm: LM) -> dict | None:
+        return samples(lm)
+
     def plot(self) -> None:
         unit = "char" if self.tokenizer.kind == "character" else "token"
         write_loss_plot(self.curve, self.out / "loss.png", unit)
@@ -484,11 +500,12 @@ class Run:
             if self.curve:
                 self.plot()
                 summary["run"]["loss_png"] = True
-            lm = load(self.out, device="cpu")  # the best model, as saved
-            summary["run"].update(self.final_figures(lm))
-            summary["samples"] = samples(lm)
+            best = self.best_model()
+            summary["run"].update(self.final_figures(best))
+            shown = self.samples(best)
+            summary |= {"samples": shown} if shown else {}
             summary["run"]["wall_time_s"] = self.wall_time()  # the final scoring and samples included
             write_metrics(self.out, summary)
-            write_card(self.out, lm.model.config, lm.tokenizer)
+            write_card(self.out, self.model.config, self.tokenizer)
         summary.update(interrupted=interrupted, step=step)
         return summary

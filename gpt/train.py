@@ -21,11 +21,13 @@ import gpt
 from gpt.checkpoint import read_checkpoint_meta
 from gpt.config import ARCHITECTURE, PRESETS, TrainConfig, build_parser
 from gpt.data import DataError
+from gpt.dpo import DPORun
 from gpt.folder import (
     ModelFileError,
     read_config,
 )
 from gpt.hub import resolve
+from gpt.reward import RewardRun
 from gpt.rl import RLRun
 from gpt.run import Run, checkpoint_due, portable_args
 from gpt.tokenizer import UnknownCharactersError, load_tokenizer
@@ -70,7 +72,7 @@ def fine_tune_settings(args: argparse.Namespace, explicit: dict) -> TrainConfig:
         if k in explicit and explicit[k] != v:
             flag = f"--{k.replace('_', '-')}"
             raise ValueError(f"{flag} {explicit[k]} differs from {args.init_from} ({v}): a fine-tune keeps its shape")
-    preset = args.preset or ("rl" if args.rl else "finetune")
+    preset = args.preset or ("rl" if args.rl else "dpo" if args.dpo else "reward" if args.reward_model else "finetune")
     defaults = {k: v for k, v in PRESETS[preset].items() if k not in ARCHITECTURE}
     if shape["arch"] != "gpt":
         defaults.pop("dropout", None)
@@ -102,7 +104,8 @@ def train(
     """Run the training loop with resolved settings; returns the run summary written to metrics.json.
 
     `given`: the settings the user chose, which a time budget keeps; `started`: when the budget's clock started."""
-    run = (RLRun if c.rl else Run)(c, out, resume, command, given or set(), started or time.time())
+    kind = DPORun if c.dpo else RewardRun if c.reward_model else RLRun if c.rl else Run
+    run = kind(c, out, resume, command, given or set(), started or time.time())
     c = run.c
     stop = stop_on_signals() if run.world == 1 and run.master else []
     bar = tqdm(total=c.max_steps, initial=run.start, disable=not run.master, unit="step", dynamic_ncols=True)
@@ -150,11 +153,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: cannot write {e.filename or out}: {e.strerror or e}{room}")
     run = summary["run"]
     if int(os.environ.get("RANK", 0)) == 0:
-        best = (
-            f"best val reward {run['best_val_reward']:.4f} (at greedy {run['greedy_val_reward']:.4f})"
-            if settings.rl
-            else f"best val loss {run['best_val_loss']:.4f} (exact {run.get('exact_val_loss', float('nan')):.4f})"
-        )
+        if settings.rl:
+            best = f"best val reward {run['best_val_reward']:.4f} (at greedy {run['greedy_val_reward']:.4f})"
+        elif settings.dpo or settings.reward_model:
+            best = (
+                f"held-out pairs: loss {run['val_loss']:.4f}, accuracy {run['val_accuracy']:.1%}, "
+                f"margin {run['val_margin']:.3f}"
+            )
+        else:
+            best = f"best val loss {run['best_val_loss']:.4f} (exact {run.get('exact_val_loss', float('nan')):.4f})"
         print(
             f"{best} | "
             f"tokens seen {run['tokens_seen']:,} | "

@@ -71,8 +71,9 @@ def test_reply_text_ends_at_the_first_turn_token(toy_chat):
     lm = gpt.load(toy_chat[0], device="cpu")
     tok = lm.tokenizer
     ids = tok.encode("ab\n<|end|>c")
-    assert reply_text(tok, ids, stop_ids(tok)) == "ab"
-    assert reply_text(tok, tok.encode("abc"), stop_ids(tok)) == "abc"
+    assert reply_text(tok, ids, stop_ids(tok)) == ("ab", True)
+    assert reply_text(tok, tok.encode("abc"), stop_ids(tok)) == ("abc", False)
+    assert reply_text(tok, tok.encode("ab<|user|>"), stop_ids(tok)) == ("ab", False)  # another turn is no end
 
 
 def test_a_reward_that_cannot_be_loaded_is_one_line(tmp_path, toy_chat, capsys):

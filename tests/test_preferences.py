@@ -1,0 +1,144 @@
+"""Preference pairs: DPO (--dpo), the reward model (--reward-model) and its use as an RL reward, the rule set."""
+
+import json
+
+import pytest
+import torch
+
+from gpt.dpo import dpo_loss, reply_logprobs
+from gpt.preferences import PairRows, judge, read_pairs
+from gpt.train import main
+
+pytestmark = pytest.mark.slow
+LETTERS = "abc"
+
+
+def toy_pairs(n: int, seed: int = 0) -> list[dict]:
+    """The toy preference: of two replies to a letter, the one that ends in "a" is chosen."""
+    rng = torch.Generator().manual_seed(seed)
+    pairs = []
+    for i in range(n):
+        words = ["".join(LETTERS[j] for j in torch.randint(3, (2,), generator=rng).tolist()) for _ in range(2)]
+        pairs.append(
+            {
+                "prompt": [{"role": "user", "content": LETTERS[i % 3]}],
+                "chosen": [{"role": "assistant", "content": words[0] + "a"}],
+                "rejected": [{"role": "assistant", "content": words[1] + "b"}],
+            }
+        )
+    return pairs
+
+
+def write_jsonl(path, records: list[dict]):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """A random chat model over three letters and the toy preference's pairs."""
+    from gpt.folder import save_folder
+    from gpt.model import GPT, GPTConfig
+    from gpt.tokenizer import CharTokenizer
+
+    tokenizer = CharTokenizer(list("\n" + LETTERS)).with_turns()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=24, n_layer=2, n_head=2, n_embd=32))
+    folder = tmp_path_factory.mktemp("pairs") / "chat"
+    save_folder(model.eval(), tokenizer, folder)
+    return folder, write_jsonl(folder.parent / "pairs.jsonl", toy_pairs(200))
+
+
+def pair_args(toy, kind: str, out, *more) -> list[str]:
+    folder, pairs = toy
+    common = "--batch-size 16 --eval-interval 20 --warmup-steps 0 --lr 3e-3 --max-steps 40"
+    return ["--init-from", str(folder), f"--{kind}", str(pairs), "--out", str(out), *common.split(), *more]
+
+
+def test_a_pair_whose_replies_are_the_same_moves_nothing(toy):
+    import gpt
+
+    lm = gpt.load(toy[0], device="cpu")
+    pair = toy_pairs(1)[0]
+    pair["rejected"] = pair["chosen"]
+    rows = PairRows(read_pairs(write_jsonl(toy[0].parent / "same.jsonl", [pair] * 10))[:1], lm.tokenizer, 24)
+    logp = reply_logprobs(lm.model.train(), *rows.batch([0]))
+    loss, margin = dpo_loss(logp, logp.detach() - 0.3, beta=0.1)
+    loss.backward()
+    assert margin.item() == 0 and abs(loss.item() - 0.6931) < 1e-3
+    assert all(p.grad.abs().max() < 1e-6 for p in lm.model.parameters() if p.grad is not None)
+
+
+def test_dpo_learns_the_toy_preference_on_held_out_pairs(toy, tmp_path, capsys):
+    main(pair_args(toy, "dpo", tmp_path / "dpo", "--beta", "0.5"))
+    metrics = json.loads((tmp_path / "dpo" / "metrics.json").read_text())
+    curve, run = metrics["curve"], metrics["run"]
+    assert curve[0]["val_accuracy"] == 0 and abs(curve[0]["val_loss"] - 0.6931) < 1e-3  # the start: no preference
+    assert run["val_accuracy"] > 0.9 and run["val_loss"] < 0.5 and run["val_margin"] > 0
+    assert run["val_pairs"] == 20
+    assert "held-out pairs: loss" in capsys.readouterr().out
+    card = (tmp_path / "dpo" / "README.md").read_text()
+    assert "DPO" in card and f"{run['val_accuracy']:.1%}" in card
+
+
+def test_reward_model_learns_the_preference_and_transformers_scores_it_the_same(toy, tmp_path):
+    from transformers import GPT2ForSequenceClassification
+
+    from gpt.reward import load_reward_model, pad_id, padded
+
+    main(pair_args(toy, "reward-model", tmp_path / "rm"))
+    run = json.loads((tmp_path / "rm" / "metrics.json").read_text())["run"]
+    assert run["val_accuracy"] > 0.9, run
+    model, tokenizer = load_reward_model(tmp_path / "rm")
+    said = ("<|user|>a\n<|end|><|assistant|>ba\n<|end|>", "<|user|>b\n<|end|><|assistant|>cb\n<|end|>", "<|user|>c\n")
+    rows = [tokenizer.encode(t) for t in said]  # of different lengths: the padded rows are read at their own ends
+    ours = model(*padded(rows, pad_id(tokenizer), "cpu"))
+    theirs = GPT2ForSequenceClassification.from_pretrained(tmp_path / "rm").eval()
+    ids, _ = padded(rows, pad_id(tokenizer), "cpu")
+    with torch.no_grad():
+        scores = theirs(ids).logits[:, 0]
+    assert torch.allclose(ours.detach(), scores, atol=1e-4)
+    assert ours[0] > ours[1]  # ends in "a", and ended its turn
+    card = (tmp_path / "rm" / "README.md").read_text()
+    assert "GPT2ForSequenceClassification" in card and f"{run['val_accuracy']:.1%}" in card
+
+
+def test_a_reward_model_is_an_rl_reward(toy, tmp_path):
+    main(pair_args(toy, "reward-model", tmp_path / "rm"))
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"messages": p["prompt"]} for p in toy_pairs(200)])
+    args = ["--init-from", str(toy[0]), "--rl", str(tmp_path / "rm"), "--prompts", str(prompts)]
+    args += "--reply-tokens 6 --group-size 8 --batch-size 8 --lr 1e-2 --warmup-steps 0 --max-steps 30".split()
+    main([*args, "--eval-interval", "30", "--out", str(tmp_path / "rl")])
+    curve = json.loads((tmp_path / "rl" / "metrics.json").read_text())["curve"]
+    assert curve[-1]["val_reward"] > curve[0]["val_reward"] + 0.5, curve
+
+
+def test_bad_pairs_are_one_line(toy, tmp_path, capsys):
+    folder, pairs = toy
+    bad = tmp_path / "bad.jsonl"
+    cases = [
+        ('{"prompt": "hi", "chosen": [], "rejected": []}', '"prompt" must be a non-empty list'),
+        ('{"messages": []}', 'with "prompt", "chosen" and "rejected"'),
+        (json.dumps({**toy_pairs(1)[0], "chosen": [{"role": "user", "content": "a"}]}), "one assistant message"),
+        (json.dumps({**toy_pairs(1)[0], "chosen": [{"role": "assistant", "content": "z"}]}), "line 1"),
+    ]
+    for line, says in cases:
+        bad.write_text(line + "\n")
+        with pytest.raises(SystemExit) as e:
+            main(["--init-from", str(folder), "--dpo", str(bad), "--out", str(tmp_path / "x")])
+        assert says in str(e.value) and str(e.value).startswith("error: ")
+    with pytest.raises(SystemExit) as e:
+        main(["--dpo", str(pairs), "--out", str(tmp_path / "x")])
+    assert "--init-from" in str(e.value)
+
+
+def test_the_rule_set_ranks_what_users_would():
+    message = "What shall I say to my lord?"
+    good = "Say thou art his lord's servant.\n<|end|>more"
+    assert judge(message, good) == {"ends": True, "one part": True, "no blank line": True, "takes up": True}
+    cut = "Nothing at all, sir, nothing"
+    assert judge(message, cut)["ends"] is False and judge(message, cut)["takes up"] is False
+    leak = "Go, sir.\nROMEO:\nI will.\n<|end|>"
+    assert judge(message, leak)["one part"] is False
+    assert judge(message, "Go.<|user|>hi")["one part"] is False and judge(message, "Go.<|user|>hi")["ends"] is False
+    assert judge(message, "Go.\n\nStay, lord.\n<|end|>")["no blank line"] is False
