@@ -33,6 +33,7 @@ from gpt.card import model_kind, size  # noqa: E402
 from gpt.catalog import Catalog, ModelUnavailable, NotOffered, Served  # noqa: E402
 from gpt.chat import chat_prompt, known, layout, message_text, natural_end, speakers, turn, turns_of  # noqa: E402
 from gpt.engine import Job  # noqa: E402
+from gpt.feedback import FeedbackLog, prompt_of  # noqa: E402
 from gpt.folder import read_metrics  # noqa: E402
 from gpt.generate import LM  # noqa: E402
 from gpt.micrograd import MLP, XS, YS, Value, fit, neuron, squared_error, trace  # noqa: E402
@@ -44,6 +45,7 @@ from gpt.tokenizer import UnknownCharactersError  # noqa: E402
 ROOT = Path(__file__).resolve().parent
 SHIPPED = str(ROOT / "weights" / "*")
 API_KEY = os.environ.get("GPT_API_KEY")  # set from --api-key too: the API usage text mentions the key
+FEEDBACK: FeedbackLog | None = None  # set from --feedback: where thumbs and retries are kept
 
 
 CATALOG = Catalog.from_settings(os.environ.get("GPT_MODELS"), os.environ.get("MODEL_ID"), SHIPPED)
@@ -271,6 +273,31 @@ def without_last_turn(history) -> tuple[list, str]:
     while i >= 0 and history[i]["role"] == "assistant":
         i -= 1
     return (history[:i], message_text(history[i]["content"])) if i >= 0 else (history, "")
+
+
+def last_reply(history) -> int | None:
+    """The index of the conversation's last reply."""
+    history = list(history or [])
+    return next((i for i in range(len(history) - 1, -1, -1) if history[i]["role"] == "assistant"), None)
+
+
+def thumb(history, system, model_name, turns: dict, data: gr.LikeData) -> tuple[dict, str]:
+    """A thumb up or down on a reply, kept as a preference record (--feedback); the note says what was kept."""
+    index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
+    if data.liked not in (True, False) or FEEDBACK is None or history[index]["role"] != "assistant":
+        return turns, gr.skip()
+    prompt = prompt_of(history, index, system or "")
+    pairs = FEEDBACK.thumb(turns, prompt, message_text(history[index]["content"]), data.liked, model_name)
+    kept = "a thumb up" if data.liked else "a thumb down"
+    return turns, f"kept {kept}" + (f" and {pairs} preference pair(s)" if pairs else "") + f" in {FEEDBACK.folder}"
+
+
+def retried(history, system, turns: dict) -> dict:
+    """The reply a retry replaces: the rejected side of a pair when another reply to the same turn is liked."""
+    index = last_reply(history)
+    if FEEDBACK is not None and index is not None:
+        FEEDBACK.retried(turns, prompt_of(history, index, system or ""), message_text(history[index]["content"]))
+    return turns
 
 
 def edited(history, edit: gr.EditData) -> tuple[list, str]:
@@ -1010,6 +1037,17 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     chat_note = gr.Markdown()
                     clear = gr.Button("Clear", size="sm", scale=0)
+                if FEEDBACK is not None:
+                    gr.Markdown(
+                        "Feedback is on: 👍/👎 on a reply, and the replies you retry, are kept on this server as "
+                        "training data (the conversation and the model's name, nothing about you).",
+                        elem_id="feedback-note",
+                    )
+                    turns = gr.State({})
+                    chatbot.like(
+                        thumb, [chatbot, system, model_name, turns], [turns, chat_note], api_visibility="private"
+                    )
+                    chatbot.retry(retried, [chatbot, system, turns], turns, api_visibility="private")
                 sent = box.submit(
                     chat,
                     [box, chatbot, model_name, *settings, system],
@@ -1218,7 +1256,7 @@ def build_demo() -> gr.Blocks:
 
 
 def main() -> None:
-    global CATALOG, API_KEY
+    global CATALOG, API_KEY, FEEDBACK
     p = argparse.ArgumentParser(description="Serve the gpt web app and its OpenAI-compatible API.")
     p.add_argument("--api-only", action="store_true", help="serve the HTTP API without the UI")
     a = p.add_argument
@@ -1242,6 +1280,12 @@ def main() -> None:
     p.add_argument("--max-batch", type=int, default=16, help="requests decoded together in one batched step")
     p.add_argument("--max-waiting", type=int, default=64, help="requests allowed to wait; beyond that, 429")
     a(
+        "--feedback",
+        default=os.environ.get("GPT_FEEDBACK"),
+        help="keep the chat's thumbs up/down and retried replies in this folder as preference data (JSONL in TRL's "
+        "formats, for --dpo and --reward-model); off unless given",
+    )
+    a(
         "--no-compile",
         action="store_true",
         help="never compile decoding (as GPT_COMPILE=0); by default it is compiled in the background after start",
@@ -1261,6 +1305,7 @@ def main() -> None:
         max_waiting=args.max_waiting,
     )
     API_KEY = args.api_key
+    FEEDBACK = FeedbackLog(args.feedback) if args.feedback else None
     if not CATALOG.default:
         sys.exit("error: no model to serve: set MODEL_ID or --models (the shipped weights/ folder is empty)")
     server = Server(CATALOG, api_key=args.api_key)

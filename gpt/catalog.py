@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gpt.decode import CompiledStep, DecodeBatch
 from gpt.engine import Engine, check_engine_size, in_passing_thread
-from gpt.folder import ModelFileError, read_metrics
+from gpt.folder import ModelFileError, is_reward_folder, read_metrics
 from gpt.generate import LM, load
 from gpt.hub import ModelNotFoundError
 from gpt.sampling import SamplingParams
@@ -87,7 +87,7 @@ class Catalog:
         for item in [i.strip() for i in (models or shipped).split(",") if i.strip()]:
             if glob.has_magic(item):
                 for folder in sorted(glob.glob(item)):
-                    if os.path.isfile(os.path.join(folder, "config.json")):
+                    if os.path.isfile(os.path.join(folder, "config.json")) and not is_reward_folder(folder):
                         catalog.add(folder)
             else:
                 catalog.add(item)

@@ -47,6 +47,7 @@ CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_
 BIASES = ("ln_1.bias", "ln_2.bias", "attn.c_attn.bias", "attn.c_proj.bias", "mlp.c_fc.bias", "mlp.c_proj.bias")
 HF_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers older transformers versions saved
 WINDOW_TYPE = "gpt-window"
+REWARD_ARCHITECTURE = "GPT2ForSequenceClassification"  # a GPT with a one-score head (gpt/reward.py)
 WINDOW_CLASSES = {"bigram": Bigram, "mlp": MLP, "wavenet": WaveNet}
 
 
@@ -127,6 +128,11 @@ def parse_config(data, source: str) -> tuple[ModelConfig, bool]:
                 f"{source}: config.json's arch must be one of {', '.join(ARCHS)}, got {fields['arch']!r}"
             )
         return WindowConfig(**fields), False
+    if data.get("architectures") == [REWARD_ARCHITECTURE]:
+        raise ModelFileError(
+            f"{source}: a reward model, which scores replies and writes no text: use it as a reward "
+            "(python -m gpt.train --rl FOLDER) or load it with gpt.reward.load_reward_model"
+        )
     if data.get("model_type") == "gpt2":
         if data.get("activation_function", "gelu_new") != "gelu" or data.get("n_inner") not in (
             None,
@@ -327,6 +333,15 @@ def check_values(tensors: dict[str, torch.Tensor], source: str) -> None:
 
 def missing_files(folder: Path) -> list[str]:
     return [f for f in REQUIRED_FILES if not (folder / f).is_file()]
+
+
+def is_reward_folder(folder: str | Path) -> bool:
+    """Whether a folder holds a reward model (gpt/reward.py) rather than one that writes."""
+    try:
+        data = json.loads(read_capped(Path(folder) / "config.json", MB))
+    except (OSError, ValueError, TooLargeError):
+        return False
+    return isinstance(data, dict) and data.get("architectures") == [REWARD_ARCHITECTURE]
 
 
 def read_config(folder: Path, name: str | None = None) -> tuple[ModelConfig, bool]:

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from gpt.config import DTYPES
 from gpt.folder import (
     MB,
+    REWARD_ARCHITECTURE,
     ModelFileError,
     check_config,
     check_stored,
@@ -27,6 +28,7 @@ from gpt.folder import (
     fresh_dir,
     from_gpt2_tensors,
     gpt2_tensors,
+    is_reward_folder,
     parse_config,
     publish,
     read_capped,
@@ -40,7 +42,6 @@ from gpt.preferences import PairRows, describe_pairs
 from gpt.run import Run, apply_gradients, learning_rate
 from gpt.tokenizer import AnyTokenizer, load_tokenizer
 
-ARCHITECTURE = "GPT2ForSequenceClassification"
 PAD = "<|system|>"
 
 
@@ -90,20 +91,12 @@ def save_reward_folder(model: RewardModel, tokenizer: AnyTokenizer, out: Path, m
     tensors["score.weight"] = model.score.weight
     save_tensors({k: v.detach().to("cpu", dtype) for k, v in tensors.items()}, tmp / "model.safetensors", {})
     config = config_json(model.config, end_id=tokenizer.end_id)
-    config |= {"architectures": [ARCHITECTURE], "num_labels": 1, "pad_token_id": pad_id(tokenizer)}
+    config |= {"architectures": [REWARD_ARCHITECTURE], "num_labels": 1, "pad_token_id": pad_id(tokenizer)}
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
     tokenizer.save(tmp)
     publish(tmp, out)
     write_metrics(out, metrics)
     write_card(out, model.config, tokenizer)
-
-
-def is_reward_folder(folder: str | Path) -> bool:
-    try:
-        data = json.loads(read_capped(Path(folder) / "config.json", MB))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("architectures") == [ARCHITECTURE]
 
 
 def load_reward_model(folder: str | Path, name: str | None = None) -> tuple[RewardModel, AnyTokenizer]:
@@ -112,9 +105,9 @@ def load_reward_model(folder: str | Path, name: str | None = None) -> tuple[Rewa
 
     folder, source = Path(folder), name or str(folder)
     if not is_reward_folder(folder):
-        raise ModelFileError(f"{source}: not a reward model (config.json's architectures is not [{ARCHITECTURE}])")
+        raise ModelFileError(f"{source}: not a reward model (its config.json names no {REWARD_ARCHITECTURE})")
     data = json.loads(read_capped(folder / "config.json", MB))
-    config, _ = parse_config({**data, "architectures": ["GPT2LMHeadModel"]}, source)
+    config, _ = parse_config({**data, "architectures": ["GPT2LMHeadModel"]}, source)  # its transformer's
     check_config(config, source)
     weights = folder / "model.safetensors"
     check_stored(config, weights, source)

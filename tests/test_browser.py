@@ -359,3 +359,38 @@ def test_nothing_is_laid_over_the_first_message(browser, app_url, size):
         assert apart or box["x"] + box["width"] <= bubble["x"] or box["x"] >= bubble["x"] + bubble["width"], box
     page.screenshot(path=str(ARTIFACTS / f"chat-first-message-{size}.png"))
     page.close()
+
+
+def test_thumbs_and_retries_are_kept_as_preference_records(browser, tiny_model, app_process, tmp_path):
+    """--feedback DIR: a thumb up is a label record; a retried reply then a liked one is a pair; datasets reads both."""
+    import json
+
+    from datasets import load_dataset
+
+    with app_process("--feedback", str(tmp_path), env={"MODEL_ID": str(tiny_model)}) as app:
+        app.wait_ready()
+        page = open_app(browser, app.url + "/")
+        assert "Feedback is on" in page.locator("#feedback-note").inner_text()
+        chat_box(page).fill("What news?")
+        chat_box(page).press("Enter")
+        first = wait_for_reply(page)
+        page.get_by_role("button", name="Dislike").last.click()
+        playwright.expect(page.get_by_text("kept a thumb down")).to_be_visible(timeout=10_000)
+        page.get_by_role("button", name="Retry").last.click()
+        playwright.expect(page.get_by_text("kept a thumb down")).to_have_count(0, timeout=20_000)
+        second = wait_for_reply(page)
+        page.get_by_role("button", name="Like").last.click()
+        playwright.expect(page.get_by_text("1 preference pair(s)")).to_be_visible(timeout=10_000)
+        page.close()
+    (labels,) = tmp_path.glob("labels-*.jsonl")
+    (pairs,) = tmp_path.glob("pairs-*.jsonl")
+    thumbs = [json.loads(line) for line in labels.read_text().splitlines()]
+    assert [t["label"] for t in thumbs] == [False, True]
+    assert thumbs[0]["prompt"] == [{"role": "user", "content": "What news?"}]
+    (pair,) = [json.loads(line) for line in pairs.read_text().splitlines()]
+    assert (
+        pair["chosen"][0]["content"].strip() == second.strip()
+        and pair["rejected"][0]["content"].strip() == first.strip()
+    )
+    read = load_dataset("json", data_files=str(pairs), split="train")
+    assert read[0]["prompt"] == pair["prompt"] and read[0]["chosen"] == pair["chosen"]

@@ -142,3 +142,37 @@ def test_the_rule_set_ranks_what_users_would():
     assert judge(message, leak)["one part"] is False
     assert judge(message, "Go.<|user|>hi")["one part"] is False and judge(message, "Go.<|user|>hi")["ends"] is False
     assert judge(message, "Go.\n\nStay, lord.\n<|end|>")["no blank line"] is False
+
+
+def test_feedback_records_go_into_dpo_unchanged(toy, tmp_path):
+    """Thumbs kept by the app's FeedbackLog are pairs --dpo reads as written, and labels in KTO's form."""
+    from gpt.feedback import FeedbackLog
+
+    log = FeedbackLog(tmp_path / "feedback")
+    written = toy_pairs(20, seed=1)
+    for pair in written:
+        turns = {}  # a session each: the same letter asked again is another conversation
+        log.retried(turns, pair["prompt"], pair["rejected"][0]["content"])
+        assert log.thumb(turns, pair["prompt"], pair["chosen"][0]["content"], True, "chat") == 1
+    (pairs,) = (tmp_path / "feedback").glob("pairs-*.jsonl")
+    read = read_pairs(pairs)
+    assert [(p.prompt, [p.chosen], [p.rejected]) for p in read] == [
+        (w["prompt"], w["chosen"], w["rejected"]) for w in written
+    ]
+    (labels,) = (tmp_path / "feedback").glob("labels-*.jsonl")
+    assert [json.loads(line)["label"] for line in labels.read_text().splitlines()] == [True] * 20
+    main(["--init-from", str(toy[0]), "--dpo", str(pairs), "--out", str(tmp_path / "dpo"), "--max-steps", "2"])
+    assert json.loads((tmp_path / "dpo" / "metrics.json").read_text())["run"]["val_pairs"] == 2
+
+
+def test_a_reward_model_is_not_offered_as_a_writer(toy, tmp_path):
+    """gpt.load on a reward model's folder says what it is; the app's catalog leaves it out of the models offered."""
+    import gpt
+    from gpt.catalog import Catalog
+    from gpt.folder import ModelFileError
+
+    main(pair_args(toy, "reward-model", tmp_path / "rm", "--max-steps", "2"))
+    with pytest.raises(ModelFileError, match="a reward model, which scores replies"):
+        gpt.load(tmp_path / "rm")
+    catalog = Catalog.from_settings(f"{tmp_path}/*,{toy[0]}", None, "")
+    assert list(catalog.sources) == ["chat"]
