@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from gpt.data import SPEAKER, DataError, PaddedRows, TextBatches, read_text, split_text
+from gpt.folder import write_atomic
 from gpt.tokenizer import AnyTokenizer, UnknownCharactersError, turn
 
 ROLES = ("system", "user", "assistant")
@@ -199,6 +200,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--split", choices=["train", "val"], default="train", help="the training 90%% or the last 10%%")
     p.add_argument("--turns", type=int, default=2, help="exchanges per conversation at most")
     p.add_argument("--max-chars", type=int, default=240, help="characters of text per conversation at most")
+    p.add_argument(
+        "--prompts", action="store_true", help="end each at its last user message: prompts for --rl to answer"
+    )
     args = p.parse_args(argv)
     try:
         train, val = split_text(read_text(args.play))
@@ -207,7 +211,10 @@ def main(argv: list[str] | None = None) -> None:
     conversations = play_conversations(train if args.split == "train" else val, args.turns, args.max_chars)
     if not conversations:
         sys.exit(f"error: {args.play}: no speeches in a play's form (NAME: on its own line, then the speech)")
-    Path(args.out).write_text("".join(json.dumps(c) + "\n" for c in conversations), encoding="utf-8")
+    if args.prompts:
+        conversations = [{"messages": c["messages"][:-1]} for c in conversations]  # each ends with the reply
+    lines = "".join(json.dumps(c) + "\n" for c in conversations)
+    write_atomic(Path(args.out), lambda f: f.write_text(lines, encoding="utf-8"))
     print(f"{len(conversations):,} conversations from the {args.split} split of {args.play} in {args.out}")
 
 

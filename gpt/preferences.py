@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from gpt.conversations import ROLES, prompt_ids, read_conversations, render
 from gpt.data import SPEAKER, DataError
@@ -181,6 +182,7 @@ def ranked_pairs(lm: LM, conversations: list[list[dict]], max_new_tokens: int, s
     asked = [c[: max(i for i, m in enumerate(c) if m["role"] == "user") + 1] for c in conversations]
     prompts = [chat_prompt(lm, turns_of(a[:-1]), a[-1]["content"], reply_room=max_new_tokens).text for a in asked]
     pairs, judged = [], []
+    bar = tqdm(total=len(prompts), unit="prompt", desc="ranking", dynamic_ncols=True)
     for start in range(0, len(prompts), 32):
         chunk = [p for p in prompts[start : start + 32] for _ in range(2)]
         texts = lm.generate_batch(chunk, max_new_tokens=max_new_tokens, seed=seed + 2 * start, **APP_SAMPLING)
@@ -197,6 +199,10 @@ def ranked_pairs(lm: LM, conversations: list[list[dict]], max_new_tokens: int, s
                 reply, ended, _ = shown_reply(texts[i + j])
                 messages.append([{"role": "assistant", "content": reply} | ({} if ended else {"ended": False})])
             pairs.append({"prompt": prompt, "chosen": messages[0], "rejected": messages[1]})
+        bar.update(len(chunk) // 2)
+        tokens = 2 * bar.n * max_new_tokens  # every reply is sampled to the limit, so that its end can be judged
+        bar.set_postfix(pairs=len(pairs), tok_s=f"{tokens / max(bar.format_dict['elapsed'], 1e-9):,.0f}", refresh=False)
+    bar.close()
     return pairs, judged
 
 

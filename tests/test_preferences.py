@@ -1,6 +1,7 @@
 """Preference pairs: DPO (--dpo), the reward model (--reward-model) and its use as an RL reward, the rule set."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from gpt.train import main
 
 pytestmark = pytest.mark.slow
 LETTERS = "abc"
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
 
 def toy_pairs(n: int, seed: int = 0) -> list[dict]:
@@ -176,3 +178,23 @@ def test_a_reward_model_is_not_offered_as_a_writer(toy, tmp_path):
         gpt.load(tmp_path / "rm")
     catalog = Catalog.from_settings(f"{tmp_path}/*,{toy[0]}", None, "")
     assert list(catalog.sources) == ["chat"]
+
+
+def test_the_ranking_script_writes_pairs_the_rules_order(toy, tmp_path, capsys):
+    from gpt.preferences import main as rank
+
+    conversations = [
+        {"messages": [{"role": "user", "content": w}, {"role": "assistant", "content": "a"}]}
+        for w in ("abca", "bcab", "cabc", "aabb") * 10
+    ]
+    path = write_jsonl(tmp_path / "chats.jsonl", conversations)
+    rank([str(toy[0]), str(path), "--out", str(tmp_path / "pairs.jsonl"), "--max-new-tokens", "8"])
+    said = capsys.readouterr().out
+    records = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
+    assert f"{len(records):,} pairs from 40 conversations" in said
+    for record in records:
+        assert record["prompt"][-1]["role"] == "user" and len(record["prompt"]) == 1  # the reply is left out
+        assert record["chosen"][0]["role"] == record["rejected"][0]["role"] == "assistant"
+    for model, says in ((str(WEIGHTS / "names"), "not chat-tuned"), (str(tmp_path / "none"), "neither a model folder")):
+        with pytest.raises(SystemExit, match=says):
+            rank([model, str(path), "--out", str(tmp_path / "x.jsonl")])
