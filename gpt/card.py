@@ -371,22 +371,23 @@ def chat_usage(name: str, tokenizer: AnyTokenizer, openings: list[str], context:
 
 
 def chat_measured(bench: dict) -> list[str]:
-    """bench/chat.py's figures: the chat model against its base on conversations from the validation text."""
-    base, chat = bench["base"], bench["chat"]
-    rows = [
-        ("prompted as", f"{base['layout']}", f"{chat['layout']}"),
-        (
-            "reply loss (nats per character, lower is better)",
-            f"{base['reply_loss']:.4f}",
-            f"**{chat['reply_loss']:.4f}**",
-        ),
-        (f"replies that end within {bench['max_new_tokens']} tokens", f"{base['ended']:.0%}", f"{chat['ended']:.0%}"),
-        ("replies that speak another part (role leak)", f"{base['role_leak']:.0%}", f"{chat['role_leak']:.0%}"),
-        (
-            "pre-training validation loss (nats per character)",
-            f"{base['pretraining_val_loss']:.4f}",
-            f"{chat['pretraining_val_loss']:.4f}",
-        ),
+    """bench/chat.py's figures: the chat model against its base, and the models tuned from it, on conversations from
+    the validation text."""
+    names = list(bench.get("models") or ("base", "chat"))
+    this = bench.get("this", "chat")
+    folders = bench.get("models") or {"base": bench["base_name"]}
+    heads = [
+        f"{n} (`{folders[n]}`)" if n != this and n in folders else "**this model**" if n == this else n for n in names
+    ]
+    measures = [
+        ("prompted as", "layout", "{}"),
+        ("reply loss (nats per character, lower is better)", "reply_loss", "{:.4f}"),
+        (f"replies that end within {bench['max_new_tokens']} tokens", "ended", "{:.1%}"),
+        ("replies that speak another part (role leak)", "role_leak", "{:.1%}"),
+        ("replies that hold a blank line", "blank_line", "{:.1%}"),
+        ("pre-training validation loss (nats per character)", "pretraining_val_loss", "{:.4f}"),
+        ("wins over the chat model's replies, by the rule set", "rules_win_rate", "{:.1%}"),
+        ("wins over the chat model's replies, by the reward model", "reward_win_rate", "{:.1%}"),
     ]
     lines = [
         "## Chat, measured",
@@ -394,19 +395,24 @@ def chat_measured(bench: dict) -> list[str]:
         f"`{bench['command']}` on {bench['conversations']} conversations made from the validation text the same way "
         f"as the training ones (replies sampled at temperature 0.8, top-k 40, top-p 0.95; {bench['machine']}):",
         "",
-        f"| | base (`{bench['base_name']}`) | this model |",
-        "|---|---|---|",
-        *(f"| {a} | {b} | {c} |" for a, b, c in rows),
+        "| | " + " | ".join(heads) + " |",
+        "|---" * (len(names) + 1) + "|",
     ]
-    for i, s in enumerate(bench.get("side_by_side", []), 1):
-        said = " / ".join(s["said"])
+    for label, key, form in measures:
+        if any(key in bench[n] for n in names):
+            cells = [form.format(bench[n][key]) if key in bench[n] else "" for n in names]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    held = bench.get("reward_model")
+    if held:
         lines += [
             "",
-            f"{i}. *{said}*",
-            f"   - the play: {s['play']}",
-            f"   - base: {s['base']}",
-            f"   - this model: {s['chat']}",
+            f"The reward model `{held['name']}` orders {held['accuracy']:.1%} of {held['pairs']} pairs made from these "
+            "conversations (the chat model's two replies to each, ranked by the rule set).",
         ]
+    for i, s in enumerate(bench.get("side_by_side", []), 1):
+        said = " / ".join(s["said"])
+        lines += ["", f"{i}. *{said}*", f"   - the play: {s['play']}"]
+        lines += [f"   - {'this model' if n == this else n}: {s[n]}" for n in names if n in s]
     return lines
 
 
