@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+import gpt
 from gpt.model import GPTConfig
 from gpt.window import ARCHS, ModelConfig, WindowConfig, row_length
 
@@ -247,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line, one flag per TrainConfig field: its help, choices and type come from the field."""
     presets = "; ".join(f"{name}: {about}" for name, about in PRESET_ABOUT.items())
     p = argparse.ArgumentParser(
-        prog="python -m gpt.train",
+        prog=gpt.prog("gpt.train"),
         description="Train a GPT (or a makemore rung) on a UTF-8 text file, from scratch or from --init-from. A "
         f"preset fills the defaults; explicit flags override it. Presets: {presets}.",
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+import gpt
 from gpt.conversations import ConversationBatches, read_conversations, split_conversations
 from gpt.data import DataError, DocumentBatches, describe_text, read_text, split_documents, split_text
 from gpt.folder import read_metrics, write_card, write_metrics
@@ -79,7 +80,7 @@ def record_validation_loss(folder: str | Path, path: str | Path) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m gpt.eval", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=gpt.prog("gpt.eval"), description=__doc__.splitlines()[0])
     p.add_argument("model", help="model folder or Hub repo id")
     p.add_argument("--data", required=True, help="the UTF-8 text file (or, for a chat model, JSONL) it was trained on")
     p.add_argument("--docs", action="store_true", help="document mode (must match the model's tokenizer)")

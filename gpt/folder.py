@@ -32,6 +32,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+import gpt
 from gpt.bigram import Bigram
 from gpt.card import model_card
 from gpt.mlp import MLP
@@ -579,7 +580,7 @@ def fresh_dir(path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m gpt.folder", description="Model folder tools.")
+    p = argparse.ArgumentParser(prog=gpt.prog("gpt.folder"), description="Model folder tools.")
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("upgrade", help="rewrite folders of the first format so transformers reads them too")
     up.add_argument("folders", nargs="+")

@@ -31,6 +31,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+import gpt
 from gpt.card import model_card
 from gpt.folder import FOLDER_FILES, read_config, read_folder, read_metrics
 
@@ -221,7 +222,7 @@ def app_files(root: Path) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m gpt.hub", description="Publish models and deploy the app.")
+    p = argparse.ArgumentParser(prog=gpt.prog("gpt.hub"), description="Publish models and deploy the app.")
     sub = p.add_subparsers(dest="command", required=True)
     push_p = sub.add_parser("push", help="upload a model folder to a Hub model repo (one commit)")
     push_p.add_argument("folder", help="model folder, e.g. weights/shakespeare-char")

@@ -9,6 +9,7 @@ the score at the last token that is not pad_token_id; the pad is the system turn
 """
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -89,11 +90,16 @@ def save_reward_folder(model: RewardModel, tokenizer: AnyTokenizer, out: Path, m
     tmp = fresh_dir(out / ".saving")
     tensors = {k: v for k, v in gpt2_tensors(model.gpt).items() if k != "lm_head.weight"}
     tensors["score.weight"] = model.score.weight
-    save_tensors({k: v.detach().to("cpu", dtype) for k, v in tensors.items()}, tmp / "model.safetensors", {})
     config = config_json(model.config, end_id=tokenizer.end_id)
     config |= {"architectures": [REWARD_ARCHITECTURE], "num_labels": 1, "pad_token_id": pad_id(tokenizer)}
-    (tmp / "config.json").write_text(json.dumps(config, indent=2))
-    tokenizer.save(tmp)
+    try:
+        weights = {k: v.detach().to("cpu", dtype) for k, v in tensors.items()}
+        save_tensors(weights, tmp / "model.safetensors", {"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        tokenizer.save(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     publish(tmp, out)
     write_metrics(out, metrics)
     write_card(out, model.config, tokenizer)

@@ -3,13 +3,14 @@
 import argparse
 import sys
 
+import gpt
 from gpt.generate import load
 from gpt.tokenizer import UnknownCharactersError
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m gpt.sample",
+        prog=gpt.prog("gpt.sample"),
         description="Generate text from a trained model (a folder, or a Hub repo id like owner/name).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
