@@ -50,7 +50,7 @@ class DPORun(PairRun):
     def step(self, step: int) -> tuple[dict, float, int]:
         c, data = self.c, self.train_data
         lr = self.set_rate(step)
-        picks = torch.randint(len(data), (c.batch_size,), generator=self.data_rng).tolist()
+        picks = self.draw(c.batch_size, len(data))
         prompts, replies = data.batch(picks)
         with self.ctx:
             logp = reply_logprobs(self.trained, prompts, replies, batch_size=len(prompts))

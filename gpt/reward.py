@@ -203,7 +203,7 @@ class RewardRun(PairRun):
     def step(self, step: int) -> tuple[dict, float, int]:
         c, data = self.c, self.train_data
         lr = self.set_rate(step)
-        picks = torch.randint(len(data), (c.batch_size,), generator=self.data_rng).tolist()
+        picks = self.draw(c.batch_size, len(data))
         prompts, replies = data.batch(picks)
         rows = [p + r for p, r in zip(prompts, replies)]
         with self.ctx:

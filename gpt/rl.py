@@ -179,8 +179,8 @@ class RLRun(Run):
         """Sample --group-size replies to each of --batch-size prompts, score them, and step towards the better."""
         c, data = self.c, self.train_data
         lr = self.set_rate(step)
-        picks = torch.randint(len(data.ids), (c.batch_size,), generator=self.data_rng).tolist()
-        seeds = torch.randint(1 << 62, (c.batch_size * c.group_size,), generator=self.data_rng).tolist()
+        picks = self.draw(c.batch_size, len(data.ids))
+        seeds = self.draw(c.batch_size * c.group_size, 1 << 62)
         prompts = [data.ids[i] for i in picks for _ in range(c.group_size)]
         replies = sample_replies(self.model, prompts, seeds, c.reply_tokens, self.stops, temperature=1.0)
         asked = [data.conversations[i] for i in picks for _ in range(c.group_size)]

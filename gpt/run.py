@@ -142,16 +142,26 @@ def gather_states(state: torch.Tensor, world: int, device) -> torch.Tensor:
     return torch.stack([p.cpu() for p in parts])
 
 
+def share(rows: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """This process's part of a global batch that every process drew alike (the same generator, the same seed): N
+    processes at batch B then see the rows one process sees at batch N x B."""
+    n = len(rows) // world
+    return rows[rank * n : (rank + 1) * n]
+
+
 @torch.no_grad()
-def estimate_loss(model, batches: dict, steps: int, batch_size: int, seed: int, ctx, device, world: int) -> dict:
-    """Mean loss over the same `steps` batches of each split every time (a fixed generator), averaged over ranks."""
+def estimate_loss(
+    model, batches: dict, steps: int, batch_size: int, seed: int, ctx, device, world: int, rank: int
+) -> dict:
+    """Mean loss over the same `steps` global batches of each split every time (a fixed generator), each process
+    scoring its share, averaged over ranks."""
     model.eval()
     out = {}
     for split, data in batches.items():
         g = torch.Generator().manual_seed(seed)
         losses = torch.zeros(steps, device=device)
         for i in range(steps):
-            x, y = data.sample(batch_size, g)
+            x, y = (share(t, rank, world) for t in data.sample(batch_size * world, g))
             with ctx:
                 losses[i] = model(x.to(device), y.to(device))[1]
         mean = losses.mean()
@@ -246,7 +256,7 @@ class Run:
         self.ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         torch.manual_seed(c.seed + rank)
-        self.data_rng = torch.Generator().manual_seed(c.seed + rank)
+        self.data_rng = torch.Generator().manual_seed(c.seed)  # alike in every process: each takes its share
         self.base = resolve(c.init_from) if c.init_from else None  # once: a Hub base is a download or a cache look-up
         base = None if resume else self.base
         tokenizer = load_tokenizer(out) if resume else load_tokenizer(base) if base else None
@@ -349,10 +359,11 @@ class Run:
         self.start, self.best_val, self.curve = meta["step"], meta["best_val_loss"], meta["curve"]
         self.tokens_seen, self.elapsed = meta["tokens_seen"], meta["wall_time_s"]
         self.pending = meta.get("pending", [])
-        self.data_rng.set_state(rng["data"][self.rank])
-        torch.set_rng_state(rng["torch"][self.rank])
-        if self.device.type == "cuda" and "cuda" in rng:
-            torch.cuda.set_rng_state(rng["cuda"][self.rank])
+        mine = {k: v[self.rank].clone() for k, v in rng.items()}  # a row of its own: set_state reads from its start
+        self.data_rng.set_state(mine["data"])
+        torch.set_rng_state(mine["torch"])
+        if self.device.type == "cuda" and "cuda" in mine:
+            torch.cuda.set_rng_state(mine["cuda"])
 
     def run_record(self, command: str) -> dict:
         """metrics.json's "run": what was trained, how and where."""
@@ -426,7 +437,7 @@ class Run:
         c = self.c
         splits = {"train": self.train_data, "val": self.val_data}
         losses = estimate_loss(
-            self.evaluated, splits, c.eval_steps, c.batch_size, c.seed, self.ctx, self.device, self.world
+            self.evaluated, splits, c.eval_steps, c.batch_size, c.seed, self.ctx, self.device, self.world, self.rank
         )
         entry = {
             "step": step,
@@ -452,6 +463,10 @@ class Run:
         """The best model, as saved: what the final figures score."""
         return load(self.out, device="cpu")
 
+    def draw(self, n: int, high: int) -> list[int]:
+        """This process's share of n random whole numbers below high per process, drawn alike in every process."""
+        return share(torch.randint(high, (n * self.world,), generator=self.data_rng), self.rank, self.world).tolist()
+
     def set_rate(self, step: int) -> float:
         """This step's learning rate, set in every optimizer group (each scaled from its own peak)."""
         lr = learning_rate(step, self.c)
@@ -464,8 +479,8 @@ class Run:
         """One optimizer step at this step's learning rate: the figures the bar shows, the rate and the tokens."""
         c, device = self.c, self.device
         lr = self.set_rate(step)
-        x, y = self.train_data.sample(c.batch_size, self.data_rng)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        drawn = self.train_data.sample(c.batch_size * self.world, self.data_rng)
+        x, y = (share(t, self.rank, self.world).to(device, non_blocking=True) for t in drawn)
         loss = optimizer_step(self.trained, self.optimizers, self.scaler, self.ctx, x, y, c.grad_clip)
         if self.averaged is not None:
             self.averaged.update_parameters(self.model)
