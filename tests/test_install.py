@@ -63,4 +63,22 @@ def test_pip_install_gives_the_package_and_its_commands(env_python, tmp_path, so
     }
     for command, proc in running.items():
         out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0 and "usage" in out, (command, err)
+        assert proc.returncode == 0 and f"usage: {command}" in out, (command, err)  # named as it was called
+
+
+def test_pip_install_keeps_the_cpu_torch_already_there(env_python, tmp_path):
+    """With the CPU torch installed first (the README's route), `pip install .` with its dependencies would install
+    this package and no CUDA torch, triton or nvidia packages (a dry run, reported as JSON)."""
+    import json
+
+    report = tmp_path / "report.json"
+    r = run(
+        env_python,
+        *"-m pip install --dry-run --quiet --report".split(),
+        str(report),
+        str(ROOT),
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    names = [item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]]
+    assert "gpt" in names and not [n for n in names if n in ("torch", "triton") or n.startswith("nvidia")], names
