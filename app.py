@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 from gpt.card import model_kind, size  # noqa: E402
 from gpt.catalog import Catalog, ModelUnavailable, NotOffered, Served  # noqa: E402
-from gpt.chat import chat_prompt, known, layout, message_text, natural_end, speakers, turn, turns_of  # noqa: E402
+from gpt.chat import ChatPrompt, chat_prompt, known, layout, message_text, natural_end, speakers, turn, turns_of  # noqa: E402
 from gpt.engine import Job  # noqa: E402
 from gpt.feedback import FeedbackLog, prompt_of  # noqa: E402
 from gpt.folder import read_metrics  # noqa: E402
@@ -249,11 +249,10 @@ async def chat(
     seed = parse_seed(seed)
     settings = controls(temperature, top_k, top_p, max_new_tokens, repetition_penalty, seed)
     turns = turns_of(history)
-    prompt = chat_prompt(lm, turns, fitted(lm, message), system=known(lm, system or ""))
+    job, prompt = start_chat(served, turns, message, system, settings)
     note = f"seed {seed}" + memory_note(lm, prompt, len(turns))
     history = [*(history or []), {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
     reply = prompt.reply_prefix
-    (job,) = start(served, [prompt.text], [SamplingParams(**settings, stop=tuple(prompt.stop))])
     async for token in streamed(job):  # the engine keeps the prompt's last block_size characters
         reply += token.text
         history[-1]["content"] = reply
@@ -264,6 +263,14 @@ async def chat(
         note += " · the model ended its turn without a word (shown as …): retry for another sample"
     history[-1]["content"] = reply if reply.strip() else "…"
     yield "", history, note
+
+
+def start_chat(served: Served, turns: list, message: str, system: str, settings: dict) -> tuple[Job, ChatPrompt]:
+    """A chat reply's job on the model's engine, and the prompt it continues (the UI's chat and the MCP tool)."""
+    lm = served.lm
+    prompt = chat_prompt(lm, turns, fitted(lm, message), system=known(lm, system or ""))
+    (job,) = start(served, [prompt.text], [SamplingParams(**settings, stop=tuple(prompt.stop))])
+    return job, prompt
 
 
 def without_last_turn(history) -> tuple[list, str]:
@@ -982,6 +989,86 @@ CONTROL_HELP = {
 }
 
 
+def list_models() -> list[str]:
+    """The models this server offers, by the names the other tools take; the first is the default one.
+
+    Returns:
+        the model names
+    """
+    return [CATALOG.default, *(name for name in CATALOG.sources if name != CATALOG.default)]
+
+
+def tool_settings(model: str, max_tokens: int, temperature: float, seed: int | None) -> tuple[str, dict]:
+    """A tool call's model and sampling controls (the app's top-k and top-p), refused as the UI refuses them."""
+    model = model or CATALOG.default
+    chosen = parse_seed("" if seed is None else seed)
+    problem = model_problem(model) or (SEED_RULE if chosen is None else None)
+    if not problem and not (1 <= max_tokens <= MAX_NEW_TOKENS and 0 <= temperature <= 2):
+        problem = f"max_tokens must be from 1 to {MAX_NEW_TOKENS} and temperature from 0 to 2."
+    if problem:
+        log_refusal("tool", problem)
+        raise gr.Error(problem)
+    return model, controls(temperature, 40, 0.95, max_tokens, 1.0, chosen)
+
+
+async def complete_text(
+    prompt: str, model: str = "", max_tokens: int = 200, temperature: float = 0.8, seed: int | None = None
+) -> str:
+    """Continue a text with one of the models on offer (a small GPT trained on one text file).
+
+    Args:
+        prompt: the text to continue
+        model: a name from list_models (blank: the default model)
+        max_tokens: the most tokens to write (1 to 2000)
+        temperature: 0 for the most likely tokens, higher for more varied text
+        seed: the random seed, for a result that can be repeated (blank: random)
+
+    Returns:
+        the continuation alone
+    """
+    model, settings = tool_settings(model, max_tokens, temperature, seed)
+    served = await asyncio.to_thread(get_served, model)
+    problem = unknown_characters(served.lm, prompt or "")
+    if problem:
+        raise gr.Error(problem)
+    (job,) = start(served, [fitted(served.lm, prompt or "")], [SamplingParams(**settings)])
+    return "".join([token.text async for token in streamed(job)])
+
+
+async def chat_reply(
+    message: str,
+    model: str = "",
+    system: str = "",
+    max_tokens: int = 200,
+    temperature: float = 0.8,
+    seed: int | None = None,
+) -> str:
+    """One reply to a message from a model on offer, through its chat template (or a layout of its text).
+
+    Args:
+        message: what the user says
+        model: a name from list_models (blank: the default model)
+        system: a system message that leads the conversation (a chat-tuned model reads it)
+        max_tokens: the most tokens the reply may have (1 to 2000)
+        temperature: 0 for the most likely reply, higher for more varied ones
+        seed: the random seed, for a reply that can be repeated (blank: random)
+
+    Returns:
+        the model's reply
+    """
+    model, settings = tool_settings(model, max_tokens, temperature, seed)
+    problem = message_problem(message, model)
+    if problem:
+        raise gr.Error(problem)
+    served = await asyncio.to_thread(get_served, model)
+    job, prompt = start_chat(served, [], message_text(message).strip(), system, settings)
+    reply = prompt.reply_prefix + "".join([token.text async for token in streamed(job)])
+    return natural_end(reply) if job.row.finish_reason == "length" else reply
+
+
+TOOLS = (list_models, complete_text, chat_reply)
+
+
 def build_demo() -> gr.Blocks:
     served = get_served(CATALOG.default)
     lm = served.lm
@@ -1054,6 +1141,7 @@ def build_demo() -> gr.Blocks:
                     [box, chatbot, chat_note],
                     validator=check_chat,
                     api_name="chat",
+                    api_visibility="undocumented",
                 )
                 box.stop(None, cancels=[sent])
                 again = dict(
@@ -1116,6 +1204,7 @@ def build_demo() -> gr.Blocks:
                     [output, probabilities, alternatives, playground_note],
                     validator=check_complete,
                     api_name="complete",
+                    api_visibility="undocumented",
                 )
                 completed.then(position_range, [output, model_name], position, api_visibility="private")
                 gr.on(
@@ -1125,9 +1214,14 @@ def build_demo() -> gr.Blocks:
                     chart,
                     validator=check_distribution,
                     api_name="distribution",
+                    api_visibility="undocumented",
                 )
                 continue_here.click(
-                    continued_prompt, [prompt, output, position, model_name], prompt, api_name="continue_from"
+                    continued_prompt,
+                    [prompt, output, position, model_name],
+                    prompt,
+                    api_name="continue_from",
+                    api_visibility="undocumented",
                 ).then(
                     complete, inputs, [output, probabilities, alternatives, playground_note], api_visibility="private"
                 ).then(position_range, [output, model_name], position, api_visibility="private")
@@ -1142,6 +1236,7 @@ def build_demo() -> gr.Blocks:
                     heatmap,
                     validator=check_attention,
                     api_name="attention",
+                    api_visibility="undocumented",
                 )
             with gr.Tab("Ladder") as ladder_tab:
                 with gr.Accordion("Rung 0: micrograd, gradients one number at a time", open=True):
@@ -1186,7 +1281,12 @@ def build_demo() -> gr.Blocks:
                     api_visibility="private",
                 )
                 ladder_seed.submit(
-                    ladder, ladder_seed, [ladder_table, ladder_chart], validator=check_ladder, api_name="ladder"
+                    ladder,
+                    ladder_seed,
+                    [ladder_table, ladder_chart],
+                    validator=check_ladder,
+                    api_name="ladder",
+                    api_visibility="undocumented",
                 )
                 resample.click(
                     resample_ladder, None, [ladder_seed, ladder_table, ladder_chart], api_visibility="private"
@@ -1215,11 +1315,20 @@ def build_demo() -> gr.Blocks:
                         stages_table,
                         validator=check_request,
                         api_name="post_training" if event == ask.click else False,
+                        api_visibility="undocumented" if event == ask.click else "private",
                     )
                 mg_outputs = [mg_state, mg_status, mg_curve]
                 ladder_tab.select(micrograd_open, [mg_state, mg_seed], mg_outputs, api_visibility="private")
-                mg_reset.click(micrograd_reset, mg_seed, mg_outputs, api_name="micrograd_reset")
-                mg_train.click(micrograd_train, [mg_state, mg_steps, mg_lr], mg_outputs, api_name="micrograd_train")
+                mg_reset.click(
+                    micrograd_reset, mg_seed, mg_outputs, api_name="micrograd_reset", api_visibility="undocumented"
+                )
+                mg_train.click(
+                    micrograd_train,
+                    [mg_state, mg_steps, mg_lr],
+                    mg_outputs,
+                    api_name="micrograd_train",
+                    api_visibility="undocumented",
+                )
             with gr.Tab("Model") as model_tab:
                 with gr.Row():
                     picked = gr.Dropdown(
@@ -1249,8 +1358,11 @@ def build_demo() -> gr.Blocks:
                     ],
                     validator=check_model,
                     api_name="load_model",
+                    api_visibility="undocumented",
                 )
         demo.load(api_usage, None, usage, api_visibility="private")
+        for tool in TOOLS:  # the documented API and the MCP server's tools; the UI's own events are undocumented
+            gr.api(tool, api_name=tool.__name__)
     demo.queue(default_concurrency_limit=CATALOG.max_batch, max_size=CATALOG.max_batch + CATALOG.max_waiting)
     return demo
 
@@ -1339,10 +1451,13 @@ def main() -> None:
                 css=CSS,
                 head=HEAD,
                 auth_message="This app asks for its API key: log in with any user name and the key as the password.",
+                mcp_server=not args.api_key,  # Gradio's tool calls cannot carry the login a key asks for
             )
     except gr.Error as e:
         sys.exit(f"error: {e.message}")
-    print(f"* serving {CATALOG.default} at http://{host}:{port} (UI: {'off' if args.api_only else '/'}, API: /v1)")
+    mcp = "off (an API key is set)" if args.api_key else "/gradio_api/mcp/"
+    ui = "off" if args.api_only else f"/, MCP: {mcp}"
+    print(f"* serving {CATALOG.default} at http://{host}:{port} (UI: {ui}, API: /v1)")
     uv.run()
     if server.load_error:
         sys.exit(f"error: {server.load_error}")

@@ -3,6 +3,7 @@
 Calls name the model explicitly (the hidden `model` input a browser sends with each call) and pass the chat history.
 """
 
+import ast
 import re
 import time
 
@@ -332,3 +333,43 @@ def test_the_note_says_plainly_when_a_message_alone_does_not_fit(client):
     _, _, note = chat(client, "the night is fair " * 20, history=first)
     assert "this message alone is longer than the model's context of 32 characters" in note, note
     assert "none of the earlier turns" in note and " of its 32 " not in note  # never "82 of its 64"
+
+
+def mcp_call(url: str, calls: list[tuple[str, dict]]) -> tuple[list, list]:
+    """The app's MCP tools (name -> argument names) and the results of calls, through the `mcp` client."""
+    import asyncio
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    async def session():
+        async with streamablehttp_client(f"{url}gradio_api/mcp/") as (read, write, _):
+            async with ClientSession(read, write) as s:
+                await s.initialize()
+                tools = {t.name: list(t.inputSchema.get("properties", {})) for t in (await s.list_tools()).tools}
+                return tools, [await s.call_tool(name, args) for name, args in calls]
+
+    return asyncio.run(session())
+
+
+def test_the_mcp_server_offers_plain_tools_that_answer_as_the_library_does(app_url, tiny_model):
+    import gpt
+
+    calls = [
+        ("list_models", {}),
+        ("complete_text", {"prompt": "ROMEO:", "max_tokens": 30, "seed": 7}),
+        ("chat_reply", {"message": "Good morrow.", "max_tokens": 30, "seed": 7, "temperature": 0}),
+        ("chat_reply", {"message": "Hi {there}", "seed": 7}),
+    ]
+    tools, (models, completion, reply, refused) = mcp_call(app_url, calls)
+    assert tools == {
+        "list_models": [],
+        "complete_text": ["prompt", "model", "max_tokens", "temperature", "seed"],
+        "chat_reply": ["message", "model", "system", "max_tokens", "temperature", "seed"],
+    }
+    assert ast.literal_eval(models.content[0].text)[0] == "play"  # the default model first
+    lm = gpt.load(tiny_model, device="cpu")
+    expected = lm.generate("ROMEO:", max_new_tokens=30, temperature=0.8, top_k=40, top_p=0.95, seed=7)
+    assert completion.content[0].text == expected
+    assert not reply.isError and reply.content[0].text.strip()
+    assert refused.isError and "vocabulary has no '{', '}'" in refused.content[0].text
