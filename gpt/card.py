@@ -62,7 +62,7 @@ def metadata(config: ModelConfig, tokenizer: AnyTokenizer, run: dict, name: str)
         base_model=base["name"].split("@")[0] if base.get("on_hub") else None,
         license="mit",
         library_name=None if window else "transformers",
-        pipeline_tag="text-generation",
+        pipeline_tag="text-classification" if is_reward_model(run) else "text-generation",
         tags=level + tags + (["document-mode"] if tokenizer.documents else []),
         datasets=[dataset] if dataset else None,
         model_name=name,
@@ -104,7 +104,7 @@ def origin(run: dict) -> str:
     if rl_tuned(run):
         return f"RL-tuned from `{base['name']}`{learnt} with the reward `{run['settings']['rl']}`"
     if dpo_tuned(run) or is_reward_model(run):
-        done = "tuned by DPO" if dpo_tuned(run) else "a reward model made"
+        done = "tuned by DPO" if dpo_tuned(run) else "made into a reward model"
         return f"{done} from `{base['name']}`{learnt} on the preference pairs `{data_file(run)}`"
     return f"fine-tuned {'for chat ' * chat_tuned(run)}from `{base['name']}`{learnt}"
 
@@ -252,7 +252,7 @@ def figures(config: ModelConfig, tokenizer: AnyTokenizer, run: dict) -> list[str
 
 GPT_ONLY = ("n_layer", "n_head", "dropout", "muon_lr")
 RL_ONLY = ("rl", "group_size", "kl")
-WHEN_SET = {"dpo": "dpo", "beta": "dpo", "reward_model": "reward_model"}  # a setting shown only with its stage
+WHEN_SET = {"dpo": "dpo", "beta": "dpo", "reward_model": "reward_model", "sft": "sft"}  # shown with its stage only
 
 
 def recipe(run: dict) -> str:
@@ -513,7 +513,8 @@ def model_card(config: ModelConfig, tokenizer: AnyTokenizer, metrics: dict, repo
         if run.get("resumed_with"):
             lines += ["", "Continued by exact resume with:", "", "```bash", *run["resumed_with"], "```"]
         lines += ["", f"Recipe: {recipe(run)}."]
-        times = reached(metrics.get("curve", [])) if unit(tokenizer) == "character" and not chat_tuned(run) else []
+        language_loss = unit(tokenizer) == "character" and not chat_tuned(run) and not is_reward_model(run)
+        times = reached(metrics.get("curve", [])) if language_loss else []
         if times:
             lines += ["", f"Validation loss (estimate) reached {'; '.join(times)}."]
     if rl_tuned(run):

@@ -22,7 +22,7 @@ def client(app_url):
 def chat(client, message, model="play", history=None, **settings):
     """The reply text, the conversation and the note of one chat turn."""
     _, conversation, note = client.predict(
-        message, history or [], model, *{**SETTINGS, **settings}.values(), api_name="/chat"
+        message, history or [], model, *{**SETTINGS, **settings}.values(), "", api_name="/chat"
     )
     return text_of(conversation[-1]), conversation, note
 
