@@ -153,6 +153,10 @@ class TrainConfig:
     text: str | None = setting(
         None, "--dpo: the base model's pre-training text, whose validation split shows what tuning forgot"
     )
+    track: str | None = setting(
+        None, "log the run's settings, losses, learning rate and tokens/s to trackio under this project (trackio show)"
+    )
+    track_space: str | None = setting(None, "--track: log to this Hugging Face Space (user/name) instead of locally")
     preset: str | None = None
 
     def __post_init__(self):
@@ -167,6 +171,8 @@ class TrainConfig:
             raise ValueError("preference pairs tune a chat model: give --init-from CHAT_MODEL (chat-tuned with --sft)")
         if pairs and (self.rl or self.sft or self.data or self.time_budget):
             raise ValueError("--dpo and --reward-model learn from pairs: leave out --rl, --sft, --data, --time-budget")
+        if self.track_space and not self.track:
+            raise ValueError("--track-space needs --track PROJECT")
         if self.text and not self.dpo:
             raise ValueError("--text measures what --dpo forgot: it needs --dpo")
         if self.beta <= 0:

@@ -31,6 +31,7 @@ from gpt.reward import RewardRun
 from gpt.rl import RLRun
 from gpt.run import Run, checkpoint_due, portable_args
 from gpt.tokenizer import UnknownCharactersError, load_tokenizer
+from gpt.tracking import Tracker
 from gpt.window import WindowConfig
 
 
@@ -107,6 +108,7 @@ def train(
     kind = DPORun if c.dpo else RewardRun if c.reward_model else RLRun if c.rl else Run
     run = kind(c, out, resume, command, given or set(), started or time.time())
     c = run.c
+    tracker = Tracker(c.track, out.name, run.record["settings"], c.track_space) if c.track and run.master else None
     stop = stop_on_signals() if run.world == 1 and run.master else []
     bar = tqdm(total=c.max_steps, initial=run.start, disable=not run.master, unit="step", dynamic_ncols=True)
     interval_start, interval_tokens, step = time.time(), 0, run.start
@@ -117,6 +119,8 @@ def train(
             entry = run.evaluate(step, interval_tokens / max(time.time() - interval_start, 1e-9))
             if run.master:
                 bar.write(run.eval_line(entry))
+            if tracker:
+                tracker.log(entry, step)
             interval_start, interval_tokens = time.time(), 0
         if step >= c.max_steps or stop:
             break
@@ -133,9 +137,14 @@ def train(
             tok_s = interval_tokens / max(time.time() - interval_start, 1e-9)
             figures = {k: f"{float(v):.4f}" for k, v in shown.items()}
             bar.set_postfix(**figures, tok_s=f"{tok_s:,.0f}", lr=f"{lr:.2e}", refresh=False)
+            if tracker:
+                tracker.log({**{k: float(v) for k, v in shown.items()}, "lr": lr, "tokens_per_s": tok_s}, step)
         bar.update(1)
     bar.close()
-    return run.finish(step, bool(stop))
+    summary = run.finish(step, bool(stop))
+    if tracker:
+        tracker.finish()
+    return summary
 
 
 def main(argv: list[str] | None = None) -> None:

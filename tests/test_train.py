@@ -375,3 +375,25 @@ def test_eval_cli_prints_the_cards_figure(tiny_model, play_file, names_model, na
     assert r.returncode == 0 and float(r.stdout.split()[2]) < 3
     r = cli("-m", "gpt.eval", str(names_model), "--data", str(names_file))
     assert r.returncode != 0 and "add --docs" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_track_logs_the_run_to_trackio_locally(cli, play_file, tiny_args, tmp_path):
+    """--track PROJECT: the settings, each evaluation's losses and the bar's loss, rate and tokens/s, in trackio's
+    local store (read back through trackio itself)."""
+    pytest.importorskip("trackio")
+    env = {"TRACKIO_DIR": str(tmp_path / "trackio")}
+    steps = "--max-steps 20 --eval-interval 10 --eval-steps 2".split()
+    out = tmp_path / "tracked"
+    r = cli("-m", "gpt.train", "--data", str(play_file), "--out", str(out), *tiny_args, *steps, "--track", "p", env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    read = (
+        "import json, trackio; s = trackio.SQLiteStorage; "
+        "print(json.dumps([s.get_logs('p', 'tracked'), s.get_run_config('p', 'tracked')]))"
+    )
+    logs, config = json.loads(cli("-c", read, env=env).stdout.strip().splitlines()[-1])
+    curve = json.loads((out / "metrics.json").read_text())["curve"]
+    evaluated = {e["step"]: e["val_loss"] for e in logs if "val_loss" in e}
+    assert evaluated == {e["step"]: pytest.approx(e["val_loss"]) for e in curve}
+    bar = [e for e in logs if "loss" in e]
+    assert [e["step"] for e in bar] == [10, 20] and all(e["lr"] > 0 and e["tokens_per_s"] > 0 for e in bar)
+    assert config["max_steps"] == 20 and config["data"] == play_file.name
