@@ -1069,6 +1069,21 @@ async def chat_reply(
 TOOLS = (list_models, complete_text, chat_reply)
 
 
+class ToolsOnly:
+    """ASGI middleware: the MCP server offers TOOLS alone, not every documented event of the UI (Gradio makes each a
+    tool; a client's own `?tools=` choice stands)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        query = scope.get("query_string", b"")
+        if scope["type"] == "http" and scope["path"].startswith("/gradio_api/mcp") and b"tools=" not in query:
+            chosen = "tools=" + ",".join(tool.__name__ for tool in TOOLS)
+            scope = {**scope, "query_string": (query + b"&" if query else b"") + chosen.encode()}
+        await self.app(scope, receive, send)
+
+
 def build_demo() -> gr.Blocks:
     served = get_served(CATALOG.default)
     lm = served.lm
@@ -1141,7 +1156,6 @@ def build_demo() -> gr.Blocks:
                     [box, chatbot, chat_note],
                     validator=check_chat,
                     api_name="chat",
-                    api_visibility="undocumented",
                 )
                 box.stop(None, cancels=[sent])
                 again = dict(
@@ -1204,7 +1218,6 @@ def build_demo() -> gr.Blocks:
                     [output, probabilities, alternatives, playground_note],
                     validator=check_complete,
                     api_name="complete",
-                    api_visibility="undocumented",
                 )
                 completed.then(position_range, [output, model_name], position, api_visibility="private")
                 gr.on(
@@ -1214,14 +1227,12 @@ def build_demo() -> gr.Blocks:
                     chart,
                     validator=check_distribution,
                     api_name="distribution",
-                    api_visibility="undocumented",
                 )
                 continue_here.click(
                     continued_prompt,
                     [prompt, output, position, model_name],
                     prompt,
                     api_name="continue_from",
-                    api_visibility="undocumented",
                 ).then(
                     complete, inputs, [output, probabilities, alternatives, playground_note], api_visibility="private"
                 ).then(position_range, [output, model_name], position, api_visibility="private")
@@ -1236,7 +1247,6 @@ def build_demo() -> gr.Blocks:
                     heatmap,
                     validator=check_attention,
                     api_name="attention",
-                    api_visibility="undocumented",
                 )
             with gr.Tab("Ladder") as ladder_tab:
                 with gr.Accordion("Rung 0: micrograd, gradients one number at a time", open=True):
@@ -1286,7 +1296,6 @@ def build_demo() -> gr.Blocks:
                     [ladder_table, ladder_chart],
                     validator=check_ladder,
                     api_name="ladder",
-                    api_visibility="undocumented",
                 )
                 resample.click(
                     resample_ladder, None, [ladder_seed, ladder_table, ladder_chart], api_visibility="private"
@@ -1315,19 +1324,16 @@ def build_demo() -> gr.Blocks:
                         stages_table,
                         validator=check_request,
                         api_name="post_training" if event == ask.click else False,
-                        api_visibility="undocumented" if event == ask.click else "private",
+                        api_visibility="public" if event == ask.click else "private",
                     )
                 mg_outputs = [mg_state, mg_status, mg_curve]
                 ladder_tab.select(micrograd_open, [mg_state, mg_seed], mg_outputs, api_visibility="private")
-                mg_reset.click(
-                    micrograd_reset, mg_seed, mg_outputs, api_name="micrograd_reset", api_visibility="undocumented"
-                )
+                mg_reset.click(micrograd_reset, mg_seed, mg_outputs, api_name="micrograd_reset")
                 mg_train.click(
                     micrograd_train,
                     [mg_state, mg_steps, mg_lr],
                     mg_outputs,
                     api_name="micrograd_train",
-                    api_visibility="undocumented",
                 )
             with gr.Tab("Model") as model_tab:
                 with gr.Row():
@@ -1358,10 +1364,9 @@ def build_demo() -> gr.Blocks:
                     ],
                     validator=check_model,
                     api_name="load_model",
-                    api_visibility="undocumented",
                 )
         demo.load(api_usage, None, usage, api_visibility="private")
-        for tool in TOOLS:  # the documented API and the MCP server's tools; the UI's own events are undocumented
+        for tool in TOOLS:  # the MCP server's tools, and plain API endpoints beside the UI's own
             gr.api(tool, api_name=tool.__name__)
     demo.queue(default_concurrency_limit=CATALOG.max_batch, max_size=CATALOG.max_batch + CATALOG.max_waiting)
     return demo
@@ -1457,6 +1462,7 @@ def main() -> None:
         sys.exit(f"error: {e.message}")
     mcp = "off (an API key is set)" if args.api_key else "/gradio_api/mcp/"
     ui = "off" if args.api_only else f"/, MCP: {mcp}"
+    uv.config.app = ToolsOnly(uv.config.app)
     print(f"* serving {CATALOG.default} at http://{host}:{port} (UI: {ui}, API: /v1)")
     uv.run()
     if server.load_error:
