@@ -216,7 +216,8 @@ class RLRun(Run):
         self.curve.append(entry)
         if -val < self.best_val:
             self.best_val = -val
-            self.save()
+            if self.master:
+                self.save()
         self.checkpoint(step)
         return entry
 
