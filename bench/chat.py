@@ -168,6 +168,7 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the play both were trained on")
     p.add_argument("--max-new-tokens", type=int, default=200, help="the token limit of a sampled reply")
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--limit", type=int, help="the first N conversations only (a quick check; never with --write)")
     p.add_argument(
         "--write", nargs="?", const="", metavar="FOLDER", help="record the figures in this folder (default: --chat)"
     )
@@ -176,7 +177,9 @@ def main() -> None:
         sys.exit(f"error: {args.data} not found: give --data the play the models were trained on")
     torch.manual_seed(args.seed)
     text = read_text(args.data)
-    conversations = [c["messages"] for c in play_conversations(split_text(text)[1])]
+    conversations = [c["messages"] for c in play_conversations(split_text(text)[1])][: args.limit]
+    if args.limit and args.write is not None:
+        sys.exit("error: --limit is for a quick check; the figures --write records are on every conversation")
     models = {"base": args.base, "chat": args.chat, **dict(t.split("=", 1) for t in args.tuned)}
     lms = {name: gpt.load(folder, device="cpu") for name, folder in models.items()}
     info = Path("/proc/cpuinfo")
