@@ -25,22 +25,25 @@ from gpt.tokenizer import AnyTokenizer, UnknownCharactersError, turn
 ROLES = ("system", "user", "assistant")
 
 
-def read_conversations(
-    path: str | Path, prompts: bool = False, tokenizer: AnyTokenizer | None = None
-) -> list[list[dict]]:
-    """The file's conversations; a line that is not one is an error naming the line and what is wrong with it (with
-    a tokenizer: characters it cannot read too). `prompts`: each ends with the user's message, which the model is to
-    answer (--rl)."""
+def jsonl_lines(path: str | Path) -> list[tuple[int, str]]:
+    """The non-blank lines of a UTF-8 JSONL file with their line numbers; a missing or non-UTF-8 file is a DataError."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+
+
+def read_conversations(
+    path: str | Path, prompts: bool = False, tokenizer: AnyTokenizer | None = None
+) -> list[list[dict]]:
+    """The file's conversations; a line that is not one is an error naming the line and what is wrong with it (with
+    a tokenizer: characters it cannot read too). `prompts`: each ends with the user's message, which the model is to
+    answer (--rl)."""
     conversations = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for n, line in jsonl_lines(path):
         try:
             messages = json.loads(line)["messages"]
         except (json.JSONDecodeError, TypeError, KeyError):
@@ -152,16 +155,21 @@ def load_prompts(path: str | Path, block_size: int, tokenizer: AnyTokenizer) -> 
 def describe_conversations(path: str | Path, prompts: bool = False) -> dict:
     """The folder's record of its chat data: the file, how many conversations, real first messages as examples."""
     conversations = read_conversations(path, prompts)
-    firsts = [next((m["content"] for m in c if m["role"] == "user"), "") for c in conversations]
-    one_line = [f for f in dict.fromkeys(firsts) if f and len(f) <= 60 and "\n" not in f]
-    short = [f for f in one_line if len(f) >= 4] or one_line
     return {
         "file": Path(path).name,
         "conversations": len(conversations),
         "form": "conversations",
         "chat": "template",
-        "openings": [short[i * len(short) // 4] for i in range(4)] if len(short) > 4 else short,
+        "openings": openings(conversations),
     }
+
+
+def openings(conversations: list[list[dict]]) -> list[str]:
+    """Up to four first messages of the conversations, one line each and short enough for a card's example."""
+    firsts = [next((m["content"] for m in c if m["role"] == "user"), "") for c in conversations]
+    one_line = [f for f in dict.fromkeys(firsts) if f and len(f) <= 60 and "\n" not in f]
+    short = [f for f in one_line if len(f) >= 4] or one_line
+    return [short[i * len(short) // 4] for i in range(4)] if len(short) > 4 else short
 
 
 def whole_speeches(text: str) -> list[tuple[str, str]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from gpt.conversations import ROLES, prompt_ids, read_conversations, render
+from gpt.conversations import ROLES, jsonl_lines, openings, prompt_ids, read_conversations, render
 from gpt.data import SPEAKER, DataError
 from gpt.folder import write_atomic
 from gpt.generate import LM, load
@@ -48,16 +48,8 @@ def read_messages(value, path, n: int, key: str) -> list[dict]:
 
 def read_pairs(path: str | Path, tokenizer: AnyTokenizer | None = None) -> list[Pair]:
     """The file's pairs; a line that is not one is an error naming the line and what is wrong."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     pairs = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for n, line in jsonl_lines(path):
         try:
             record = json.loads(line)
             prompt, chosen, rejected = record["prompt"], record["chosen"], record["rejected"]
@@ -128,15 +120,13 @@ def load_pairs(path: str | Path, block_size: int, tokenizer: AnyTokenizer) -> tu
 def describe_pairs(path: str | Path) -> dict:
     """The folder's record of its preference data (its openings are real first messages, for the card's snippets)."""
     pairs = read_pairs(path)
-    firsts = [next((m["content"] for m in p.prompt if m["role"] == "user"), "") for p in pairs]
-    one_line = [f for f in dict.fromkeys(firsts) if f and len(f) <= 60 and "\n" not in f]
-    short = [f for f in one_line if len(f) >= 4] or one_line
+    shown = openings([p.prompt for p in pairs])
     return {
         "file": Path(path).name,
         "pairs": len(pairs),
         "form": "preference pairs",
         "chat": "template",
-        "openings": [short[i * len(short) // 4] for i in range(4)] if len(short) > 4 else short,
+        "openings": shown,
     }
 
 

@@ -135,6 +135,23 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
+def toy_chat_model(tmp_path_factory) -> Path:
+    """A random chat model over three letters and a newline, its turn tokens too (post-training tests' toy)."""
+    import torch
+
+    from gpt.folder import save_folder
+    from gpt.model import GPT, GPTConfig
+    from gpt.tokenizer import CharTokenizer
+
+    tokenizer = CharTokenizer(list("\nabc")).with_turns()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=24, n_layer=2, n_head=2, n_embd=32))
+    folder = tmp_path_factory.mktemp("toy") / "chat"
+    save_folder(model.eval(), tokenizer, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def random_model(tmp_path_factory) -> Path:
     """A model folder with random weights over the made-up play's characters, made in milliseconds (as nanochat's
     MockModel): for tests of decoding, sampling and serving that need a model, not a good one."""

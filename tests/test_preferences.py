@@ -37,18 +37,9 @@ def write_jsonl(path, records: list[dict]):
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    """A random chat model over three letters and the toy preference's pairs."""
-    from gpt.folder import save_folder
-    from gpt.model import GPT, GPTConfig
-    from gpt.tokenizer import CharTokenizer
-
-    tokenizer = CharTokenizer(list("\n" + LETTERS)).with_turns()
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=24, n_layer=2, n_head=2, n_embd=32))
-    folder = tmp_path_factory.mktemp("pairs") / "chat"
-    save_folder(model.eval(), tokenizer, folder)
-    return folder, write_jsonl(folder.parent / "pairs.jsonl", toy_pairs(200))
+def toy(toy_chat_model, tmp_path_factory):
+    """The toy chat model over three letters and the toy preference's pairs."""
+    return toy_chat_model, write_jsonl(tmp_path_factory.mktemp("pairs") / "pairs.jsonl", toy_pairs(200))
 
 
 def pair_args(toy, kind: str, out, *more) -> list[str]:
@@ -57,13 +48,13 @@ def pair_args(toy, kind: str, out, *more) -> list[str]:
     return ["--init-from", str(folder), f"--{kind}", str(pairs), "--out", str(out), *common.split(), *more]
 
 
-def test_a_pair_whose_replies_are_the_same_moves_nothing(toy):
+def test_a_pair_whose_replies_are_the_same_moves_nothing(toy, tmp_path):
     import gpt
 
     lm = gpt.load(toy[0], device="cpu")
     pair = toy_pairs(1)[0]
     pair["rejected"] = pair["chosen"]
-    rows = PairRows(read_pairs(write_jsonl(toy[0].parent / "same.jsonl", [pair] * 10))[:1], lm.tokenizer, 24)
+    rows = PairRows(read_pairs(write_jsonl(tmp_path / "same.jsonl", [pair] * 10))[:1], lm.tokenizer, 24)
     logp = reply_logprobs(lm.model.train(), *rows.batch([0]))
     loss, margin = dpo_loss(logp, logp.detach() - 0.3, beta=0.1)
     loss.backward()

@@ -24,21 +24,12 @@ def always_one(conversation: list[dict], reply: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def toy_chat(tmp_path_factory):
-    """A random chat model over three letters (its turn tokens too) and prompts that each send one letter."""
-    from gpt.folder import save_folder
-    from gpt.model import GPT, GPTConfig
-    from gpt.tokenizer import CharTokenizer
-
-    tokenizer = CharTokenizer(list("\n" + LETTERS)).with_turns()
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=24, n_layer=2, n_head=2, n_embd=32))
-    folder = tmp_path_factory.mktemp("rl") / "chat"
-    save_folder(model.eval(), tokenizer, folder)
-    prompts = folder.parent / "prompts.jsonl"
+def toy_chat(toy_chat_model, tmp_path_factory):
+    """The toy chat model over three letters and prompts that each send one letter."""
+    prompts = tmp_path_factory.mktemp("rl") / "prompts.jsonl"
     lines = [{"messages": [{"role": "user", "content": LETTERS[i % 3]}]} for i in range(300)]
     prompts.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    return folder, prompts
+    return toy_chat_model, prompts
 
 
 def rl_args(toy_chat, out, reward="starts_with_the_letter", *more):
