@@ -130,8 +130,10 @@ def push(
 
 
 def pinned_version(requirements: Path, package: str) -> str:
+    """The version a requirements file pins a package to (`gradio==X` or with extras, `gradio[mcp]==X`)."""
     for line in requirements.read_text().splitlines():
-        if line.strip().lower().startswith(f"{package}=="):
+        name = re.split(r"[\[=<>~! ]", line.strip(), maxsplit=1)[0].lower()
+        if name == package and "==" in line:
             return line.split("==", 1)[1].split("#")[0].strip()
     raise HubError(f"{requirements} does not pin {package} (the Space's sdk_version comes from there)")
 

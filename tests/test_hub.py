@@ -108,7 +108,7 @@ def test_deploy_a_space_serving_a_hub_model(hub, token, hub_cli):
     assert set(files) == expected
     meta = front_matter(files["README.md"])
     assert meta["sdk"] == "gradio" and meta["sdk_version"] == GRADIO
-    assert f"gradio=={GRADIO}" in files["requirements.txt"].decode()
+    assert files["requirements.txt"] == (ROOT / "requirements.txt").read_bytes()  # gradio[mcp]==GRADIO with the rest
     assert meta["app_file"] == "app.py" and meta["python_version"] == "3.11"
     assert meta["models"] == ["alice/play"] and meta["preload_from_hub"][0].startswith("alice/play config.json")
     assert meta["short_description"] and meta["license"] == "mit"
