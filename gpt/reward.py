@@ -15,9 +15,11 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file
 from torch.nn import functional as F
 
 from gpt.config import DTYPES
+from gpt.conversations import prompt_ids
 from gpt.folder import (
     MB,
     REWARD_ARCHITECTURE,
@@ -38,8 +40,9 @@ from gpt.folder import (
     write_loss_plot,
     write_metrics,
 )
+from gpt.hub import resolve
 from gpt.model import GPT, GPTConfig
-from gpt.preferences import PairRows, describe_pairs
+from gpt.preferences import PairRows, describe_pairs, fitted, reply_ids
 from gpt.run import Run, apply_gradients, learning_rate
 from gpt.tokenizer import AnyTokenizer, load_tokenizer
 
@@ -107,8 +110,6 @@ def save_reward_folder(model: RewardModel, tokenizer: AnyTokenizer, out: Path, m
 
 def load_reward_model(folder: str | Path, name: str | None = None) -> tuple[RewardModel, AnyTokenizer]:
     """A reward model folder's model (eval mode, float32, CPU) and tokenizer, checked as a language model's is."""
-    from safetensors.torch import load_file
-
     folder, source = Path(folder), name or str(folder)
     if not is_reward_folder(folder):
         raise ModelFileError(f"{source}: not a reward model (its config.json names no {REWARD_ARCHITECTURE})")
@@ -230,10 +231,6 @@ class RewardRun(PairRun):
 
 def reward_scorer(spec: str, tokenizer: AnyTokenizer, device):
     """scores(conversations, replies, ended) of the reward model in folder or repo `spec`, for --rl."""
-    from gpt.conversations import prompt_ids
-    from gpt.hub import resolve
-    from gpt.preferences import fitted, reply_ids
-
     model, own = load_reward_model(resolve(spec), name=spec)
     if own.kind != tokenizer.kind or [own.decode([i]) for i in range(own.vocab_size)] != [
         tokenizer.decode([i]) for i in range(tokenizer.vocab_size)
