@@ -42,8 +42,8 @@ from gpt.data import SPEAKER, read_text, split_text  # noqa: E402
 from gpt.eval import scored, validation_loss  # noqa: E402
 from gpt.folder import read_metrics, write_card, write_metrics  # noqa: E402
 from gpt.preferences import Pair, PairRows, judge, ranked_pairs  # noqa: E402
+from gpt.preferences import shown_reply as template_reply  # noqa: E402
 from gpt.reward import load_reward_model, pad_id, pair_figures, reward_scorer  # noqa: E402
-from gpt.tokenizer import END  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 SETTINGS = dict(temperature=0.8, top_k=40, top_p=0.95)  # the app's defaults
@@ -82,12 +82,11 @@ def reply_loss(lm: gpt.LM, conversations: list[list[dict]]) -> float:
 
 def shown_reply(lm: gpt.LM, text: str) -> tuple[str, bool, bool]:
     """The reply as the Chat tab shows it, whether it ended by the layout's end, and whether it speaks another part."""
-    ends = [END, "<|user|>"] if layout(lm) == "template" else ["\n\n"]
-    found = [(text.find(e), e) for e in ends if e in text]
-    at, end = min(found) if found else (len(text), None)
-    reply = text[:at]
-    leak = end == "<|user|>" or any(SPEAKER.fullmatch(line.strip()) for line in reply.split("\n"))
-    return reply.strip(), end is not None and end != "<|user|>", leak
+    if layout(lm) == "template":
+        return template_reply(text)
+    at = text.find("\n\n")
+    reply = text if at < 0 else text[:at]
+    return reply.strip(), at >= 0, any(SPEAKER.fullmatch(line.strip()) for line in reply.split("\n"))
 
 
 def sampled(lm: gpt.LM, conversations: list[list[dict]], max_new_tokens: int, seed: int) -> list[str]:
@@ -130,8 +129,8 @@ def against_chat(rows: dict, conversations: list, scorer) -> None:
         return [sum(judge(a[-1]["content"], t).values()) for a, t in zip(asked, raw)]
 
     def rewards(raw: list[str]) -> list[float]:
-        shown = [shown_reply_of_template(t) for t in raw]
-        return scorer(asked, [r for r, _ in shown], [e for _, e in shown])
+        shown = [template_reply(t) for t in raw]
+        return scorer(asked, [r for r, _, _ in shown], [e for _, e, _ in shown])
 
     chat_rules, chat_rewards = rules(rows["chat"]["raw"]), rewards(rows["chat"]["raw"]) if scorer else None
     for name, r in rows.items():
@@ -140,13 +139,6 @@ def against_chat(rows: dict, conversations: list, scorer) -> None:
         r["rules_win_rate"] = win_rate(rules(r["raw"]), chat_rules)
         if scorer:
             r["reward_win_rate"] = win_rate(rewards(r["raw"]), chat_rewards)
-
-
-def shown_reply_of_template(text: str) -> tuple[str, bool]:
-    from gpt.preferences import shown_reply as template_reply
-
-    reply, ended, _ = template_reply(text)
-    return reply, ended
 
 
 def reward_accuracy(chat: gpt.LM, folder: str, conversations: list, max_new_tokens: int, seed: int) -> dict:

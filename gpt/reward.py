@@ -144,15 +144,11 @@ def pair_figures(model: RewardModel, rows: PairRows, pad: int) -> dict:
 
 
 class PairRun(Run):
-    """A training run on preference pairs (a reward model's, DPO's): each evaluation scores every held-out pair, and
-    the best model is the one with the lowest held-out loss."""
+    """A training run on preference pairs (a reward model's, DPO's): each evaluation scores every held-out pair (the
+    subclass's held_out: loss, accuracy, margin), and the best model is the one with the lowest held-out loss."""
 
     def describe_data(self) -> dict:
         return describe_pairs(self.c.reward_model or self.c.dpo)
-
-    def held_out(self, model) -> dict:
-        """loss, accuracy and margin over the held-out pairs."""
-        raise NotImplementedError
 
     def learn(self, loss: torch.Tensor, margin: torch.Tensor, tokens: int) -> dict:
         """Step on a batch's loss; the bar's figures (pairs ordered right: margin > 0)."""
