@@ -1,6 +1,7 @@
 """The names assistant, stage by stage: how many requests each model meets, and how name-like its answers are.
 
 python bench/assistant.py [--names ../shared/data/names.txt] [--requests 600] [--write]
+python bench/assistant.py --stages rl --rl DIR   # one candidate RL model alone, before it replaces the shipped one
 
 Requests are made from the validation names (line i with i % 10 == 9), one each, so a real name meets every request.
 Each stage answers every request greedily and at the app's default sampling (temperature 0.8, top-k 40, top-p 0.95,
@@ -82,7 +83,12 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=600)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--write", action="store_true", help="record the figures in weights/names-assistant")
+    p.add_argument("--rl", default=STAGES["rl"], help="the RL model's folder (default: the shipped one)")
+    p.add_argument("--stages", default=",".join(STAGES), help="the stages to measure, comma-separated")
     args = p.parse_args()
+    stages = {stage: args.rl if stage == "rl" else STAGES[stage] for stage in args.stages.split(",")}
+    if args.write and (set(stages) != set(STAGES) or args.rl != STAGES["rl"]):
+        sys.exit("error: --write records every shipped stage: leave out --stages and --rl")
     torch.set_num_threads(os.cpu_count() or 1)
     rng = random.Random(args.seed)
     val = names_of(args.names, "val")
@@ -95,7 +101,7 @@ def main() -> None:
     machine = f"{os.cpu_count()}-vCPU {cpu or 'CPU'}, torch {torch.__version__}"
     print(f"{len(requests)} requests from the validation names; their own loss under weights/names {real:.4f}")
     print(f"{'stage':6} {'settings':8} {'met':>6} " + " ".join(f"{k:>9}" for k in KINDS) + "  name loss  real names")
-    for stage, folder in STAGES.items():
+    for stage, folder in stages.items():
         lm = gpt.load(ROOT / folder, device="cpu")
         run = read_metrics(ROOT / folder).get("run", {})
         results["stages"][stage] = {"minutes": run.get("wall_time_s", 0) / 60, "command": run.get("command")}

@@ -28,7 +28,6 @@ SHAPES = [  # learning rates as measured for the rungs that are presets (shakesp
     dict(n_layer=6, n_head=8, n_embd=256, block_size=256, batch_size=32, lr=0.002, muon_lr=0.008),
     dict(n_layer=8, n_head=12, n_embd=384, block_size=256, batch_size=32, lr=0.0015, muon_lr=0.006),
 ]
-SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "batch_size")
 
 
 def body_params(c: TrainConfig) -> int:

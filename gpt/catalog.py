@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpt.decode import CompiledStep, DecodeBatch
-from gpt.engine import Engine, check_engine_size, in_passing_thread
+from gpt.engine import Engine, Job, check_engine_size, in_passing_thread
 from gpt.folder import ModelFileError, is_reward_folder, read_metrics
 from gpt.generate import LM, load
 from gpt.hub import ModelNotFoundError
-from gpt.sampling import SamplingParams
+from gpt.sampling import SamplingParams, row_params
 
 MAX_LOADED = 8  # models kept loaded; beyond that the least recently used idle one is let go
 DEFAULTS = ("shakespeare-chat", "shakespeare-char")  # the first of these offered opens the app: the chat model
@@ -37,6 +37,19 @@ class ModelTooLarge(ModelUnavailable):
     """An offered model whose engine would pass this server's memory bound; the message says what would fit."""
 
 
+class AtCapacity(Exception):
+    """The engine has no room for more requests now (the UI says try again, the API answers 429)."""
+
+
+@dataclass
+class Submitted:
+    """A request's jobs on the engine, and what of its prompt the model reads."""
+
+    jobs: list[Job]
+    prompt_tokens: int  # tokens of the prompt the model reads
+    cut: int  # tokens cut from the prompt's start to fit the context (0: none)
+
+
 @dataclass
 class Served:
     """A loaded model and the engine that decodes for it."""
@@ -44,6 +57,25 @@ class Served:
     name: str
     lm: LM
     engine: Engine
+
+    def submit(
+        self, prompt: str, params: SamplingParams, n: int = 1, top_logprobs: int = 0, logprobs: bool = False
+    ) -> Submitted:
+        """n samples of one prompt (row i with row_params' seed), decoded in one batch with every other request: the
+        one way the UI, the MCP tools and the API start generating, so long input, seeds and limits are handled
+        alike. A prompt longer than the context keeps its end (a window model reads its last window anyway). An
+        unknown character or an empty prompt is a ValueError; a full engine is AtCapacity. Called on the event loop,
+        which reads the jobs."""
+        ids = self.lm.encode_prompt(prompt)
+        block = self.lm.block_size
+        cut = 0 if self.lm.windowed else max(len(ids) - block, 0)
+        while cut and cut < len(ids) and b"\x80" <= self.lm.tokenizer.token_bytes(ids[cut])[:1] < b"\xc0":
+            cut += 1  # a token that continues a character cut in two
+        ids = ids[cut:]
+        jobs = [Job(ids, row_params(params, i), top_logprobs, logprobs=logprobs) for i in range(n)]
+        if not self.engine.submit(jobs):
+            raise AtCapacity("the server is at capacity: try again in a moment")
+        return Submitted(jobs, len(ids), cut)
 
 
 def one_stream_rate(batch: DecodeBatch, steps: int = 64) -> float:

@@ -219,8 +219,8 @@ def deploy(
 def app_files(root: Path) -> dict[str, Path]:
     """What a Space needs to run app.py: the app, its requirements and the gpt package (no tests or benchmarks)."""
     files = {"app.py": root / "app.py", "requirements.txt": root / "requirements.txt"}
-    package = [*(root / "gpt").glob("*.py"), *(root / "gpt").glob("*.json")]  # the code and its data (presets)
-    return files | {f"gpt/{p.name}": p for p in sorted(package)}
+    package = [p for p in (root / "gpt").rglob("*") if p.suffix in (".py", ".json", ".css", ".html")]  # code, data
+    return files | {p.relative_to(root).as_posix(): p for p in sorted(package) if "__pycache__" not in p.parts}
 
 
 def main(argv: list[str] | None = None) -> None:

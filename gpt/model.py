@@ -62,7 +62,7 @@ class KVCache:
         k = torch.zeros(shape, device=device, dtype=dtype)
         return cls(k, torch.zeros_like(k), torch.zeros(batch_size, dtype=torch.long))
 
-    slides = False  # a full cache must be shifted by its user (gpt/generate.py)
+    slides = False  # a full cache must be shifted by its user (gpt/decode.py)
 
     def rows(self, start: int, stop: int) -> "KVCache":
         return KVCache(self.k[start:stop], self.v[start:stop], self.pos[start:stop])
@@ -263,7 +263,7 @@ class GPT(nn.Module):
 
         idx and pos are (B,); k and v are a cache's (B, n_layer, n_head, S, head_size), of which each row attends to
         its first pos positions. The cache is only read and every shape is the same at every position, so
-        torch.compile makes one graph of the whole step (gpt/generate.py): no copies, index tensors or Python per op.
+        torch.compile makes one graph of the whole step (gpt/decode.py): no copies, index tensors or Python per op.
         """
         C, H = self.config.n_embd, self.config.n_head
         D = C // H

@@ -11,6 +11,8 @@ A request has one to three constraints, in this order and each at most once:
 
 The answer is the name alone, in lower case. The reward is 1 when the answer is one word of lower-case letters that
 meets every constraint, else 0: a program can check it, so every post-training stage is measured the same way.
+`namelike_reward` adds a term for how much the answer reads as a name (its loss under a model of names): the met
+reward alone is won by stringing letters together.
 
 python -m gpt.names_task names.txt --out-dir DIR writes, from the training names (line i with i % 10 != 9, as
 document mode splits names.txt), what the three stages train on: names.txt (the names alone, for pre-training),
@@ -18,15 +20,21 @@ sft.jsonl (requests with a name that meets them, for --sft) and prompts.jsonl (r
 """
 
 import argparse
+import functools
 import json
+import os
 import random
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from torch.nn import functional as F
+
 from gpt.chat import message_text
 from gpt.data import DataError, read_text, split_documents
+from gpt.generate import load
 
 KINDS = ("starts", "ends", "length", "contains")
 LENGTHS = range(3, 13)
@@ -39,6 +47,9 @@ PHRASES = {
 }
 LEAD = "A name that "
 NAME = re.compile(r"[a-z]+")
+NAMES_MODEL = "weights/names"  # the model of names namelike_reward scores with (GPT_NAMES_MODEL overrides)
+NAMELIKE_FREE = 1.5  # nats per character a name may cost under it before namelike_reward takes anything off
+NAMELIKE_WEIGHT = 0.3  # reward taken off per nat per character above that (a string of letters costs 4-8)
 
 
 @dataclass(frozen=True)
@@ -133,6 +144,40 @@ def reward(conversation: list[dict], reply: str) -> float:
     except ValueError:
         return 0.0
     return float(request.met(reply))
+
+
+@functools.cache
+def names_model():
+    """The model of names namelike_reward scores with, loaded once per process."""
+    return load(os.environ.get("GPT_NAMES_MODEL", NAMES_MODEL), device="cpu")
+
+
+def name_losses(words: list[str]) -> list[float]:
+    """Loss per character of each word (its end included) under the model of names, from a fresh start: one forward
+    pass for them all."""
+    lm = names_model()
+    tok, room = lm.tokenizer, lm.model.config.block_size - 1
+    rows = [tok.encode(w)[:room] for w in words]
+    width = max(map(len, rows), default=0) + 1
+    x = torch.tensor([[tok.boundary_id] + r + [tok.boundary_id] * (width - 1 - len(r)) for r in rows])
+    y = torch.tensor([r + [tok.boundary_id] + [-1] * (width - 1 - len(r)) for r in rows])
+    with torch.inference_mode():
+        logits, _ = lm.model(x)
+        losses = F.cross_entropy(logits.transpose(1, 2), y, ignore_index=-1, reduction="none").sum(1)
+    return [loss / (len(r) + 1) for loss, r in zip(losses.tolist(), rows)]
+
+
+def namelike_reward(conversations: list[list[dict]], replies: list[str]) -> list[float]:
+    """The met reward minus NAMELIKE_WEIGHT per nat per character an answer costs under the model of names above
+    NAMELIKE_FREE (`--rl gpt.names_task:namelike_reward`): a met answer that reads as a name scores near 1."""
+    met = [reward(c, r) for c, r in zip(conversations, replies)]
+    words = [(i, r.strip()) for i, r in enumerate(replies) if NAME.fullmatch(r.strip())]
+    for (i, _), loss in zip(words, name_losses([w for _, w in words]) if words else []):
+        met[i] -= NAMELIKE_WEIGHT * max(0.0, loss - NAMELIKE_FREE)
+    return met
+
+
+namelike_reward.batched = True
 
 
 def names_of(path: str | Path, split: str = "train") -> list[str]:

@@ -12,7 +12,9 @@ fine-tuning file and would pull towards its answers rather than towards what the
 what it checks (a constraint, say); the penalty keeps everything else as it was (an answer that reads as a name).
 
 REWARD is `module:function`, called as function(conversation, reply) -> number, where conversation is the prompt's
-messages and reply the model's text: gpt.names_task:reward, or any checker of one's own on the Python path. Or it is
+messages and reply the model's text: gpt.names_task:reward, or any checker of one's own on the Python path. A function
+with the attribute `batched = True` is called once a step as function(conversations, replies) -> list of numbers, as
+TRL calls its reward functions (gpt.names_task:namelike_reward scores every reply in one forward pass). Or it is
 a reward model's folder or Hub repo id (gpt/reward.py), which scores a step's replies in one batch and sees whether
 each ended its turn.
 """
@@ -57,7 +59,10 @@ def load_reward(spec: str) -> Reward:
 
 
 def function_scorer(reward: Reward) -> Scorer:
-    """A reward function as a Scorer: one reply at a time (it has no use for whether the reply ended)."""
+    """A reward function as a Scorer: one reply at a time, or all at once when it says it is batched (it has no use
+    for whether the reply ended)."""
+    if getattr(reward, "batched", False):
+        return lambda conversations, replies, ended: list(reward(conversations, replies))
     return lambda conversations, replies, ended: [reward(c, r) for c, r in zip(conversations, replies)]
 
 

@@ -19,11 +19,10 @@ from dataclasses import dataclass, replace
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from gpt.catalog import Catalog, ModelTooLarge, ModelUnavailable, NotOffered, Served
+from gpt.catalog import AtCapacity, Catalog, ModelTooLarge, ModelUnavailable, NotOffered, Served
 from gpt.chat import chat_prompt, message_text, turns_of
 from gpt.engine import Job
-from gpt.sampling import SamplingParams, Token, row_params
-from gpt.tokenizer import UnknownCharactersError
+from gpt.sampling import SamplingParams, Token
 
 MAX_BODY_BYTES = 1 << 20
 MAX_STOP_STRINGS = 4
@@ -366,12 +365,12 @@ async def respond(
     streaming = flag(body, "stream")
     include_usage = stream_options(body)
     try:
-        prompt_ids = served.lm.encode_prompt(prompt)
-    except (UnknownCharactersError, ValueError) as e:
+        submitted = served.submit(prompt, params, n, top_logprobs, with_logprobs)
+    except ValueError as e:  # an unknown character, an empty prompt
         raise APIError(400, str(e), "messages" if chat else "prompt") from None
-    jobs = [Job(prompt_ids, row_params(params, i), top_logprobs, logprobs=with_logprobs) for i in range(n)]
-    if not served.engine.submit(jobs):
-        raise APIError(429, "the server is at capacity: retry in a moment", code="overloaded")
+    except AtCapacity:
+        raise APIError(429, "the server is at capacity: retry in a moment", code="overloaded") from None
+    jobs = submitted.jobs
     meta = {
         "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}",
         "created": int(time.time()),
@@ -390,7 +389,7 @@ async def respond(
         **meta,
         "object": "chat.completion" if chat else "text_completion",
         "choices": choices,
-        "usage": usage(len(prompt_ids), jobs),
+        "usage": usage(submitted.prompt_tokens, jobs),
     }
 
 

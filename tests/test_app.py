@@ -320,12 +320,12 @@ def test_a_blank_seed_comes_from_a_source_nothing_else_reseeds():
     """The compiler and libraries reseed Python's random module; two visitors must still get different seeds."""
     import random
 
-    import app
+    from gpt.ui.context import parse_seed
 
     random.seed(1750176676)
-    first = app.parse_seed("")
+    first = parse_seed("")
     random.seed(1750176676)
-    assert app.parse_seed("") != first
+    assert parse_seed("") != first
 
 
 def test_the_note_says_plainly_when_a_message_alone_does_not_fit(client):

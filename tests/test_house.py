@@ -21,9 +21,18 @@ def imports_of(path: Path) -> set[str]:
     return names
 
 
+def library_files() -> dict[str, Path]:
+    """Every module of the library by its dotted name (gpt.model, gpt.ui.chat_tab)."""
+    found = {}
+    for p in (ROOT / "gpt").rglob("*.py"):
+        parts = p.relative_to(ROOT).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    return found
+
+
 def library_graph() -> dict[str, set[str]]:
-    files = {f"gpt.{p.stem}": p for p in (ROOT / "gpt").glob("*.py") if p.stem != "__init__"}
-    return {name: {m for m in imports_of(p) if m in files} for name, p in files.items()}
+    files = {name: p for name, p in library_files().items() if name != "gpt"}
+    return {name: {m for m in imports_of(p) if m in files and m != name} for name, p in files.items()}
 
 
 def test_the_library_imports_form_no_circle():
@@ -58,8 +67,16 @@ def test_the_model_needs_torch_only_and_the_server_no_gradio(module, allowed):
 
 
 def test_no_library_module_imports_the_app():
-    offenders = [name for name, p in ((p.stem, p) for p in (ROOT / "gpt").glob("*.py")) if "app" in imports_of(p)]
+    offenders = [name for name, p in library_files().items() if "app" in imports_of(p)]
     assert not offenders
+
+
+def test_only_the_ui_imports_gradio_and_the_api_path_never_loads_it():
+    outside = [n for n, p in library_files().items() if not n.startswith("gpt.ui") and "gradio" in imports_of(p)]
+    assert not outside, f"{outside} import gradio: the UI lives in gpt/ui/"
+    code = "import sys, app; print('gradio' in sys.modules)"  # app.py --api-only imports nothing more than this
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stdout + r.stderr
 
 
 def test_gpt_from_pretrained_points_to_gpt_load():

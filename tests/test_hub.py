@@ -102,8 +102,9 @@ def test_deploy_a_space_serving_a_hub_model(hub, token, hub_cli):
     assert r.returncode == 0, r.stderr
     assert "spaces/alice/chat" in r.stdout
     files = hub.files("space", "alice/chat")
-    expected = {".gitattributes", "README.md", "app.py", "requirements.txt", "gpt/presets.json"} | {
-        f"gpt/{p.name}" for p in (ROOT / "gpt").glob("*.py")
+    data = {"gpt/presets.json", "gpt/ui/static/style.css", "gpt/ui/static/head.html"}  # what the code reads
+    expected = {".gitattributes", "README.md", "app.py", "requirements.txt", *data} | {
+        p.relative_to(ROOT).as_posix() for p in (ROOT / "gpt").rglob("*.py") if "__pycache__" not in p.parts
     }
     assert set(files) == expected
     meta = front_matter(files["README.md"])

@@ -165,41 +165,47 @@ def test_the_api_and_the_sampling_cli_serve_a_rung(trained, serving, cli):
     assert r.stdout.strip() == "ma" + lm.generate("ma", max_new_tokens=30, temperature=1.0, seed=3)
 
 
-def test_the_app_speaks_of_a_rung_in_whole_numbers_and_hides_what_it_lacks(trained, monkeypatch):
-    import app
+def test_the_app_speaks_of_a_rung_in_whole_numbers_and_hides_what_it_lacks(trained):
     from gpt.catalog import Catalog
+    from gpt.ui.context import Context
+    from gpt.ui.model_tab import ModelTab, model_texts
+    from gpt.ui.playground_tab import Playground
 
     arch, folder = trained
-    monkeypatch.setattr(app, "CATALOG", Catalog.from_settings(str(folder), None, None))
-    lm = app.get_lm(arch)
+    ctx = Context(Catalog.from_settings(str(folder), None, None))
+    lm = ctx.lm(arch)
     n, window = lm.model.num_params(), lm.model.config.block_size
-    assert f"({n:,} parameters" in app.model_texts(arch, lm)["current"]  # whole, not "0.00M"
-    refusal = app.check_attention("em", 0, 0, arch)[3]
+    assert f"({n:,} parameters" in model_texts(arch, lm)["current"]  # whole, not "0.00M"
+    refusal = Playground(ctx).check_attention("em", 0, 0, arch)[3]
     unit = "character" if window == 1 else "characters"  # the bigram reads "a window of 1 character"
     assert f"a fixed window of {window} {unit}." in refusal["message"] and not refusal["is_valid"]
-    update = app.choose_model(arch)
+    update = ModelTab(ctx).choose_model(arch)
     layer, head, all_heads, show_attention = update[5:9]
     assert not any(u["visible"] for u in (layer, head, all_heads, show_attention))
+    ctx.catalog.close()
 
 
-def test_the_post_training_rung_answers_one_request_with_each_stage(monkeypatch):
+def test_the_post_training_rung_answers_one_request_with_each_stage():
     import asyncio
 
-    import app
+    from conftest import ROOT
+
     from gpt.catalog import Catalog
     from gpt.names_task import parse
+    from gpt.ui.context import Context
+    from gpt.ui.ladder_tab import Ladder, check_request
 
-    weights = Path(app.ROOT) / "weights"
+    weights = ROOT / "weights"
     folders = ",".join(str(weights / n) for n in ("names-assistant", "names-assistant-sft", "names-assistant-base"))
-    monkeypatch.setattr(app, "CATALOG", Catalog.from_settings(folders, None, None))
-    assert app.assistant_stages() == ["names-assistant-base", "names-assistant-sft", "names-assistant"]
+    ladder = Ladder(Context(Catalog.from_settings(folders, None, None)))
+    assert ladder.assistant_stages() == ["names-assistant-base", "names-assistant-sft", "names-assistant"]
     request = 'A name that starts with "ma" and has 6 letters.'
-    rows = asyncio.run(app.post_training(request, "3")).splitlines()[2:]
-    assert [r.split(" | ")[1] for r in rows] == app.assistant_stages()
+    rows = asyncio.run(ladder.post_training(request, "3")).splitlines()[2:]
+    assert [r.split(" | ")[1] for r in rows] == ladder.assistant_stages()
     for row in rows:
         answer, verdict = row.split(" | ")[2:4]
         assert answer.startswith("ma") or "starts" in verdict  # the base is prompted with the letters
         assert (verdict == "yes") == parse(request).met(answer)
-    assert not app.check_request("A name that has 2 letters.", "3")[0]["is_valid"]
-    assert "from 3 to 12" in app.check_request("A name that has 2 letters.", "3")[0]["message"]
-    app.CATALOG.close()
+    assert not check_request("A name that has 2 letters.", "3")[0]["is_valid"]
+    assert "from 3 to 12" in check_request("A name that has 2 letters.", "3")[0]["message"]
+    ladder.ctx.catalog.close()

@@ -20,14 +20,14 @@ def run_record(folder) -> dict:
 
 
 def test_code_gets_the_plain_layout_and_no_shakespeare_anywhere(code_model, code_file):
-    import app
+    from gpt.ui.model_tab import model_texts
 
     lm = gpt.load(code_model, device="cpu")
     about = run_record(code_model)["text"]
     assert about["file"] == "code.txt" and about["chat"] == "plain" and layout(lm) == "plain"
     lines = code_file.read_text().splitlines()
     assert about["openings"] and all(o in lines for o in about["openings"])
-    texts = app.model_texts("code", lm)
+    texts = model_texts("code", lm)
     card = (code_model / "README.md").read_text()
     shown = json.dumps(texts) + card
     assert not [word for word in SHAKESPEARE if word in shown]
@@ -156,26 +156,46 @@ def test_bpe_model_on_the_local_hub(hub, bpe_model, tmp_path, monkeypatch):
     assert torch.equal(theirs.model(ids)[0], mine.model(ids)[0])
 
 
-def test_a_prompt_longer_than_the_context_keeps_its_end_in_whole_characters(bpe_model):
-    import app
+def test_a_prompt_longer_than_the_context_keeps_its_end_in_whole_characters(bpe_model, serving):
+    import asyncio
+
+    from gpt.sampling import SamplingParams
 
     lm = gpt.load(bpe_model, device="cpu")
     text = MANY_SCRIPTS * 10
-    kept = app.fitted(lm, text)
-    longer = text[len(text) - len(kept) - 1 :]
-    assert text.endswith(kept) and len(lm.tokenizer.encode(kept)) <= lm.block_size < len(lm.tokenizer.encode(longer))
+    ids = lm.encode_prompt(text)
+
+    async def submitted(served):
+        result = served.submit(text, SamplingParams(max_new_tokens=1, temperature=0))
+        async for _ in result.jobs[0].tokens():
+            pass
+        return result
+
+    with serving(lm) as (_, served):
+        result = asyncio.run(submitted(served))
+    kept = result.jobs[0].prompt_ids
+    assert ids[-len(kept) :] == kept and result.cut + len(kept) == len(ids) and result.prompt_tokens == len(kept)
+    assert len(kept) <= lm.block_size < len(ids) and len(kept) > lm.block_size - 4  # at most a character's bytes lost
+    whole = lm.tokenizer.decode(kept)
+    assert "\ufffd" not in whole and text.endswith(whole)  # starts on a whole character
 
 
 def test_attention_covers_prompt_and_completion_with_a_colour_bar_and_every_head():
     import asyncio
 
-    import app
+    from conftest import ROOT
 
-    lm = app.get_lm("shakespeare-char")
-    fig = asyncio.run(app.attention("KATHARINA:\n", 1, 0, "shakespeare-char", "I pray you", False))
+    from gpt.catalog import Catalog
+    from gpt.ui.context import Context
+    from gpt.ui.playground_tab import Playground
+
+    ctx = Context(Catalog.from_settings(str(ROOT / "weights" / "shakespeare-char"), None, None))
+    lm, playground = ctx.lm("shakespeare-char"), Playground(ctx)
+    fig = asyncio.run(playground.attention("KATHARINA:\n", 1, 0, "shakespeare-char", "I pray you", False))
     heat = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
     labels = "".join(t.get_text() for t in heat[0].get_xticklabels())
     assert len(heat) == 1 and labels.endswith("I␣pray␣you") and labels.startswith("KATHARINA")
     assert any(ax.get_label() == "<colorbar>" for ax in fig.axes)
-    fig = asyncio.run(app.attention("KATHARINA:\n", 1, 0, "shakespeare-char", "I pray you", True))
+    fig = asyncio.run(playground.attention("KATHARINA:\n", 1, 0, "shakespeare-char", "I pray you", True))
     assert len([ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]) == lm.model.config.n_head
+    ctx.catalog.close()

@@ -166,12 +166,12 @@ def test_sft_resume_equals_an_uninterrupted_run(tmp_path, tiny_model, chats_file
 def test_the_api_and_the_app_chat_through_the_template_with_the_system_message(chat_model, tiny_model, serving):
     import httpx
 
-    import app
+    from gpt.ui.model_tab import describe, model_texts
 
     lm = gpt.load(chat_model, device="cpu")
-    assert "fine-tuned to answer" in app.model_texts("chat", lm)["current"]
+    assert "fine-tuned to answer" in model_texts("chat", lm)["current"]
     with serving(lm) as (_, served):
-        about = app.describe("chat", served)
+        about = describe("chat", served)
     assert about["kind"] == "chat-tuned" and about["fine_tuned_from"] == tiny_model.name  # no machine path
     prompt = chat_prompt(lm, [], "the night", system="Be brief.")
     assert prompt.text == "<|system|>Be brief.\n<|end|><|user|>the night\n<|end|><|assistant|>"
@@ -237,18 +237,18 @@ def test_a_turn_token_typed_in_a_message_cannot_end_its_turn(chat_model):
     assert prompt.text.endswith("<|user|>now\n<|end|><|assistant|>")
 
 
-def test_the_app_opens_on_the_chat_model_and_lists_base_and_chat_tuned(tmp_path, chat_model, tiny_model, monkeypatch):
+def test_the_app_opens_on_the_chat_model_and_lists_base_and_chat_tuned(tmp_path, chat_model, tiny_model):
     import shutil
 
-    import app
     from gpt.catalog import Catalog
+    from gpt.ui.context import Context
+    from gpt.ui.model_tab import ModelTab
 
     for name, source in (("shakespeare-char", tiny_model), ("shakespeare-chat", chat_model)):
         shutil.copytree(source, tmp_path / name)
     catalog = Catalog.from_settings(None, None, str(tmp_path / "*"))
     assert catalog.default == "shakespeare-chat"
-    monkeypatch.setattr(app, "CATALOG", catalog)
-    labels = {app.choice_label(name) for name in catalog.sources}
+    labels = {ModelTab(Context(catalog)).choice_label(name) for name in catalog.sources}
     assert labels == {"shakespeare-char (base)", "shakespeare-chat (chat-tuned)"}
 
 
