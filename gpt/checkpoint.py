@@ -13,7 +13,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch.optim.swa_utils import AveragedModel
 
-from gpt.folder import save_tensors, write_atomic
+from gpt.atomic import save_tensors, write_atomic
 from gpt.window import Model
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
+from gpt.atomic import write_atomic
 from gpt.data import SPEAKER, DataError, PaddedRows, TextBatches, read_text, split_text
-from gpt.folder import write_atomic
 from gpt.tokenizer import AnyTokenizer, UnknownCharactersError, turn
 
 ROLES = ("system", "user", "assistant")

@@ -13,8 +13,8 @@ import threading
 from datetime import date
 from pathlib import Path
 
+from gpt.atomic import write_atomic
 from gpt.chat import message_text
-from gpt.folder import write_atomic
 
 
 def prompt_of(history: list[dict], index: int, system: str = "") -> list[dict]:

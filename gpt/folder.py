@@ -1,4 +1,4 @@
-"""The model folder on disk: its files, the checks that run before anything big is allocated, and atomic writes.
+"""The model folder on disk: its files and the checks that run before anything big is allocated (writes: gpt/atomic.py).
 
 A folder is what `transformers` reads as a GPT-2 model, so the same files serve this library, transformers, the Hub
 and any engine that runs GPT-2:
@@ -18,21 +18,20 @@ thousand wide layers is an error, never an attempt to allocate them.
 """
 
 import argparse
-import errno
 import json
 import math
 import os
 import shutil
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 import gpt
+from gpt.atomic import file_mode, fresh_dir, save_tensors, write_atomic
 from gpt.bigram import Bigram
 from gpt.card import model_card
 from gpt.mlp import MLP
@@ -440,38 +439,6 @@ def write_card(folder: Path, config: ModelConfig, tokenizer: AnyTokenizer) -> No
     write_atomic(folder / "README.md", lambda p: p.write_text(card, encoding="utf-8"))
 
 
-LOSSES = (("train_loss", "train"), ("val_loss", "validation"))
-
-
-def write_loss_plot(curve: list[dict], path: Path, unit: str = "char", series=LOSSES, label: str = "") -> None:
-    """loss.png: train and validation loss (or the `series` given, as (key, label)) against training wall time
-    (minutes), steps on the top axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    timed = all("time_s" in c for c in curve)
-    x = [c["time_s"] / 60 if timed else c["step"] for c in curve]
-    for key, name in series:
-        points = [(at, c[key]) for at, c in zip(x, curve) if c.get(key) is not None]
-        if points:
-            ax.plot(*zip(*points), label=name)
-    ax.set_ylabel(label or f"cross-entropy (nats/{unit})")
-    ax.set_xlabel("training wall time (min)" if timed else "step")
-    if timed and x[-1] > 0:
-        steps = ax.secondary_xaxis(
-            "top", functions=(lambda m: m * curve[-1]["step"] / x[-1], lambda s: s * x[-1] / max(curve[-1]["step"], 1))
-        )
-        steps.set_xlabel("step (at the run's mean speed)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    write_atomic(path, lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
-
-
 def save_folder(
     model: Model,
     tokenizer: AnyTokenizer,
@@ -532,51 +499,6 @@ def to_ctranslate2(folder: str | Path, out: str | Path) -> None:
     first = json.loads((Path(out) / "vocabulary.json").read_text(encoding="utf-8"))[0]
     tokens = {k: config.get(k) or first for k in ("bos_token", "eos_token", "unk_token")}
     write_atomic(path, lambda tmp: tmp.write_text(json.dumps({**config, **tokens}), encoding="utf-8"))
-
-
-# Files.
-
-
-def file_mode() -> int:
-    """Permissions a plain open() would give (temporary files are private by default)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def temp_path(path: Path) -> Path:
-    """The one temporary name used for writing `path`: a run killed mid-write leaves at most this, reused next time."""
-    return path.with_name(f".{path.name}.tmp")
-
-
-def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """safetensors' save_file, whose failures (a full disk) are raised as the OSError they are."""
-    try:
-        save_file(tensors, str(path), metadata=metadata)
-    except SafetensorError as e:
-        full = "space" in str(e).lower()
-        reason = os.strerror(errno.ENOSPC) if full else str(e)
-        raise OSError(errno.ENOSPC if full else errno.EIO, reason, str(path)) from None
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """write(tmp_path) beside the target, flushed to disk, then renamed over it: a reader never sees half a file."""
-    tmp = temp_path(path)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def fresh_dir(path: Path) -> Path:
-    """An empty folder at path, replacing whatever an interrupted run left there."""
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    return path
 
 
 def main(argv: list[str] | None = None) -> None:

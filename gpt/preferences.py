@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from gpt.atomic import write_atomic
 from gpt.conversations import ROLES, jsonl_lines, openings, prompt_ids, read_conversations, render
 from gpt.data import SPEAKER, DataError
-from gpt.folder import write_atomic
 from gpt.generate import LM, load
 from gpt.tokenizer import END, AnyTokenizer, UnknownCharactersError
 

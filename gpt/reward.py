@@ -18,6 +18,7 @@ import torch.nn as nn
 from safetensors.torch import load_file
 from torch.nn import functional as F
 
+from gpt.atomic import fresh_dir
 from gpt.config import DTYPES
 from gpt.conversations import prompt_ids
 from gpt.folder import (
@@ -28,7 +29,6 @@ from gpt.folder import (
     check_stored,
     check_values,
     config_json,
-    fresh_dir,
     from_gpt2_tensors,
     gpt2_tensors,
     is_reward_folder,
@@ -37,10 +37,10 @@ from gpt.folder import (
     read_capped,
     save_tensors,
     write_card,
-    write_loss_plot,
     write_metrics,
 )
 from gpt.hub import resolve
+from gpt.loss_plot import write_loss_plot
 from gpt.model import GPT, GPTConfig
 from gpt.preferences import PairRows, describe_pairs, fitted, reply_ids
 from gpt.run import Run, apply_gradients, learning_rate

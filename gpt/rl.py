@@ -30,8 +30,9 @@ from torch.nn import functional as F
 from gpt.config import TrainConfig
 from gpt.conversations import Prompts, describe_conversations
 from gpt.decode import DecodeBatch
-from gpt.folder import load_model, write_loss_plot
+from gpt.folder import load_model
 from gpt.generate import LM
+from gpt.loss_plot import write_loss_plot
 from gpt.reward import reward_scorer
 from gpt.run import Run, apply_gradients, learning_rate, recorded_settings
 from gpt.sampling import SamplingParams

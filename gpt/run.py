@@ -30,11 +30,11 @@ from gpt.folder import (
     read_metrics,
     save_folder,
     write_card,
-    write_loss_plot,
     write_metrics,
 )
 from gpt.generate import LM, load
 from gpt.hub import resolve
+from gpt.loss_plot import write_loss_plot
 from gpt.model import pick_device
 from gpt.preferences import load_pairs
 from gpt.tokenizer import AnyTokenizer, load_tokenizer

@@ -113,24 +113,27 @@ def names_file(tmp_path_factory) -> Path:
     return path
 
 
-# The tiers: a test is `slow` when it waits on a trained model, a process or the compiler (by the fixtures it uses, its
-# module, or marked so), `browser` when it drives Chromium; the rest is the unit tier on a random model, for quick
-# runs: python -m pytest -m "not slow and not browser". The README's command runs every tier.
-SLOW_MODULES = {
-    *"test_app.py test_hub.py test_install.py test_ladder.py test_load_and_sample.py test_server.py".split(),
-    *"test_train.py test_transformers.py test_weights.py".split(),
-}
-SLOW_FIXTURES = {
-    *"tiny_model names_model mlp_model bpe_model code_model app_url app_process cli hub serving env_python".split(),
-    "compiled_lm",
-}
+# The tiers are declared where the tests are: a module of slow tests says `pytestmark = pytest.mark.slow` (the browser
+# module `browser`), a slow test in a quick module carries @pytest.mark.slow, and a fixture that trains a model, starts
+# a process or compiles is made with @slow_fixture, which puts every test that uses it (directly or through another
+# fixture) in the slow tier. The rest is the unit tier on a random model, for quick runs:
+# python -m pytest -m "not slow and not browser". The README's command runs every tier.
+SLOW_FIXTURES: set[str] = set()
+
+
+def slow_fixture(*args, **kwargs):
+    """pytest.fixture for a fixture whose tests belong to the slow tier."""
+
+    def declare(function):
+        SLOW_FIXTURES.add(function.__name__)
+        return pytest.fixture(*args, **kwargs)(function)
+
+    return declare
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if item.path.name == "test_browser.py":
-            item.add_marker(pytest.mark.browser)
-        elif item.path.name in SLOW_MODULES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("browser"):
             item.add_marker(pytest.mark.slow)
 
 
@@ -172,7 +175,7 @@ def random_model(tmp_path_factory) -> Path:
 TINY = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "16"]
 
 
-@pytest.fixture(scope="session")
+@slow_fixture(scope="session")
 def tiny_model(tmp_path_factory, play_file) -> Path:
     """A small model trained on the made-up play, shared by the tests that only read it."""
     from gpt.train import main
@@ -191,7 +194,7 @@ def tiny_model(tmp_path_factory, play_file) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
+@slow_fixture(scope="session")
 def names_model(tmp_path_factory, names_file) -> Path:
     from gpt.train import main
 
@@ -209,7 +212,7 @@ def names_model(tmp_path_factory, names_file) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
+@slow_fixture(scope="session")
 def mlp_model(tmp_path_factory, names_file) -> Path:
     """A rung of the makemore ladder (a window model) trained on the same names."""
     from gpt.train import main
@@ -228,7 +231,7 @@ def mlp_model(tmp_path_factory, names_file) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
+@slow_fixture(scope="session")
 def bpe_model(tmp_path_factory, own_text_file) -> Path:
     """A byte-level BPE model of the text in many scripts."""
     from gpt.train import main
@@ -243,7 +246,7 @@ def bpe_model(tmp_path_factory, own_text_file) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
+@slow_fixture(scope="session")
 def code_model(tmp_path_factory, code_file) -> Path:
     """A character model of code: running text that is not a play."""
     from gpt.train import main
@@ -305,7 +308,7 @@ def _cli(*args: str, env: dict | None = None, drop: tuple[str, ...] = (), timeou
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=full, cwd=ROOT, timeout=timeout)
 
 
-@pytest.fixture(scope="session")
+@slow_fixture(scope="session")
 def cli():
     """cli(*args, env={...}, drop=(names,)) -> CompletedProcess of `python ARGS` run in the repository root."""
     return _cli
@@ -322,7 +325,7 @@ def free_port() -> int:
     return _free_port()
 
 
-@pytest.fixture(scope="session")
+@slow_fixture(scope="session")
 def app_process():
     """app_process(*args, env={...}) -> an AppProcess (a context manager that stops it)."""
     return AppProcess
@@ -364,13 +367,13 @@ def _serving(lm, max_tokens: int = 2048, **catalog_settings):
         catalog.close()
 
 
-@pytest.fixture(scope="session")
+@slow_fixture(scope="session")
 def serving():
     """serving(lm, max_tokens=, **Catalog settings) -> context manager giving (url, the model as served)."""
     return _serving
 
 
-@pytest.fixture(scope="session")
+@slow_fixture(scope="session")
 def hub():
     """The local Hub-compatible server that HF_ENDPOINT points at."""
     from hub_server import HubServer

@@ -8,6 +8,8 @@ import pytest
 
 from gpt.data import describe_text
 
+pytestmark = pytest.mark.browser  # the Chromium tier: drives a browser
+
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"

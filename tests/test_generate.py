@@ -4,6 +4,7 @@ import threading
 
 import pytest
 import torch
+from conftest import slow_fixture
 
 import gpt
 from gpt.decode import CompiledStep, DecodeBatch
@@ -214,7 +215,7 @@ def test_vocab_mismatch_is_refused():
         LM(m, CharTokenizer.from_text("abc"))
 
 
-@pytest.fixture(scope="module")
+@slow_fixture(scope="module")
 def compiled_lm(lm):
     """The tiny model again, its decoding compiled (both graphs: one row and several rows)."""
     return LM(lm.model, lm.tokenizer, compile=True)

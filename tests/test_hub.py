@@ -12,6 +12,8 @@ import gpt
 from gpt.folder import MODEL_FILES, ModelFileError
 from gpt.hub import ModelNotFoundError, app_files, deploy, pinned_version, push
 
+pytestmark = pytest.mark.slow  # the slow tier: trains, serves or starts processes
+
 TOKEN = "hf_local_test_token"
 ROOT = Path(__file__).resolve().parents[1]
 GRADIO = pinned_version(ROOT / "requirements.txt", "gradio")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the slow tier: trains, serves or starts processes
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

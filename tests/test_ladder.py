@@ -13,6 +13,8 @@ from gpt.eval import validation_loss
 from gpt.folder import build_model
 from gpt.window import ARCHS, WindowCache, WindowConfig
 
+pytestmark = pytest.mark.slow  # the slow tier: trains, serves or starts processes
+
 SHAPES = {
     "bigram": [],
     "mlp": ["--block-size", "3", "--n-embd", "8", "--n-hidden", "32"],

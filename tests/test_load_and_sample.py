@@ -6,6 +6,8 @@ import gpt
 from gpt.folder import ModelFileError
 from gpt.hub import ModelNotFoundError
 
+pytestmark = pytest.mark.slow  # the slow tier: trains, serves or starts processes
+
 
 @pytest.fixture
 def sample(cli):

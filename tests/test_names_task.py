@@ -6,7 +6,7 @@ import random
 import pytest
 from conftest import make_names
 
-from gpt.names_task import KINDS, Request, base_prompt, main, parse, request_for, reward
+from gpt.names_task import KINDS, Request, base_prompt, main, namelike_reward, parse, request_for, reward
 
 
 def asked(text: str) -> list[dict]:
@@ -32,6 +32,19 @@ def asked(text: str) -> list[dict]:
 )
 def test_reward_on_hand_made_cases(request_text, reply, expected):
     assert reward(asked(request_text), reply) == expected
+
+
+def test_the_name_like_reward_prefers_a_name_to_a_string_of_letters_that_meets_as_well():
+    """namelike_reward scores a step's replies at once under the shipped weights/names: a met real name near 1, a met
+    string of letters well below it, an unmet answer at most 0, and each reply as if scored alone."""
+    request = asked('A name that starts with "em" and has 6 letters.')
+    replies = ["emilia", "emxqzv", "emma", "em ma", "emmaline"]
+    scores = namelike_reward([request] * len(replies), replies)
+    assert [reward(request, r) for r in replies] == [1.0, 1.0, 0.0, 0.0, 0.0]
+    assert scores[0] > 0.8 and scores[1] < scores[0] - 0.5  # the letters cost several nats a character more
+    assert all(s <= 0 for s in scores[2:]) and scores[3] == 0.0  # not one word: no name to score
+    alone = [namelike_reward([request], [r])[0] for r in replies]
+    assert scores == pytest.approx(alone, abs=1e-5)  # padding in the batch changes no score
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,16 @@ def always_one(conversation: list[dict], reply: str) -> float:
     return 1.0
 
 
+def starts_with_the_letter_batched(conversations: list[list[dict]], replies: list[str]) -> list[float]:
+    """The toy checker as TRL calls its rewards: a whole step's replies in one call."""
+    CALLS.append(len(replies))
+    return [starts_with_the_letter(c, r) for c, r in zip(conversations, replies)]
+
+
+starts_with_the_letter_batched.batched = True
+CALLS: list[int] = []
+
+
 @pytest.fixture(scope="module")
 def toy_chat(toy_chat_model, tmp_path_factory):
     """The toy chat model over three letters and prompts that each send one letter."""
@@ -74,6 +84,17 @@ def test_a_reward_that_cannot_be_loaded_is_one_line(tmp_path, toy_chat, capsys):
     with pytest.raises(SystemExit) as e:
         main(rl_args(toy_chat, tmp_path / "x", "missing"))
     assert "test_rl has no function missing" in str(e.value)
+
+
+def test_a_batched_reward_is_called_once_a_step_and_learns_alike(tmp_path, toy_chat):
+    CALLS.clear()
+    main(
+        rl_args(toy_chat, tmp_path / "b", "starts_with_the_letter_batched", "--max-steps", "3", "--eval-interval", "3")
+    )
+    main(rl_args(toy_chat, tmp_path / "o", "starts_with_the_letter", "--max-steps", "3", "--eval-interval", "3"))
+    assert 8 * 8 in CALLS and len(CALLS) <= 3 + 4  # a step's 64 replies at once; evaluations score in batches too
+    batched, one = (json.loads((tmp_path / d / "metrics.json").read_text())["curve"] for d in ("b", "o"))
+    assert [e["reward"] for e in batched] == [e["reward"] for e in one]
 
 
 def test_groups_that_all_score_the_same_change_nothing(tmp_path, toy_chat):

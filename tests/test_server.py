@@ -15,6 +15,8 @@ import gpt
 from gpt.catalog import Catalog
 from gpt.server import Server, create_app
 
+pytestmark = pytest.mark.slow  # the slow tier: trains, serves or starts processes
+
 
 @pytest.fixture(scope="module")
 def lm(tiny_model):

@@ -13,6 +13,8 @@ from gpt.config import PRESET_ABOUT, PRESETS, TrainConfig, build_parser
 from gpt.run import learning_rate
 from gpt.train import resolve_settings
 
+pytestmark = pytest.mark.slow  # the slow tier: trains, serves or starts processes
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -11,6 +11,8 @@ from gpt.folder import save_folder
 from gpt.model import GPT, GPTConfig
 from gpt.tokenizer import CharTokenizer
 
+pytestmark = pytest.mark.slow  # the slow tier: trains, serves or starts processes
+
 transformers = pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,6 +14,8 @@ from gpt.folder import MODEL_FILES, load_model
 from gpt.sampling import SamplingParams
 from gpt.tokenizer import END, CharTokenizer
 
+pytestmark = pytest.mark.slow  # the slow tier: trains, serves or starts processes
+
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 SHIPPED = ["shakespeare-char", "shakespeare-chat", "names"]
 ASSISTANT = ["names-assistant-base", "names-assistant-sft", "names-assistant"]
