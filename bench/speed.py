@@ -24,7 +24,7 @@ import gpt  # noqa: E402
 from gpt.config import TrainConfig  # noqa: E402
 from gpt.generate import LM  # noqa: E402
 from gpt.model import GPT, GPTConfig  # noqa: E402
-from gpt.run import make_optimizers  # noqa: E402
+from gpt.optim import make_optimizers  # noqa: E402
 from gpt.tokenizer import CharTokenizer  # noqa: E402
 
 SHAPES = {

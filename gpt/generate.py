@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from gpt.decode import CompiledStep, decode_rows
-from gpt.folder import ModelLimits, read_folder, read_metrics
+from gpt.folder import read_folder, read_metrics
+from gpt.folder_checks import ModelLimits
 from gpt.hub import resolve
 from gpt.model import GPT, pick_device
 from gpt.sampling import Row, Sampler, SamplingParams, Token, row_params

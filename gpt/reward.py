@@ -24,10 +24,6 @@ from gpt.conversations import prompt_ids
 from gpt.folder import (
     MB,
     REWARD_ARCHITECTURE,
-    ModelFileError,
-    check_config,
-    check_stored,
-    check_values,
     config_json,
     from_gpt2_tensors,
     gpt2_tensors,
@@ -39,11 +35,13 @@ from gpt.folder import (
     write_card,
     write_metrics,
 )
+from gpt.folder_checks import ModelFileError, check_config, check_stored, check_values
 from gpt.hub import resolve
 from gpt.loss_plot import write_loss_plot
 from gpt.model import GPT, GPTConfig
+from gpt.optim import apply_gradients, learning_rate
 from gpt.preferences import PairRows, describe_pairs, fitted, reply_ids
-from gpt.run import Run, apply_gradients, learning_rate
+from gpt.run import Run
 from gpt.tokenizer import AnyTokenizer, load_tokenizer
 
 PAD = "<|system|>"

@@ -33,8 +33,9 @@ from gpt.decode import DecodeBatch
 from gpt.folder import load_model
 from gpt.generate import LM
 from gpt.loss_plot import write_loss_plot
+from gpt.optim import apply_gradients, learning_rate
 from gpt.reward import reward_scorer
-from gpt.run import Run, apply_gradients, learning_rate, recorded_settings
+from gpt.run import Run, recorded_settings
 from gpt.sampling import SamplingParams
 from gpt.tokenizer import AnyTokenizer
 
@@ -42,6 +43,7 @@ Reward = Callable[[list[dict], str], float]
 Scorer = Callable[[list[list[dict]], list[str], list[bool]], list[float]]  # (conversations, replies, ended) -> rewards
 APP_SAMPLING = dict(temperature=0.8, top_k=40, top_p=0.95)  # the app's defaults: how held-out replies are judged
 EVAL_PROMPTS = 256  # held-out prompts scored at each evaluation (the same ones, with the same seeds, every time)
+FINAL_PROMPTS = 1000  # held-out prompts the card's before-and-after figures are measured on (four passes of each)
 
 
 def load_reward(spec: str) -> Reward:
@@ -243,8 +245,9 @@ class RLRun(Run):
         return {"run": {**self.record, **summary}, "curve": self.curve}
 
     def final_figures(self, lm: LM) -> dict:
-        """Every held-out prompt's reward, at the app's sampling and at greedy, for the starting model and this one."""
-        n = len(self.val_data.ids)
+        """The mean reward on the first FINAL_PROMPTS held-out prompts, at the app's sampling and at greedy, for the
+        starting model and this one."""
+        n = min(len(self.val_data.ids), FINAL_PROMPTS)
         figures = {"val_prompts": n}
         for prefix, model in (("start_", self.reference), ("", lm.model)):
             figures[f"{prefix}val_reward"] = self.mean_reward(model, self.val_data, n, **APP_SAMPLING)

@@ -3,7 +3,6 @@
 gpt/train.py drives a Run from the command line; gpt/rl.py's RLRun is the same run whose step learns from rewards.
 """
 
-import math
 import os
 import sys
 import time
@@ -22,6 +21,7 @@ from gpt.checkpoint import load_checkpoint, save_checkpoint, tidy_checkpoint
 from gpt.config import DTYPES, TrainConfig
 from gpt.conversations import describe_conversations, load_conversations, load_prompts
 from gpt.data import describe_text, load_dataset, read_text
+from gpt.distributed import gather_states, init_device, share
 from gpt.eval import conversation_loss, validation_loss
 from gpt.folder import (
     build_model,
@@ -35,68 +35,10 @@ from gpt.folder import (
 from gpt.generate import LM, load
 from gpt.hub import resolve
 from gpt.loss_plot import write_loss_plot
-from gpt.model import pick_device
+from gpt.optim import learning_rate, make_optimizers, optimizer_step
 from gpt.preferences import load_pairs
 from gpt.tokenizer import AnyTokenizer, load_tokenizer
 from gpt.window import Model
-
-
-def learning_rate(step: int, c: TrainConfig) -> float:
-    """Linear warmup, then cosine decay (or stable, then linear decay) to min_lr at lr_decay_steps, then flat."""
-    decay_steps = c.lr_decay_steps or c.max_steps
-    if step < c.warmup_steps:
-        return c.lr * (step + 1) / (c.warmup_steps + 1)
-    if step >= decay_steps:
-        return c.min_lr
-    if c.schedule == "wsd":
-        decay_start = decay_steps - max(1, round(c.decay_fraction * decay_steps))
-        return c.lr - (c.lr - c.min_lr) * max(0, step - decay_start) / (decay_steps - decay_start)
-    ratio = (step - c.warmup_steps) / max(1, decay_steps - c.warmup_steps)
-    return c.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (c.lr - c.min_lr)
-
-
-def make_optimizers(model: Model, c: TrainConfig, fused: bool) -> dict[str, torch.optim.Optimizer]:
-    """AdamW (decay on matrices only), or Muon for the blocks' matrices with AdamW for embeddings and gains.
-
-    Each group keeps its peak rate as "peak_lr"; the schedule scales every group by the same factor.
-    """
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    hidden = [p for n, p in named if c.optimizer == "muon" and n.startswith("transformer.h.") and p.dim() == 2]
-    ids = {id(p) for p in hidden}
-    rest = [p for _, p in named if id(p) not in ids]
-    groups = [
-        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": c.weight_decay, "peak_lr": c.lr},
-        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "peak_lr": c.lr},
-    ]
-    optimizers = {"adamw": torch.optim.AdamW(groups, lr=c.lr, betas=(c.beta1, c.beta2), fused=fused)}
-    if hidden:
-        muon_groups = [{"params": hidden, "peak_lr": c.muon_lr}]
-        optimizers["muon"] = torch.optim.Muon(
-            muon_groups, lr=c.muon_lr, weight_decay=c.weight_decay, adjust_lr_fn="match_rms_adamw"
-        )
-    return optimizers
-
-
-def optimizer_step(trained, optimizers: dict, scaler, ctx, x: torch.Tensor, y: torch.Tensor, clip: float):
-    """Forward, backward, clip and step every optimizer: the batch's loss."""
-    with ctx:
-        _, loss = trained(x, y)
-    return apply_gradients(trained, optimizers, scaler, loss, clip)
-
-
-def apply_gradients(trained, optimizers: dict, scaler, loss: torch.Tensor, clip: float) -> torch.Tensor:
-    """Backward from a loss, clip and step every optimizer: the loss."""
-    scaler.scale(loss).backward()
-    if clip:
-        for optimizer in optimizers.values():
-            scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(trained.parameters(), clip)
-    for optimizer in optimizers.values():
-        scaler.step(optimizer)
-    scaler.update()
-    for optimizer in optimizers.values():
-        optimizer.zero_grad(set_to_none=True)
-    return loss
 
 
 def read_data(c: TrainConfig, tokenizer: AnyTokenizer | None):
@@ -122,31 +64,6 @@ def grown(state: dict, tokenizer: AnyTokenizer) -> dict:
             like = rows[newline[-1]] if newline else rows.mean(0)
             state[key] = torch.cat([rows, like.expand(tokenizer.vocab_size - len(rows), -1)])
     return state
-
-
-def checkpoint_due(due: bool, world: int, device) -> bool:
-    """Whether any rank's clock says a checkpoint is due: every rank must save at the same step."""
-    if world == 1:
-        return due
-    flag = torch.tensor(int(due), device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
-
-
-def gather_states(state: torch.Tensor, world: int, device) -> torch.Tensor:
-    """Every rank's copy of a byte state, stacked (rank 0 writes them all to the checkpoint)."""
-    if world == 1:
-        return state[None]
-    parts = [torch.empty_like(state, device=device) for _ in range(world)]
-    dist.all_gather(parts, state.to(device))
-    return torch.stack([p.cpu() for p in parts])
-
-
-def share(rows: torch.Tensor, rank: int, world: int) -> torch.Tensor:
-    """This process's part of a global batch that every process drew alike (the same generator, the same seed): N
-    processes at batch B then see the rows one process sees at batch N x B."""
-    n = len(rows) // world
-    return rows[rank * n : (rank + 1) * n]
 
 
 @torch.no_grad()
@@ -193,28 +110,6 @@ def samples(lm: LM) -> dict:
         return {"call": call, "text": "\n".join(lm.generate_batch([""] * 12, **settings))}
     call = f"lm.generate('\\n', {settings_text(SAMPLE_SETTINGS)})"
     return {"call": call, "text": lm.generate("\n", **SAMPLE_SETTINGS).strip("\n")}
-
-
-def init_device(c: TrainConfig) -> tuple[torch.device, int, int]:
-    """The device of this process, the number of processes and this one's rank (torchrun sets WORLD_SIZE and RANK)."""
-    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
-    device = pick_device(c.device)
-    if world > 1:
-        backend = "nccl" if torch.cuda.is_available() and c.device in ("auto", "cuda") else "gloo"
-        dist.init_process_group(backend)
-        if backend == "nccl":
-            device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
-            torch.cuda.set_device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but no CUDA GPU is available")
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    if c.threads:
-        torch.set_num_threads(c.threads)
-    if device.type == "cpu":  # subnormal floats slow CPU arithmetic as weights and moments shrink; flush them to zero
-        torch.set_flush_denormal(True)
-    return device, world, rank
 
 
 # the settings that name files or folders

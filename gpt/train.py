@@ -21,6 +21,7 @@ import gpt
 from gpt.checkpoint import read_checkpoint_meta
 from gpt.config import ARCHITECTURE, PRESETS, TrainConfig, build_parser
 from gpt.data import DataError
+from gpt.distributed import checkpoint_due
 from gpt.dpo import DPORun
 from gpt.folder import (
     ModelFileError,
@@ -29,7 +30,7 @@ from gpt.folder import (
 from gpt.hub import resolve
 from gpt.reward import RewardRun
 from gpt.rl import RLRun
-from gpt.run import Run, checkpoint_due, portable_args
+from gpt.run import Run, portable_args
 from gpt.tokenizer import UnknownCharactersError, load_tokenizer
 from gpt.tracking import Tracker
 from gpt.window import WindowConfig

@@ -479,13 +479,13 @@ def test_a_huge_json_file_in_a_folder_is_refused_unread(tmp_path):
 def test_a_full_disk_while_training_is_one_line_that_says_what_to_do(tmp_path, play_file, tiny_args, monkeypatch):
     from safetensors import SafetensorError
 
-    import gpt.folder
+    import gpt.atomic
     from gpt.train import main
 
     def full(*args, **kwargs):
         raise SafetensorError("Error while serializing: IoError(No space left on device (os error 28))")
 
-    monkeypatch.setattr(gpt.folder, "save_file", full)
+    monkeypatch.setattr(gpt.atomic, "save_file", full)
     with pytest.raises(SystemExit) as e:
         main(["--data", str(play_file), "--out", str(tmp_path / "m"), *tiny_args, "--max-steps", "2"])
     message = str(e.value)

@@ -10,7 +10,7 @@ import pytest
 import gpt
 from gpt.card import RECIPE
 from gpt.config import PRESET_ABOUT, PRESETS, TrainConfig, build_parser
-from gpt.run import learning_rate
+from gpt.optim import learning_rate
 from gpt.train import resolve_settings
 
 pytestmark = pytest.mark.slow  # the slow tier: trains, serves or starts processes
