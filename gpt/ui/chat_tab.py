@@ -79,21 +79,10 @@ class ChatTab:
         self.ctx = ctx
 
     @logged
-    def check_chat(
-        self,
-        message,
-        history,
-        model_name,
-        temperature,
-        top_k,
-        top_p,
-        max_new_tokens,
-        repetition_penalty,
-        seed,
-        system="",
-    ):
-        """Checks before a chat turn starts: a problem is shown at the box, which keeps the message and stays
-        usable."""
+    def check_chat(self, message, history, model_name, *settings):
+        """Checks before a chat turn starts (the settings, then the system message): a problem is shown at the box,
+        which keeps the message and stays usable."""
+        seed, system = settings[5], settings[6] if len(settings) > 6 else ""
         problem, bad_model = self.ctx.message_problem(message, model_name), self.ctx.model_problem(model_name)
         bad_system = None if bad_model else unknown_characters(self.ctx.lm(model_name), system or "")
         return [answer(problem), VALID, answer(bad_model), *check_settings(seed), answer(bad_system)]

@@ -82,21 +82,9 @@ class Playground:
         return bad_model, None if bad_model else unknown_characters(self.ctx.lm(model_name), prompt or "")
 
     @logged
-    def check_complete(
-        self,
-        running,
-        prompt,
-        show_probabilities,
-        model_name,
-        temperature,
-        top_k,
-        top_p,
-        max_new_tokens,
-        repetition_penalty,
-        seed,
-    ):
+    def check_complete(self, running, prompt, show_probabilities, model_name, *settings):
         bad_model, problem = self.prompt_problems(prompt, model_name)
-        return [VALID, answer(problem), VALID, answer(bad_model), *check_settings(seed)]  # running: the visitor's
+        return [VALID, answer(problem), VALID, answer(bad_model), *check_settings(settings[-1])]
 
     async def complete(
         self,
