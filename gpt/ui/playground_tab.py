@@ -248,8 +248,8 @@ class Playground:
                 "model never sees ahead."
             )
             heatmap = gr.Plot(label="attention", elem_id="attention-map")
+            running = gr.State({})  # in the tab: a component beside the Tab objects would break the tab bar
         prompt.input(lambda: "", None, output, api_visibility="private")  # a new prompt, no old completion
-        running = gr.State({})
         inputs = [running, prompt, show_probabilities, model_name, *settings]
         shown_parts = [output, probabilities, alternatives, note]
         completed = run.click(self.complete, inputs, shown_parts, validator=self.check_complete, api_name="complete")
