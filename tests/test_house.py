@@ -79,6 +79,13 @@ def test_only_the_ui_imports_gradio_and_the_api_path_never_loads_it():
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stdout + r.stderr
 
 
+def test_every_module_keeps_to_one_concern_of_at_most_450_lines():
+    sizes = {name: len(p.read_text().splitlines()) for name, p in library_files().items()}
+    sizes["app"] = len((ROOT / "app.py").read_text().splitlines())
+    over = {name: n for name, n in sizes.items() if n > (150 if name == "app" else 450)}
+    assert not over, f"split these by concern: {over}"
+
+
 def test_gpt_from_pretrained_points_to_gpt_load():
     from gpt.model import GPT
 
