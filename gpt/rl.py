@@ -70,7 +70,9 @@ def function_scorer(reward: Reward) -> Scorer:
 
 
 def checked(values: list, replies: list[str]) -> list[float]:
-    """The rewards, each of which must be a finite number."""
+    """The rewards, one finite number per reply."""
+    if len(values) != len(replies):
+        raise ValueError(f"the reward must return one number per reply: got {len(values)} for {len(replies)} replies")
     for value, reply in zip(values, replies):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"the reward must return a finite number, got {value!r} for the reply {reply!r}")

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 import gpt
-from gpt.rl import group_advantages, load_reward, policy_loss, reply_text, stop_ids
+from gpt.rl import checked, group_advantages, load_reward, policy_loss, reply_text, stop_ids
 from gpt.train import main
 
 pytestmark = pytest.mark.slow
@@ -94,6 +94,14 @@ def test_a_batched_reward_is_called_once_a_step_and_learns_alike(tmp_path, toy_c
     assert CALLS.count(8 * 8) == 3 and min(CALLS) > 1  # each step's 64 replies at once; evaluations in batches too
     batched, one = (json.loads((tmp_path / d / "metrics.json").read_text())["curve"] for d in ("b", "o"))
     assert [e["reward"] for e in batched] == [e["reward"] for e in one]
+
+
+def test_a_batched_reward_must_score_every_reply_with_a_number():
+    with pytest.raises(ValueError, match="one number per reply: got 1 for 2 replies"):
+        checked([1.0], ["a", "b"])
+    with pytest.raises(ValueError, match="finite number, got nan"):
+        checked([1.0, float("nan")], ["a", "b"])
+    assert checked([1, 0.5], ["a", "b"]) == [1.0, 0.5]
 
 
 def test_groups_that_all_score_the_same_change_nothing(tmp_path, toy_chat):
