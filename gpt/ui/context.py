@@ -68,7 +68,7 @@ def submit(served: Served, prompt: str, params: SamplingParams, n: int = 1, top_
     except AtCapacity:
         raise gr.Error("The server is at capacity: try again in a moment.") from None
     except ValueError as e:
-        raise gr.Error(str(e)[0].upper() + str(e)[1:] + ".") from None
+        raise gr.Error(sentence(str(e))) from None
     if submitted.cut:
         unit = "characters" if served.lm.tokenizer.kind == "character" else "tokens"
         gr.Warning(
@@ -119,7 +119,11 @@ def unknown_characters(lm: LM, text: str) -> str | None:
     unknown = lm.tokenizer.unknown(text)
     if not unknown:
         return None
-    message = str(UnknownCharactersError(unknown, lm.tokenizer.chars))
+    return sentence(str(UnknownCharactersError(unknown, lm.tokenizer.chars)))
+
+
+def sentence(message: str) -> str:
+    """A library's message as the UI shows it: capitalised, with a full stop."""
     return message[0].upper() + message[1:] + "."
 
 
