@@ -154,32 +154,35 @@ class DecodeBatch:
 
     @torch.inference_mode()
     def _fill(self, rows: list[int], ids: list[list[int]]) -> None:
-        """The caches of some rows from their tokens, as many for each row, in one forward pass for all of them."""
-        start = rows[0]
-        adjacent = rows == list(range(start, start + len(rows)))
-        if adjacent:  # written in place
+        """The caches of some rows from their tokens, as many for each row, in one forward pass over the distinct ones
+        (n choices of one prompt, a group of RL samples: one row's work)."""
+        start, distinct = rows[0], list(dict.fromkeys(map(tuple, ids)))
+        if len(distinct) == len(ids) and rows == list(range(start, start + len(rows))):  # written in place
             filled = self.cache.rows(start, start + len(rows))
             filled.reset()
-        else:  # filled in a cache of their own, then taken in
-            filled = self.model.empty_cache(len(rows), self.device, self.cache.k.dtype, length=len(ids[0]))
+            if ids[0]:
+                self.model(torch.tensor(ids, device=self.device), cache=filled)
+            return
+        filled = self.model.empty_cache(len(distinct), self.device, self.cache.k.dtype, length=len(ids[0]))
         if ids[0]:
-            self.model(torch.tensor(ids, device=self.device), cache=filled)
-        if not adjacent:
-            self.cache.take(rows, filled)
+            self.model(torch.tensor(distinct, device=self.device), cache=filled)
+        which = torch.tensor([distinct.index(tuple(row)) for row in ids], device=self.device)
+        self.cache.take(rows, KVCache(filled.k[which], filled.v[which], filled.pos[which.cpu()]))
 
     @torch.inference_mode()
     def add(self, prompts: list[list[int]], params: list[SamplingParams]) -> None:
         """New rows for non-empty prompts; longer than the context, only their last block_size tokens count.
 
-        Prompts of one length in a row fill their caches in one forward pass (a burst of requests, n choices of one
-        prompt): each alone would be a pass of its own. The rows join all together or, if any cannot, none does.
+        Prompts of one length fill their caches in one forward pass (a burst of requests, n choices of one prompt):
+        each alone would be a pass of its own. The rows join all together or, if any cannot, none does.
         """
         first, block = len(self), self.model.config.block_size
         ids = [list(prompt[-block:]) for prompt in prompts]
         for i, row in enumerate(ids, first):
             self.seen[i] = False
             self.seen[i, row] = True
-        for _, run in itertools.groupby(range(len(ids)), key=lambda j: len(ids[j])):
+        by_length = sorted(range(len(ids)), key=lambda j: len(ids[j]))
+        for _, run in itertools.groupby(by_length, key=lambda j: len(ids[j])):
             run = list(run)
             self._fill([first + j for j in run], [ids[j][:-1] for j in run])  # each last token: the next step's
         self.history += ids

@@ -158,10 +158,8 @@ class CausalSelfAttention(nn.Module):
             allowed = mask if mask is not None else torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             attention = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
             y = attention @ v
-        elif k_cache is not None:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:  # no dropout on the attention weights: on a CPU it turns SDPA's fast kernel into a slow one
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and k_cache is None)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return F.dropout(self.c_proj(y), self.dropout, self.training), attention
 
@@ -226,22 +224,37 @@ class GPT(nn.Module):
     def empty_cache(self, batch_size: int, device=None, dtype=torch.float32, length: int | None = None) -> KVCache:
         return KVCache.empty(self.config, batch_size, device, dtype, length)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        packed: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ):
         """Logits (B, T, vocab) and, with targets, the mean cross-entropy (targets of -1 are ignored).
 
         With a cache, idx continues each row from its cached position; the cache is filled and advanced.
+        With packed = (positions (B, T), sees (B, T, T)), each row holds several sequences that share a start: each
+        token's position, and which tokens it attends to (gpt/rl.py packs a prompt with all its replies).
         """
-        logits = self.lm_head(self.hidden(idx, cache))
+        logits = self.lm_head(self.hidden(idx, cache, packed))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
         return logits, loss
 
-    def hidden(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def hidden(
+        self, idx: torch.Tensor, cache: KVCache | None = None, packed: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """The last layer norm's output (B, T, n_embd): what the head reads (a reward model's score reads it too)."""
         B, T = idx.size()
         at, mask = None, None
-        if cache is None:
+        if packed is not None:
+            positions, sees = packed
+            if int(positions.max()) >= self.config.block_size:
+                raise ValueError(f"a packed sequence is longer than the context ({self.config.block_size})")
+            pos, mask = self.transformer.wpe(positions), sees[:, None]
+        elif cache is None:
             if T > self.config.block_size:
                 raise ValueError(f"sequence of length {T} is longer than the context ({self.config.block_size})")
             pos = self.transformer.wpe.weight[:T]

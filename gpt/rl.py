@@ -106,33 +106,54 @@ def sample_replies(
     batch = DecodeBatch(model, len(prompts))
     batch.add(prompts, [SamplingParams(seed=s, **sampling) for s in seeds])
     replies: list[list[int]] = [[] for _ in prompts]
-    done = [False] * len(prompts)
+    writing = list(range(len(prompts)))  # the reply each row of the batch writes: a finished row leaves the batch
     for _ in range(max_tokens):
-        for i, t in enumerate(batch.step()[0].tolist()):
-            if not done[i]:
-                replies[i].append(t)
-                done[i] = t in stop_ids
-        if all(done):
+        tokens = batch.step()[0].tolist()
+        for row in reversed(range(len(writing))):  # from the end: a removed row takes the batch's last one
+            replies[writing[row]].append(tokens[row])
+            if tokens[row] in stop_ids:
+                batch.remove(row)
+                writing[row] = writing[-1]
+                writing.pop()
+        if not writing:
             break
     model.train(was_training)
     return replies
 
 
 def token_logprobs(model: torch.nn.Module, prompts: list[list[int]], replies: list[list[int]]):
-    """log p of each reply token under the model, (B, T), with the mask of the reply positions, from one forward pass
-    over prompt + reply rows padded to the longest."""
-    rows = [p + r for p, r in zip(prompts, replies)]
-    length = max(map(len, rows))
-    ids = torch.zeros(len(rows), length, dtype=torch.long)
-    mask = torch.zeros(len(rows), length - 1, dtype=torch.bool)
-    for i, (p, r) in enumerate(zip(prompts, replies)):
-        ids[i, : len(p) + len(r)] = torch.tensor(p + r)
-        mask[i, len(p) - 1 : len(p) + len(r) - 1] = True
+    """log p of each reply token under the model, (B, R) for the longest reply R, with the mask of the real tokens.
+
+    The replies to one prompt share a row after a single copy of it, each seeing the prompt and itself and numbered on
+    from the prompt's end: a step's group of 8 short replies to a ~50-token prompt is then ~4x fewer positions to run
+    forward and back than a padded row each (DPO's chosen and rejected reply share their prompt the same way)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        groups.setdefault(tuple(prompt), []).append(i)
+    length = max(len(p) + sum(len(replies[i]) for i in rows) for p, rows in groups.items())
+    B, R = len(prompts), max([1, *map(len, replies)])
+    ids = torch.zeros(len(groups), length, dtype=torch.long)
+    positions = torch.zeros(len(groups), length, dtype=torch.long)
+    sees = torch.eye(length, dtype=torch.bool).repeat(len(groups), 1, 1)  # padding sees only itself
+    group, source = torch.zeros(B, 1, dtype=torch.long), torch.zeros(B, R, dtype=torch.long)
+    target, mask = torch.zeros(B, R, dtype=torch.long), torch.zeros(B, R, dtype=torch.bool)
+    for g, (prompt, rows) in enumerate(groups.items()):
+        P = at = len(prompt)
+        ids[g, :P], positions[g, :P] = torch.tensor(prompt), torch.arange(P)
+        sees[g, :P, :P] = torch.ones(P, P, dtype=torch.bool).tril()
+        for i in rows:
+            reply = replies[i]
+            n, end = len(reply), at + len(reply)
+            ids[g, at:end], positions[g, at:end] = torch.tensor(reply, dtype=torch.long), torch.arange(P, P + n)
+            sees[g, at:end, :P] = True
+            sees[g, at:end, at:end] = torch.ones(n, n, dtype=torch.bool).tril()
+            group[i], target[i, :n], mask[i, :n] = g, torch.tensor(reply, dtype=torch.long), True
+            source[i, :n] = torch.tensor([P - 1, *range(at, end - 1)])[:n]  # the position that predicts each token
+            at = end
     device = next(model.parameters()).device
-    ids, mask = ids.to(device), mask.to(device)
-    logits = model(ids[:, :-1])[0].float()
-    logp = torch.gather(F.log_softmax(logits, dim=-1), 2, ids[:, 1:, None])[..., 0]
-    return logp, mask
+    logits = model(ids.to(device), packed=(positions.to(device), sees.to(device)))[0].float()
+    group, source, target, mask = group.to(device), source.to(device), target.to(device), mask.to(device)
+    return F.log_softmax(logits, dim=-1)[group, source, target], mask
 
 
 def group_advantages(rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

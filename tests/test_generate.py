@@ -11,6 +11,7 @@ from gpt.decode import CompiledStep, DecodeBatch
 from gpt.engine import Engine, Job
 from gpt.generate import LM
 from gpt.model import GPT, GPTConfig
+from gpt.rl import sample_replies
 from gpt.sampling import Sampler, SamplingParams, StopStrings, Token
 from gpt.tokenizer import CharTokenizer
 
@@ -149,6 +150,31 @@ def test_rows_of_one_length_fill_and_refill_in_one_pass_and_write_what_each_writ
         hook.remove()
     assert len(batch_fills) > 2 and set(batch_fills) == {len(prompts)}  # the prompts, then each shift: one pass
     assert len(fills) == len(prompts) * len(batch_fills)  # alone, each row had a pass of its own
+
+
+def test_a_burst_fills_each_length_once_and_each_distinct_prompt_once(lm):
+    prompts = ["ROMEO:", "N", "JULIET", "ROMEO:", "Night!"]  # three distinct of one length, apart; one repeated
+    fills = []
+    hook = lm.model.register_forward_pre_hook(lambda module, args: fills.append(args[0].size(0)))
+    try:
+        sampled = lm.generate_batch(prompts, max_new_tokens=10, temperature=1.0, top_k=10, seed=3)
+    finally:
+        hook.remove()
+    assert fills == [3]  # "N" has no tokens before its last to fill
+    assert sampled == [
+        lm.generate(p, max_new_tokens=10, temperature=1.0, top_k=10, seed=3 + i) for i, p in enumerate(prompts)
+    ]
+
+
+def test_rl_samples_leave_the_batch_at_their_turn_token_and_write_what_each_writes_alone(lm):
+    ids = [lm.tokenizer.encode(p) for p in ("ROMEO:", "JULIET:\nThe night", "N", "ROMEO:")]
+    stops = {lm.tokenizer.encode("\n")[0]}
+    together = sample_replies(lm.model, ids, [1, 2, 3, 4], 40, stops, temperature=1.0)
+    assert together == [
+        sample_replies(lm.model, [p], [s], 40, stops, temperature=1.0)[0] for p, s in zip(ids, [1, 2, 3, 4])
+    ]
+    assert all(len(r) == 40 or (r[-1] in stops and not stops & set(r[:-1])) for r in together)
+    assert any(len(r) < 40 for r in together)  # some row left early
 
 
 def test_long_prompt_and_generation_past_the_context(lm):

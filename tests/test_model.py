@@ -5,6 +5,7 @@ import torch
 
 from gpt.folder import ModelFileError, load_model, write_weights
 from gpt.model import GPT, GPTConfig, KVCache
+from gpt.rl import token_logprobs
 
 CFG = GPTConfig(vocab_size=23, block_size=16, n_layer=2, n_head=2, n_embd=32)
 
@@ -72,6 +73,29 @@ def test_kv_cache_rows_at_different_positions():
     step, _ = m(torch.stack([a[0, -1:], b[0, -1:]]), cache=cache)
     assert torch.allclose(step[0, -1], m(a)[0][0, -1], atol=1e-5)
     assert torch.allclose(step[1, -1], m(b)[0][0, -1], atol=1e-5)
+
+
+def test_replies_packed_after_their_shared_prompt_score_and_learn_as_rows_of_their_own():
+    """RL's and DPO's log-probabilities: each prompt once, its replies after it (gpt/rl.py token_logprobs)."""
+    a, b = torch.randint(0, 23, (6,)).tolist(), torch.randint(0, 23, (4,)).tolist()
+    prompts = [a, b, a, a, b]  # a prompt's replies need not be next to each other (DPO: chosen ..., rejected ...)
+    replies = [torch.randint(0, 23, (n,)).tolist() for n in (3, 1, 10, 5, 7)]  # rows up to 16: the context
+    packed, alone = model(), model()
+    logp, mask = token_logprobs(packed, prompts, replies)
+    (logp * mask).sum().backward()
+    for i, (p, r) in enumerate(zip(prompts, replies)):
+        logits = alone(torch.tensor([p + r])[:, :-1])[0][0, len(p) - 1 :]
+        expected = logits.log_softmax(-1).gather(1, torch.tensor(r)[:, None])[:, 0]
+        assert mask[i].sum() == len(r)
+        assert torch.allclose(logp[i, : len(r)], expected, atol=1e-5)
+        expected.sum().backward()
+    for (name, p), q in zip(packed.named_parameters(), alone.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5), name
+
+
+def test_a_packed_row_past_the_context_is_a_clear_error():
+    with pytest.raises(ValueError, match="longer than the context"):
+        token_logprobs(model(), [[1] * 10], [[2] * 7])
 
 
 def test_attention_maps_are_causal_distributions():
