@@ -133,7 +133,7 @@ class DecodeBatch:
 
     def __init__(self, model: Model, capacity: int, compiled: CompiledStep | None = None):
         p = next(model.parameters())
-        self.model, self.device = model, p.device
+        self.model, self.device, self.dtype = model, p.device, p.dtype
         self.use_compiled(compiled)
         self.cache = model.empty_cache(capacity, p.device, p.dtype)
         self.seen = torch.zeros(capacity, model.config.vocab_size, dtype=torch.bool, device=p.device)
@@ -163,11 +163,10 @@ class DecodeBatch:
             if ids[0]:
                 self.model(torch.tensor(ids, device=self.device), cache=filled)
             return
-        filled = self.model.empty_cache(len(distinct), self.device, self.cache.k.dtype, length=len(ids[0]))
+        filled = self.model.empty_cache(len(distinct), self.device, self.dtype, length=len(ids[0]))
         if ids[0]:
             self.model(torch.tensor(distinct, device=self.device), cache=filled)
-        which = torch.tensor([distinct.index(tuple(row)) for row in ids], device=self.device)
-        self.cache.take(rows, KVCache(filled.k[which], filled.v[which], filled.pos[which.cpu()]))
+        self.cache.take(rows, filled, [distinct.index(tuple(row)) for row in ids])
 
     @torch.inference_mode()
     def add(self, prompts: list[list[int]], params: list[SamplingParams]) -> None:

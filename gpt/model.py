@@ -80,11 +80,13 @@ class KVCache:
             self.k[rows, :, :, at], self.v[rows, :, :, at] = k_new, v_new
         self.pos += 1
 
-    def take(self, rows: list[int], filled: "KVCache") -> None:
-        """These rows become filled's rows, in order: their keys, values and lengths (rows filled together)."""
+    def take(self, rows: list[int], filled: "KVCache", which: list[int]) -> None:
+        """Row rows[i] becomes filled's row which[i]: its keys, values and length (rows filled together, a prompt
+        filled once for all the rows that start with it)."""
         at, n = torch.tensor(rows, device=self.k.device), filled.k.size(3)
-        self.k[at, :, :, :n], self.v[at, :, :, :n] = filled.k, filled.v
-        self.pos[rows] = filled.pos
+        source = torch.tensor(which, device=self.k.device)
+        self.k[at, :, :, :n], self.v[at, :, :, :n] = filled.k[source], filled.v[source]
+        self.pos[rows] = filled.pos[which]
 
     def move(self, src: int, dst: int) -> None:
         """Row src's keys, values and length into row dst."""

@@ -72,6 +72,10 @@ class WindowCache:
     def move(self, src: int, dst: int) -> None:
         self.tokens[dst], self.pos[dst] = self.tokens[src], self.pos[src]
 
+    def take(self, rows: list[int], filled: "WindowCache", which: list[int]) -> None:
+        """Row rows[i] becomes filled's row which[i] (as KVCache.take)."""
+        self.tokens[rows], self.pos[rows] = filled.tokens[which], filled.pos[which]
+
 
 class WindowModel(nn.Module):
     """The part every rung shares: cut sequences into windows, score the windows (`predict`), keep the decode state."""
@@ -87,7 +91,8 @@ class WindowModel(nn.Module):
     def num_params(self) -> int:
         return self.config.num_params()
 
-    def empty_cache(self, batch_size: int, device=None, dtype=None) -> WindowCache:
+    def empty_cache(self, batch_size: int, device=None, dtype=None, length: int | None = None) -> WindowCache:
+        """A cache of batch_size rows; dtype and length are a KV cache's, which a window of tokens has no use for."""
         return WindowCache.empty(self.config, batch_size, device)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: WindowCache | None = None):

@@ -181,7 +181,7 @@ def test_the_names_assistant_was_made_in_three_stages_on_the_cpu_within_30_minut
     assert base["command"].startswith("python -m gpt.train --data ") and "--chars" in base["command"]
     assert sft["command"].startswith("python -m gpt.train --init-from weights/names-assistant-base --sft ")
     assert rl["command"].startswith("python -m gpt.train --init-from weights/names-assistant-sft --rl ")
-    assert rl["settings"]["rl"] == "gpt.names_task:reward" and rl["settings"]["kl"] > 0
+    assert rl["settings"]["rl"] == "gpt.names_task:namelike_reward" and rl["settings"]["kl"] > 0
     assert all(r["device"] == "cpu" for r in runs) and sum(r["wall_time_s"] for r in runs) <= 30 * 60
     assert rl["val_reward"] > rl["start_val_reward"] + 0.1  # every held-out prompt, at the app's sampling
     bench = json.loads((WEIGHTS / "names-assistant" / "metrics.json").read_text())["assistant_bench"]
@@ -189,7 +189,7 @@ def test_the_names_assistant_was_made_in_three_stages_on_the_cpu_within_30_minut
     assert bench["requests"] >= 500 and stages["rl"]["sampled"]["met"] >= 0.9
     assert stages["rl"]["sampled"]["met"] >= stages["sft"]["sampled"]["met"] + 0.1 > stages["base"]["sampled"]["met"]
     assert stages["base"]["sampled"]["name_loss"] <= 1.1 * bench["validation_names_loss"]  # pre-training: names
-    assert stages["rl"]["sampled"]["name_loss"] <= 1.4 * bench["validation_names_loss"]  # still words, not noise
+    assert stages["rl"]["sampled"]["name_loss"] <= 1.1 * bench["validation_names_loss"]  # names, not strings of letters
     card = (WEIGHTS / "names-assistant" / "README.md").read_text()
     assert "RL-tuned from `weights/names-assistant-sft`" in card and "## The three stages, measured" in card
     assert (
