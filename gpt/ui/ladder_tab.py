@@ -40,7 +40,8 @@ STAGES = (  # the names assistant's stages, base first: what each one added
     ("supervised fine-tuning", "Requests answered by real names: it reads the request and answers in its turn."),
     (
         "reinforcement learning",
-        "Its own answers, scored by the checker: it moves towards those that meet every constraint.",
+        "Its own answers, scored by the checker and by how name-like they read: it moves towards names that meet "
+        "every constraint.",
     ),
 )
 ASSISTANT_REWARDS = ("gpt.names_task:reward", "gpt.names_task:namelike_reward")  # what makes an RL model the assistant
