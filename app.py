@@ -1,5 +1,6 @@
 """The web app and the model server: a Gradio UI (streaming chat, a completion playground with token probabilities
-and attention, the learning ladder, a model picker) and an OpenAI-compatible API (gpt/server.py), in one process on
+and attention, the learning ladder, a model picker) and an OpenAI-compatible API (gpt/serving/server.py), in one
+process on
 one port.
 
 python app.py serves both at http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT to change);
@@ -15,8 +16,8 @@ import sys
 import threading
 from pathlib import Path
 
-from gpt.catalog import Catalog, ModelUnavailable, NotOffered
-from gpt.feedback import FeedbackLog
+from gpt.posttraining.feedback import FeedbackLog
+from gpt.serving.catalog import Catalog, ModelUnavailable, NotOffered
 
 SHIPPED = str(Path(__file__).resolve().parent / "weights" / "*")
 
@@ -62,7 +63,7 @@ def main() -> None:
     args = parse_args()
     import uvicorn
 
-    from gpt.server import Server, create_app
+    from gpt.serving.server import Server, create_app
 
     catalog = Catalog.from_settings(
         args.models,

@@ -27,11 +27,11 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import gpt  # noqa: E402
-from gpt.chat import chat_prompt  # noqa: E402
-from gpt.data import DocumentBatches, read_text  # noqa: E402
-from gpt.eval import scored  # noqa: E402
-from gpt.folder import read_metrics, write_card, write_metrics  # noqa: E402
-from gpt.names_task import KINDS, NAME, base_prompt, names_of, request_for  # noqa: E402
+from gpt.posttraining.names_task import KINDS, NAME, base_prompt, names_of, request_for  # noqa: E402
+from gpt.serving.chat import chat_prompt  # noqa: E402
+from gpt.storage.folder import read_metrics, write_card, write_metrics  # noqa: E402
+from gpt.training.data import DocumentBatches, read_text  # noqa: E402
+from gpt.training.eval import scored  # noqa: E402
 
 STAGES = {"base": "weights/names-assistant-base", "sft": "weights/names-assistant-sft", "rl": "weights/names-assistant"}
 APP = dict(temperature=0.8, top_k=40, top_p=0.95)

@@ -4,19 +4,20 @@ each prompted as the app prompts it.
 python bench/chat.py [--base weights/shakespeare-char] [--chat weights/shakespeare-chat] [--data tinyshakespeare.txt]
                      [--tuned NAME=FOLDER ...] [--reward-model FOLDER] [--max-new-tokens 200] [--write [FOLDER]]
 
-The conversations are made as the chat model's were (gpt.conversations with its defaults: a speech and the next
+The conversations are made as the chat model's were (gpt.training.conversations with its defaults: a speech and the next
 speaker's reply, the same two speakers for a few exchanges) but from the validation 10% of the play. The base model
 (the baseline) gets the Chat tab's scene layout (its two speakers, speeches ending in a blank line); the chat model
 and each --tuned one (DPO, RL) their chat template.
 - reply loss: nats to write each of the play's replies and end it (<|end|>, or a scene's blank line), per character
-  of reply, each after its conversation so far as gpt.chat lays it out;
+  of reply, each after its conversation so far as gpt.serving.chat lays it out;
 - ended: the share of sampled replies (the app's default settings, seeded) that end by the layout's own end (the
   blank line of a scene, <|end|>) within the token limit;
 - role leak: the share whose reply, up to that end, speaks another part: a `NAME:` line or the user's turn token;
 - blank line: the share whose reply holds a blank line;
 - pre-training loss: each model's exact validation loss on the play itself (what the fine-tune forgot);
 - against the chat model (tuned models): the share of conversations where the model's reply beats the chat model's
-  (same seeds) under the rule set of gpt/preferences.py (more rules met; a tie counts half) and under the reward
+  (same seeds) under the rule set of gpt/posttraining/preferences.py (more rules met; a tie counts half) and under the
+  reward
   model (a higher score);
 - the reward model's accuracy on pairs made from these conversations: the chat model's two replies to each, ranked by
   the rule set (the pairs it never saw);
@@ -36,14 +37,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import gpt  # noqa: E402
-from gpt.chat import chat_prompt, layout, speakers, turns_of  # noqa: E402
-from gpt.conversations import play_conversations  # noqa: E402
-from gpt.data import SPEAKER, read_text, split_text  # noqa: E402
-from gpt.eval import scored, validation_loss  # noqa: E402
-from gpt.folder import read_metrics, write_card, write_metrics  # noqa: E402
-from gpt.preferences import Pair, PairRows, judge, ranked_pairs  # noqa: E402
-from gpt.preferences import shown_reply as template_reply  # noqa: E402
-from gpt.reward import load_reward_model, pad_id, pair_figures, reward_scorer  # noqa: E402
+from gpt.posttraining.preferences import Pair, PairRows, judge, ranked_pairs  # noqa: E402
+from gpt.posttraining.preferences import shown_reply as template_reply  # noqa: E402
+from gpt.posttraining.reward import load_reward_model, pad_id, pair_figures, reward_scorer  # noqa: E402
+from gpt.serving.chat import chat_prompt, layout, speakers, turns_of  # noqa: E402
+from gpt.storage.folder import read_metrics, write_card, write_metrics  # noqa: E402
+from gpt.training.conversations import play_conversations  # noqa: E402
+from gpt.training.data import SPEAKER, read_text, split_text  # noqa: E402
+from gpt.training.eval import scored, validation_loss  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 SETTINGS = dict(temperature=0.8, top_k=40, top_p=0.95)  # the app's defaults

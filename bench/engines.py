@@ -154,7 +154,7 @@ def ctranslate2_runner(folder: Path, threads: int):
     import ctranslate2
     from tokenizers import Tokenizer
 
-    from gpt.folder import to_ctranslate2
+    from gpt.storage.folder import to_ctranslate2
 
     out, seconds = cached("ctranslate2", folder, to_ctranslate2)
     generator = ctranslate2.Generator(str(out), device="cpu", intra_threads=threads)

@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import gpt  # noqa: E402
-from gpt.data import read_text, split_documents  # noqa: E402
-from gpt.eval import validation_loss  # noqa: E402
+from gpt.training.data import read_text, split_documents  # noqa: E402
+from gpt.training.eval import validation_loss  # noqa: E402
 
 
 def main() -> None:

@@ -21,11 +21,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gpt  # noqa: E402
-from gpt.config import TrainConfig  # noqa: E402
-from gpt.generate import LM  # noqa: E402
-from gpt.model import GPT, GPTConfig  # noqa: E402
-from gpt.optim import make_optimizers  # noqa: E402
-from gpt.tokenizer import CharTokenizer  # noqa: E402
+from gpt.models.model import GPT, GPTConfig  # noqa: E402
+from gpt.models.tokenizer import CharTokenizer  # noqa: E402
+from gpt.serving.generate import LM  # noqa: E402
+from gpt.training.config import TrainConfig  # noqa: E402
+from gpt.training.optim import make_optimizers  # noqa: E402
 
 SHAPES = {
     "0.8M": GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128),  # nanoGPT's CPU recipe

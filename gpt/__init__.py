@@ -8,17 +8,17 @@ __all__ = ["GPT", "GPTConfig", "LM", "CharTokenizer", "SamplingParams", "load"]
 LAUNCHED = time.time()  # before torch is imported: a command's time budget counts the start-up a user waits through
 
 WHERE = {
-    "GPT": "gpt.model",
-    "GPTConfig": "gpt.model",
-    "LM": "gpt.generate",
-    "load": "gpt.generate",
-    "CharTokenizer": "gpt.tokenizer",
-    "SamplingParams": "gpt.sampling",
+    "GPT": "gpt.models.model",
+    "GPTConfig": "gpt.models.model",
+    "LM": "gpt.serving.generate",
+    "load": "gpt.serving.generate",
+    "CharTokenizer": "gpt.models.tokenizer",
+    "SamplingParams": "gpt.serving.sampling",
 }
 
 
 def __getattr__(name: str):
-    # imported on first use, so that `python -m gpt.hub` (which gpt.generate imports) runs its module only once
+    # imported on first use, so that `python -m gpt.hub` (which gpt.serving.generate imports) runs its module only once
     if name in WHERE:
         import importlib
 

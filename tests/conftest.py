@@ -142,9 +142,9 @@ def toy_chat_model(tmp_path_factory) -> Path:
     """A random chat model over three letters and a newline, its turn tokens too (post-training tests' toy)."""
     import torch
 
-    from gpt.folder import save_folder
-    from gpt.model import GPT, GPTConfig
-    from gpt.tokenizer import CharTokenizer
+    from gpt.models.model import GPT, GPTConfig
+    from gpt.models.tokenizer import CharTokenizer
+    from gpt.storage.folder import save_folder
 
     tokenizer = CharTokenizer(list("\nabc")).with_turns()
     torch.manual_seed(0)
@@ -160,9 +160,9 @@ def random_model(tmp_path_factory) -> Path:
     MockModel): for tests of decoding, sampling and serving that need a model, not a good one."""
     import torch
 
-    from gpt.folder import save_folder
-    from gpt.model import GPT, GPTConfig
-    from gpt.tokenizer import CharTokenizer
+    from gpt.models.model import GPT, GPTConfig
+    from gpt.models.tokenizer import CharTokenizer
+    from gpt.storage.folder import save_folder
 
     tokenizer = CharTokenizer.from_text(make_play(600))
     torch.manual_seed(0)
@@ -178,7 +178,7 @@ TINY = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32
 @slow_fixture(scope="session")
 def tiny_model(tmp_path_factory, play_file) -> Path:
     """A small model trained on the made-up play, shared by the tests that only read it."""
-    from gpt.train import main
+    from gpt.training.train import main
 
     out = tmp_path_factory.mktemp("models") / "play"
     main(
@@ -196,7 +196,7 @@ def tiny_model(tmp_path_factory, play_file) -> Path:
 
 @slow_fixture(scope="session")
 def names_model(tmp_path_factory, names_file) -> Path:
-    from gpt.train import main
+    from gpt.training.train import main
 
     out = tmp_path_factory.mktemp("models") / "names"
     main(
@@ -215,7 +215,7 @@ def names_model(tmp_path_factory, names_file) -> Path:
 @slow_fixture(scope="session")
 def mlp_model(tmp_path_factory, names_file) -> Path:
     """A rung of the makemore ladder (a window model) trained on the same names."""
-    from gpt.train import main
+    from gpt.training.train import main
 
     out = tmp_path_factory.mktemp("models") / "names-mlp"
     main(
@@ -234,7 +234,7 @@ def mlp_model(tmp_path_factory, names_file) -> Path:
 @slow_fixture(scope="session")
 def bpe_model(tmp_path_factory, own_text_file) -> Path:
     """A byte-level BPE model of the text in many scripts."""
-    from gpt.train import main
+    from gpt.training.train import main
 
     out = tmp_path_factory.mktemp("models") / "journal"
     main(
@@ -249,7 +249,7 @@ def bpe_model(tmp_path_factory, own_text_file) -> Path:
 @slow_fixture(scope="session")
 def code_model(tmp_path_factory, code_file) -> Path:
     """A character model of code: running text that is not a play."""
-    from gpt.train import main
+    from gpt.training.train import main
 
     out = tmp_path_factory.mktemp("models") / "code"
     steps = "--max-steps 60 --eval-interval 30 --eval-steps 4".split()
@@ -347,8 +347,8 @@ def _serving(lm, max_tokens: int = 2048, **catalog_settings):
     model as served (its LM and engine, for tests to look at)."""
     import uvicorn
 
-    from gpt.catalog import Catalog
-    from gpt.server import Server, create_app
+    from gpt.serving.catalog import Catalog
+    from gpt.serving.server import Server, create_app
 
     catalog = Catalog("play", **catalog_settings)
     served = catalog.put("play", lm)

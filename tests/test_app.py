@@ -208,7 +208,7 @@ def test_stopping_one_stream_leaves_another_running(app_url):
 
 
 def test_a_hub_model_by_repo_id(client, hub, tiny_model, monkeypatch):
-    from gpt.hub import push
+    from gpt.storage.hub import push
 
     monkeypatch.setenv("HF_TOKEN", "hf_local_test_token")
     push(tiny_model, "carol/app-model")

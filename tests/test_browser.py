@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gpt.data import describe_text
+from gpt.training.data import describe_text
 
 pytestmark = pytest.mark.browser  # the Chromium tier: drives a browser
 

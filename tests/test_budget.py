@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from gpt.budget import body_params, plan
-from gpt.config import TrainConfig
+from gpt.training.budget import body_params, plan
+from gpt.training.config import TrainConfig
 
 
 def step_seconds(c: TrainConfig) -> float:

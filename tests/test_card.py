@@ -1,6 +1,6 @@
 """The card's text from metrics alone."""
 
-from gpt.card import reached
+from gpt.storage.card import reached
 
 
 def test_thresholds_first_reached_at_one_evaluation_share_one_entry():

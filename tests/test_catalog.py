@@ -3,16 +3,16 @@
 import pytest
 
 import gpt
-import gpt.catalog
-from gpt.catalog import Catalog
+import gpt.serving.catalog
+from gpt.serving.catalog import Catalog
 
 
 def compile_with_rates(lm, monkeypatch, capsys, compiled: float, uncompiled: float) -> tuple[bool, str]:
     """Whether the engine decodes compiled after the catalog's compile measured these one-stream rates, and its log."""
     rates = iter([compiled, uncompiled])
-    monkeypatch.setattr(gpt.catalog, "one_stream_rate", lambda batch: next(rates))
-    monkeypatch.setattr(gpt.catalog, "CompiledStep", lambda model: type("Step", (), {"failed": False})())
-    monkeypatch.setattr(gpt.catalog.DecodeBatch, "warm_up", lambda self: None)
+    monkeypatch.setattr(gpt.serving.catalog, "one_stream_rate", lambda batch: next(rates))
+    monkeypatch.setattr(gpt.serving.catalog, "CompiledStep", lambda model: type("Step", (), {"failed": False})())
+    monkeypatch.setattr(gpt.serving.catalog.DecodeBatch, "warm_up", lambda self: None)
     catalog = Catalog("play")
     served = catalog.put("play", lm)
     try:
@@ -37,10 +37,10 @@ def test_a_compiled_step_that_measured_faster_is_swapped_in(random_model, monkey
 def test_a_model_whose_kv_cache_would_not_fit_is_refused_before_it_is_allocated(tmp_path):
     """A context of 65,536 inside the loader's limits: the engine's cache for 16 rows would be 4.3 GB. Refused in
     one line that says what would fit, before the engine (and its cache) is made."""
-    from gpt.catalog import ModelTooLarge
-    from gpt.folder import save_folder
-    from gpt.model import GPT, GPTConfig
-    from gpt.tokenizer import CharTokenizer
+    from gpt.models.model import GPT, GPTConfig
+    from gpt.models.tokenizer import CharTokenizer
+    from gpt.serving.catalog import ModelTooLarge
+    from gpt.storage.folder import save_folder
 
     tokenizer = CharTokenizer(list("abc"))
     folder = tmp_path / "long"

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from gpt.data import DataError, load_dataset, read_text, split_documents, split_text
+from gpt.training.data import DataError, load_dataset, read_text, split_documents, split_text
 
 
 def test_bad_files_are_clear_errors(tmp_path):

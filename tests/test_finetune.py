@@ -46,7 +46,7 @@ def test_characters_the_base_does_not_know_and_a_new_shape_are_one_line_errors(t
 def test_a_fine_tune_from_a_hub_repo_id_names_it_as_base_model(hub, tmp_path, tiny_model, cli, monkeypatch):
     from test_hub import TOKEN
 
-    from gpt.hub import push
+    from gpt.storage.hub import push
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     push(tiny_model, "alice/base-play")

@@ -7,13 +7,13 @@ import torch
 from conftest import slow_fixture
 
 import gpt
-from gpt.decode import CompiledStep, DecodeBatch
-from gpt.engine import Engine, Job
-from gpt.generate import LM
-from gpt.model import GPT, GPTConfig
-from gpt.rl import sample_replies
-from gpt.sampling import Sampler, SamplingParams, StopStrings, Token
-from gpt.tokenizer import CharTokenizer
+from gpt.models.model import GPT, GPTConfig
+from gpt.models.tokenizer import CharTokenizer
+from gpt.posttraining.rl import sample_replies
+from gpt.serving.decode import CompiledStep, DecodeBatch
+from gpt.serving.engine import Engine, Job
+from gpt.serving.generate import LM
+from gpt.serving.sampling import Sampler, SamplingParams, StopStrings, Token
 
 
 @pytest.fixture(scope="module")
@@ -397,7 +397,8 @@ def test_closing_the_engine_ends_the_requests_it_holds(lm):
 
 
 def test_the_engine_thread_ends_when_idle_and_a_request_starts_another(lm):
-    """An idle engine holds no thread (and so no OpenMP threads: gpt/engine.py); the next request brings one back."""
+    """An idle engine holds no thread (and so no OpenMP threads: gpt/serving/engine.py); the next request brings one "
+    "back."""
     engine = Engine(lm, max_batch=2, idle_exit=0.1)
     params = SamplingParams(max_new_tokens=20, temperature=0)
 

@@ -22,7 +22,7 @@ def imports_of(path: Path) -> set[str]:
 
 
 def library_files() -> dict[str, Path]:
-    """Every module of the library by its dotted name (gpt.model, gpt.ui.chat_tab)."""
+    """Every module of the library by its dotted name (gpt.models.model, gpt.ui.chat_tab)."""
     found = {}
     for p in (ROOT / "gpt").rglob("*.py"):
         parts = p.relative_to(ROOT).with_suffix("").parts
@@ -52,17 +52,18 @@ def test_the_library_imports_form_no_circle():
         visit(name)
 
 
-@pytest.mark.parametrize("module, allowed", [("model", {"torch"}), ("server", None)])
+@pytest.mark.parametrize("module, allowed", [("models.model", {"torch"}), ("serving.server", None)])
 def test_the_model_needs_torch_only_and_the_server_no_gradio(module, allowed):
-    third_party = {m.split(".")[0] for m in imports_of(ROOT / "gpt" / f"{module}.py")} - set(sys.stdlib_module_names)
+    path = ROOT / "gpt" / f"{module.replace('.', '/')}.py"
+    third_party = {m.split(".")[0] for m in imports_of(path)} - set(sys.stdlib_module_names)
     if allowed is not None:
-        assert third_party <= allowed, f"gpt/{module}.py imports {sorted(third_party - allowed)}"
+        assert third_party <= allowed, f"{path.name} imports {sorted(third_party - allowed)}"
     code = (
         f"import sys, gpt.{module}; print(sorted(m for m in ('gradio', 'app', 'huggingface_hub') if m in sys.modules))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
-    banned = ["gradio", "app"] + (["huggingface_hub"] if module == "model" else [])
+    banned = ["gradio", "app"] + (["huggingface_hub"] if module == "models.model" else [])
     assert not set(eval(r.stdout)) & set(banned), f"importing gpt.{module} loads {r.stdout.strip()}"
 
 
@@ -87,7 +88,22 @@ def test_every_module_keeps_to_one_concern_of_at_most_450_lines():
 
 
 def test_gpt_from_pretrained_points_to_gpt_load():
-    from gpt.model import GPT
+    from gpt.models.model import GPT
 
     with pytest.raises(NotImplementedError, match=r"gpt\.load\("):
         GPT.from_pretrained("owner/name")
+
+
+COMMANDS = {"train", "sample", "eval", "hub", "folder", "conversations", "preferences", "names_task", "micrograd"}
+
+
+def test_gpt_holds_sub_packages_by_concern_and_at_its_top_only_the_commands_users_type():
+    import importlib
+
+    packages = {p.name for p in (ROOT / "gpt").iterdir() if (p / "__init__.py").is_file()}
+    assert packages == {"models", "training", "posttraining", "serving", "storage", "ui"}
+    top = {p.stem for p in (ROOT / "gpt").glob("*.py")} - {"__init__"}
+    assert top == COMMANDS | {"microgpt"}
+    for name in top:  # `python -m gpt.train` and the rest run the command that lives in its sub-package
+        main = importlib.import_module(f"gpt.{name}").main
+        assert main.__module__.split(".")[1] in packages and main.__module__.endswith(f".{name}"), name

@@ -9,8 +9,8 @@ import yaml
 from huggingface_hub import CommitOperationDelete, HfApi, SpaceCard
 
 import gpt
-from gpt.folder import MODEL_FILES, ModelFileError
-from gpt.hub import ModelNotFoundError, app_files, deploy, pinned_version, push
+from gpt.storage.folder import MODEL_FILES, ModelFileError
+from gpt.storage.hub import ModelNotFoundError, app_files, deploy, pinned_version, push
 
 pytestmark = pytest.mark.slow  # the slow tier: trains, serves or starts processes
 
@@ -104,7 +104,7 @@ def test_deploy_a_space_serving_a_hub_model(hub, token, hub_cli):
     assert r.returncode == 0, r.stderr
     assert "spaces/alice/chat" in r.stdout
     files = hub.files("space", "alice/chat")
-    data = {"gpt/presets.json", "gpt/ui/static/style.css", "gpt/ui/static/head.html"}  # what the code reads
+    data = {"gpt/training/presets.json", "gpt/ui/static/style.css", "gpt/ui/static/head.html"}  # what the code reads
     expected = {".gitattributes", "README.md", "app.py", "requirements.txt", *data} | {
         p.relative_to(ROOT).as_posix() for p in (ROOT / "gpt").rglob("*.py") if "__pycache__" not in p.parts
     }
@@ -127,7 +127,7 @@ def test_deploy_a_space_with_a_bundled_model(hub, token, tiny_model, tmp_path):
     files = hub.files("space", "alice/bundled")
     assert {f"weights/play/{f}" for f in MODEL_FILES} <= set(files)
     assert not any("/checkpoint/" in f or f.startswith(("tests/", "bench/")) for f in files)
-    assert "gpt/presets.json" in files  # the package's data travels with its code
+    assert "gpt/training/presets.json" in files  # the package's data travels with its code
     assert "models" not in front_matter(files["README.md"])
     assert hub.repos[("space", "alice/bundled")].variables == {"MODEL_ID": "weights/play"}
 

@@ -8,10 +8,10 @@ import torch
 from safetensors.torch import load_file
 
 import gpt
-import gpt.train
-from gpt.eval import validation_loss
-from gpt.folder import build_model
-from gpt.window import ARCHS, WindowCache, WindowConfig
+import gpt.training.train
+from gpt.models.window import ARCHS, WindowCache, WindowConfig
+from gpt.storage.folder import build_model
+from gpt.training.eval import validation_loss
 
 pytestmark = pytest.mark.slow  # the slow tier: trains, serves or starts processes
 
@@ -23,7 +23,7 @@ SHAPES = {
 
 
 def train(data: Path, out: Path, arch: str, *extra: str) -> None:
-    gpt.train.main(
+    gpt.training.train.main(
         [
             "--data",
             str(data),
@@ -101,7 +101,7 @@ def test_sampling_repeats_with_a_seed_and_batches_match_single_runs(trained):
 def test_resume_equals_an_uninterrupted_run_including_batchnorm_statistics(tmp_path, names_file, arch):
     train(names_file, tmp_path / "full", arch, "--max-steps", "20")
     train(names_file, tmp_path / "split", arch, "--max-steps", "10", "--lr-decay-steps", "20")
-    gpt.train.main(["--out", str(tmp_path / "split"), "--resume", "--max-steps", "20"])
+    gpt.training.train.main(["--out", str(tmp_path / "split"), "--resume", "--max-steps", "20"])
     full, split = (load_file(str(tmp_path / p / "checkpoint" / "state-20.safetensors")) for p in ("full", "split"))
     assert full.keys() == split.keys() and any("running_var" in k for k in full)
     for key in full:
@@ -168,7 +168,7 @@ def test_the_api_and_the_sampling_cli_serve_a_rung(trained, serving, cli):
 
 
 def test_the_app_speaks_of_a_rung_in_whole_numbers_and_hides_what_it_lacks(trained):
-    from gpt.catalog import Catalog
+    from gpt.serving.catalog import Catalog
     from gpt.ui.context import Context
     from gpt.ui.model_tab import ModelTab, model_texts
     from gpt.ui.playground_tab import Playground
@@ -192,8 +192,8 @@ def test_the_post_training_rung_answers_one_request_with_each_stage():
 
     from conftest import ROOT
 
-    from gpt.catalog import Catalog
-    from gpt.names_task import parse
+    from gpt.posttraining.names_task import parse
+    from gpt.serving.catalog import Catalog
     from gpt.ui.context import Context
     from gpt.ui.ladder_tab import Ladder, check_request
 

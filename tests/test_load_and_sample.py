@@ -3,8 +3,8 @@ import shutil
 import pytest
 
 import gpt
-from gpt.folder import ModelFileError
-from gpt.hub import ModelNotFoundError
+from gpt.storage.folder import ModelFileError
+from gpt.storage.hub import ModelNotFoundError
 
 pytestmark = pytest.mark.slow  # the slow tier: trains, serves or starts processes
 

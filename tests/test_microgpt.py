@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import gpt
-from gpt.microgpt import Adam, document_loss, flat, init_params, to_torch, train
-from gpt.model import GPTConfig
-from gpt.tokenizer import CharTokenizer
+from gpt.models.microgpt import Adam, document_loss, flat, init_params, to_torch, train
+from gpt.models.model import GPTConfig
+from gpt.models.tokenizer import CharTokenizer
 
 NAMES = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "charlotte", "amelia", "harper", "evelyn"]
 

@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from gpt.micrograd import MLP, XS, YS, Value, fit, neuron, squared_error, trace
+from gpt.models.micrograd import MLP, XS, YS, Value, fit, neuron, squared_error, trace
 
 
 def test_the_golden_values_of_micrograds_readme():

@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from gpt.folder import ModelFileError, load_model, write_weights
-from gpt.model import GPT, GPTConfig, KVCache
-from gpt.rl import token_logprobs
+from gpt.models.model import GPT, GPTConfig, KVCache
+from gpt.posttraining.rl import token_logprobs
+from gpt.storage.folder import ModelFileError, load_model, write_weights
 
 CFG = GPTConfig(vocab_size=23, block_size=16, n_layer=2, n_head=2, n_embd=32)
 
@@ -76,7 +76,8 @@ def test_kv_cache_rows_at_different_positions():
 
 
 def test_replies_packed_after_their_shared_prompt_score_and_learn_as_rows_of_their_own():
-    """RL's and DPO's log-probabilities: each prompt once, its replies after it (gpt/rl.py token_logprobs)."""
+    """RL's and DPO's log-probabilities: each prompt once, its replies after it (gpt/posttraining/rl.py "
+    "token_logprobs)."""
     a, b = torch.randint(0, 23, (6,)).tolist(), torch.randint(0, 23, (4,)).tolist()
     prompts = [a, b, a, a, b]  # a prompt's replies need not be next to each other (DPO: chosen ..., rejected ...)
     replies = [torch.randint(0, 23, (n,)).tolist() for n in (3, 1, 10, 5, 7)]  # rows up to 16: the context

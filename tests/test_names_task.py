@@ -6,7 +6,7 @@ import random
 import pytest
 from conftest import make_names
 
-from gpt.names_task import KINDS, Request, base_prompt, main, namelike_reward, parse, request_for, reward
+from gpt.posttraining.names_task import KINDS, Request, base_prompt, main, namelike_reward, parse, request_for, reward
 
 
 def asked(text: str) -> list[dict]:

@@ -8,8 +8,8 @@ import torch
 from huggingface_hub import ModelCard
 
 import gpt
-from gpt.chat import chat_prompt, layout
-from gpt.sampling import Row, SamplingParams, Token
+from gpt.serving.chat import chat_prompt, layout
+from gpt.serving.sampling import Row, SamplingParams, Token
 
 SHAKESPEARE = ["ROMEO", "JULIET", "Shakespeare", "shakespeare", "yonder", "morrow"]
 MANY_SCRIPTS = "Un café naïve à Zürich — “日本語” 🙂🚀"
@@ -48,7 +48,7 @@ def test_a_play_gets_the_scene_layout_spoken_by_its_own_characters(tiny_model, p
 
 
 def test_dataset_flag_names_the_hub_dataset_in_the_card(tmp_path, code_file, tiny_args):
-    from gpt.train import main
+    from gpt.training.train import main
 
     out = tmp_path / "named"
     main(["--data", str(code_file), "--out", str(out), *tiny_args, "--max-steps", "5", "--dataset", "carol/my-code"])
@@ -94,7 +94,7 @@ def test_bytes_that_make_no_character_never_show_as_a_replacement_mark(bpe_model
 def test_log_probabilities_give_each_tokens_own_text_even_inside_a_character(bpe_model, serving):
     """A token that ends inside a character shows nothing in the stream until the character is whole; its logprob
     entry still names it (its bytes, a lone one as \\xNN), never '' or U+FFFD, and so do the alternatives."""
-    from gpt.server import chat_token_logprobs, completion_logprobs
+    from gpt.serving.server import chat_token_logprobs, completion_logprobs
 
     lm = gpt.load(bpe_model, device="cpu")
     tok = lm.tokenizer
@@ -145,7 +145,7 @@ def test_bpe_through_the_api_counts_tokens(bpe_model, serving):
 def test_bpe_model_on_the_local_hub(hub, bpe_model, tmp_path, monkeypatch):
     from test_hub import TOKEN, fresh_cache
 
-    from gpt.hub import push
+    from gpt.storage.hub import push
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     push(bpe_model, "alice/journal")
@@ -159,7 +159,7 @@ def test_bpe_model_on_the_local_hub(hub, bpe_model, tmp_path, monkeypatch):
 def test_a_prompt_longer_than_the_context_keeps_its_end_in_whole_characters(bpe_model, serving):
     import asyncio
 
-    from gpt.sampling import SamplingParams
+    from gpt.serving.sampling import SamplingParams
 
     lm = gpt.load(bpe_model, device="cpu")
     text = MANY_SCRIPTS * 10
@@ -185,7 +185,7 @@ def test_attention_covers_prompt_and_completion_with_a_colour_bar_and_every_head
 
     from conftest import ROOT
 
-    from gpt.catalog import Catalog
+    from gpt.serving.catalog import Catalog
     from gpt.ui.context import Context
     from gpt.ui.playground_tab import Playground
 

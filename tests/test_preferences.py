@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt.dpo import dpo_loss, reply_logprobs
-from gpt.preferences import PairRows, judge, read_pairs
-from gpt.train import main
+from gpt.posttraining.dpo import dpo_loss, reply_logprobs
+from gpt.posttraining.preferences import PairRows, judge, read_pairs
+from gpt.training.train import main
 
 pytestmark = pytest.mark.slow
 LETTERS = "abc"
@@ -77,7 +77,7 @@ def test_dpo_learns_the_toy_preference_on_held_out_pairs(toy, tmp_path, capsys):
 def test_reward_model_learns_the_preference_and_transformers_scores_it_the_same(toy, tmp_path):
     from transformers import GPT2ForSequenceClassification
 
-    from gpt.reward import load_reward_model, pad_id, padded
+    from gpt.posttraining.reward import load_reward_model, pad_id, padded
 
     main(pair_args(toy, "reward-model", tmp_path / "rm"))
     run = json.loads((tmp_path / "rm" / "metrics.json").read_text())["run"]
@@ -139,7 +139,7 @@ def test_the_rule_set_ranks_what_users_would():
 
 def test_feedback_records_go_into_dpo_unchanged(toy, tmp_path):
     """Thumbs kept by the app's FeedbackLog are pairs --dpo reads as written, and labels in KTO's form."""
-    from gpt.feedback import FeedbackLog
+    from gpt.posttraining.feedback import FeedbackLog
 
     log = FeedbackLog(tmp_path / "feedback")
     written = toy_pairs(20, seed=1)
@@ -161,8 +161,8 @@ def test_feedback_records_go_into_dpo_unchanged(toy, tmp_path):
 def test_a_reward_model_is_not_offered_as_a_writer(toy, tmp_path):
     """gpt.load on a reward model's folder says what it is; the app's catalog leaves it out of the models offered."""
     import gpt
-    from gpt.catalog import Catalog
-    from gpt.folder import ModelFileError
+    from gpt.serving.catalog import Catalog
+    from gpt.storage.folder import ModelFileError
 
     main(pair_args(toy, "reward-model", tmp_path / "rm", "--max-steps", "2"))
     with pytest.raises(ModelFileError, match="a reward model, which scores replies"):
@@ -172,7 +172,7 @@ def test_a_reward_model_is_not_offered_as_a_writer(toy, tmp_path):
 
 
 def test_the_ranking_script_writes_pairs_the_rules_order(toy, tmp_path, capsys):
-    from gpt.preferences import main as rank
+    from gpt.posttraining.preferences import main as rank
 
     conversations = [
         {"messages": [{"role": "user", "content": w}, {"role": "assistant", "content": "a"}]}

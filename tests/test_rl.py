@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 import gpt
-from gpt.rl import checked, group_advantages, load_reward, policy_loss, reply_text, stop_ids
-from gpt.train import main
+from gpt.posttraining.rl import checked, group_advantages, load_reward, policy_loss, reply_text, stop_ids
+from gpt.training.train import main
 
 pytestmark = pytest.mark.slow
 LETTERS = "abc"

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import gpt
-from gpt.engine import Engine, Job
-from gpt.sampling import SamplingParams, StopStrings, Token
+from gpt.serving.engine import Engine, Job
+from gpt.serving.sampling import SamplingParams, StopStrings, Token
 
 SEED_OVERFLOW = 18446744073709551616  # 2**64
 
@@ -299,8 +299,8 @@ def test_only_json_is_accepted(api, content_type):
 def test_models_is_503_while_loading():
     from fastapi.testclient import TestClient
 
-    from gpt.catalog import Catalog
-    from gpt.server import Server, create_app
+    from gpt.serving.catalog import Catalog
+    from gpt.serving.server import Server, create_app
 
     assert TestClient(create_app(Server(Catalog("play")))).get("/v1/models").status_code == 503
 
@@ -348,8 +348,8 @@ def test_a_real_fault_is_a_logged_json_500_and_the_server_goes_on(lm, serving, m
 
 def crafted_folder(root, **config_changes):
     """A real small model folder whose config.json is then edited as an attacker would."""
-    from gpt.folder import write_weights
-    from gpt.model import GPT, GPTConfig
+    from gpt.models.model import GPT, GPTConfig
+    from gpt.storage.folder import write_weights
 
     folder = root / "crafted"
     folder.mkdir()
@@ -390,14 +390,14 @@ def crafted_folder(root, **config_changes):
     ],
 )
 def test_crafted_configs_are_refused_before_the_model_is_built(tmp_path, changes, message):
-    from gpt.folder import ModelFileError
+    from gpt.storage.folder import ModelFileError
 
     with pytest.raises(ModelFileError, match=message):
         gpt.load(crafted_folder(tmp_path, **changes), device="cpu")
 
 
 def test_a_config_that_is_a_list_is_refused(tmp_path):
-    from gpt.folder import ModelFileError
+    from gpt.storage.folder import ModelFileError
 
     folder = crafted_folder(tmp_path)
     (folder / "config.json").write_text("[1, 2, 3]")
@@ -412,7 +412,7 @@ def load_in_a_process(folder) -> tuple[str, int]:
 
     code = (
         "import resource, gpt\n"
-        "from gpt.folder import ModelFileError\n"
+        "from gpt.storage.folder import ModelFileError\n"
         f"try:\n    gpt.load({str(folder)!r}, device='cpu')\nexcept ModelFileError as e:\n    print('refused:', e)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
     )
@@ -453,7 +453,7 @@ def test_a_large_config_beside_small_weights_is_refused_before_it_is_built(tmp_p
 def test_weights_that_are_not_finite_floats_are_refused(tmp_path, change, message):
     from safetensors.torch import load_file, save_file
 
-    from gpt.folder import ModelFileError
+    from gpt.storage.folder import ModelFileError
 
     folder = crafted_folder(tmp_path)
     weights = folder / "model.safetensors"
@@ -463,7 +463,7 @@ def test_weights_that_are_not_finite_floats_are_refused(tmp_path, change, messag
 
 
 def test_a_huge_json_file_in_a_folder_is_refused_unread(tmp_path):
-    from gpt.folder import ModelFileError
+    from gpt.storage.folder import ModelFileError
 
     folder = crafted_folder(tmp_path)
     config = json.loads((folder / "config.json").read_text())
@@ -479,13 +479,13 @@ def test_a_huge_json_file_in_a_folder_is_refused_unread(tmp_path):
 def test_a_full_disk_while_training_is_one_line_that_says_what_to_do(tmp_path, play_file, tiny_args, monkeypatch):
     from safetensors import SafetensorError
 
-    import gpt.atomic
-    from gpt.train import main
+    import gpt.storage.atomic
+    from gpt.training.train import main
 
     def full(*args, **kwargs):
         raise SafetensorError("Error while serializing: IoError(No space left on device (os error 28))")
 
-    monkeypatch.setattr(gpt.atomic, "save_file", full)
+    monkeypatch.setattr(gpt.storage.atomic, "save_file", full)
     with pytest.raises(SystemExit) as e:
         main(["--data", str(play_file), "--out", str(tmp_path / "m"), *tiny_args, "--max-steps", "2"])
     message = str(e.value)

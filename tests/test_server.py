@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 import gpt
-from gpt.catalog import Catalog
-from gpt.server import Server, create_app
+from gpt.serving.catalog import Catalog
+from gpt.serving.server import Server, create_app
 
 pytestmark = pytest.mark.slow  # the slow tier: trains, serves or starts processes
 

@@ -9,10 +9,10 @@ import pytest
 from conftest import WORDS
 
 import gpt
-from gpt.chat import chat_prompt, layout
-from gpt.conversations import ConversationBatches, prompt_ids, read_conversations
-from gpt.data import DataError
-from gpt.tokenizer import END, TURNS, BPETokenizer, CharTokenizer
+from gpt.models.tokenizer import END, TURNS, BPETokenizer, CharTokenizer
+from gpt.serving.chat import chat_prompt, layout
+from gpt.training.conversations import ConversationBatches, prompt_ids, read_conversations
+from gpt.training.data import DataError
 
 transformers = pytest.importorskip("transformers")
 STEPS = "--max-steps 150 --eval-interval 50 --eval-steps 4 --lr 3e-3 --batch-size 16".split()
@@ -40,7 +40,7 @@ def chats_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def chat_model(tmp_path_factory, tiny_model, chats_file):
-    from gpt.train import main
+    from gpt.training.train import main
 
     out = tmp_path_factory.mktemp("models") / "chat"
     main(["--init-from", str(tiny_model), "--sft", "--data", str(chats_file), "--out", str(out), *STEPS])
@@ -152,7 +152,7 @@ def test_transformers_generate_ends_a_chat_turn_at_the_end_token(chat_model):
 
 
 def test_sft_resume_equals_an_uninterrupted_run(tmp_path, tiny_model, chats_file):
-    from gpt.train import main
+    from gpt.training.train import main
 
     common = ["--init-from", str(tiny_model), "--sft", "--data", str(chats_file), "--eval-interval", "5"]
     common += ["--eval-steps", "2", "--batch-size", "8"]
@@ -188,7 +188,7 @@ def test_the_api_and_the_app_chat_through_the_template_with_the_system_message(c
 def test_the_chat_tab_leads_with_the_system_message_and_checks_it(chat_model, app_process):
     from gradio_client import Client
 
-    from gpt.chat import natural_end
+    from gpt.serving.chat import natural_end
 
     lm = gpt.load(chat_model, device="cpu")
     settings = (0.0, 0, 1.0, 30, 1.0, "")
@@ -212,7 +212,7 @@ def test_the_chat_tab_leads_with_the_system_message_and_checks_it(chat_model, ap
 
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_conversations_made_from_a_play_are_exchanges_of_its_split(tmp_path, play_file, cli, split):
-    from gpt.data import split_text
+    from gpt.training.data import split_text
 
     out = tmp_path / "chats.jsonl"
     r = cli("-m", "gpt.conversations", str(play_file), "--out", str(out), "--split", split)
@@ -240,7 +240,7 @@ def test_a_turn_token_typed_in_a_message_cannot_end_its_turn(chat_model):
 def test_the_app_opens_on_the_chat_model_and_lists_base_and_chat_tuned(tmp_path, chat_model, tiny_model):
     import shutil
 
-    from gpt.catalog import Catalog
+    from gpt.serving.catalog import Catalog
     from gpt.ui.context import Context
     from gpt.ui.model_tab import ModelTab
 
@@ -253,7 +253,7 @@ def test_the_app_opens_on_the_chat_model_and_lists_base_and_chat_tuned(tmp_path,
 
 
 def test_new_turn_tokens_start_as_copies_of_the_newline(tiny_model):
-    from gpt.run import grown
+    from gpt.training.run import grown
 
     lm = gpt.load(tiny_model, device="cpu")
     tok = lm.tokenizer.with_turns()
@@ -265,8 +265,8 @@ def test_new_turn_tokens_start_as_copies_of_the_newline(tiny_model):
 def test_replay_puts_windows_of_the_base_text_in_each_batch(tiny_model, chats_file, play_file):
     import torch
 
-    from gpt.conversations import load_conversations
-    from gpt.data import split_text
+    from gpt.training.conversations import load_conversations
+    from gpt.training.data import split_text
 
     base = gpt.load(tiny_model, device="cpu").tokenizer
     tok, train, _ = load_conversations(chats_file, 32, base, replay=play_file, share=0.25)
@@ -299,7 +299,7 @@ def test_the_cards_snippets_run_as_written_on_a_small_context_and_speak_its_text
 
 
 def test_a_character_the_base_never_saw_in_the_sft_data_is_an_error_naming_its_line(tmp_path, tiny_model, chats_file):
-    from gpt.train import main
+    from gpt.training.train import main
 
     lines = chats_file.read_text().splitlines()
     lines[6] = json.dumps(

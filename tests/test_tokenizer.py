@@ -1,6 +1,6 @@
 import pytest
 
-from gpt.tokenizer import CharTokenizer, UnknownCharactersError
+from gpt.models.tokenizer import CharTokenizer, UnknownCharactersError
 
 
 def test_round_trip_exact():

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 import gpt
-from gpt.card import RECIPE
-from gpt.config import PRESET_ABOUT, PRESETS, TrainConfig, build_parser
-from gpt.optim import learning_rate
-from gpt.train import resolve_settings
+from gpt.storage.card import RECIPE
+from gpt.training.config import PRESET_ABOUT, PRESETS, TrainConfig, build_parser
+from gpt.training.optim import learning_rate
+from gpt.training.train import resolve_settings
 
 pytestmark = pytest.mark.slow  # the slow tier: trains, serves or starts processes
 
@@ -75,10 +75,10 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, play_fil
         *"--eval-interval 5 --eval-steps 2 --dropout 0.1".split(),
         *RECIPES[recipe],
     ]
-    gpt.train.main([*common, "--out", str(tmp_path / "full"), "--max-steps", "20"])
-    gpt.train.main([*common, "--out", str(tmp_path / "split"), "--max-steps", "10", "--lr-decay-steps", "20"])
+    gpt.training.train.main([*common, "--out", str(tmp_path / "full"), "--max-steps", "20"])
+    gpt.training.train.main([*common, "--out", str(tmp_path / "split"), "--max-steps", "10", "--lr-decay-steps", "20"])
     assert curve(tmp_path / "split")[-1]["step"] == 10
-    gpt.train.main(["--out", str(tmp_path / "split"), "--resume", "--max-steps", "20"])
+    gpt.training.train.main(["--out", str(tmp_path / "split"), "--resume", "--max-steps", "20"])
     assert curve(tmp_path / "split") == curve(tmp_path / "full")
     run = json.loads((tmp_path / "split" / "metrics.json").read_text())["run"]
     assert "--max-steps 10" in run["command"] and run["resumed_with"] == [
@@ -164,7 +164,7 @@ def test_kill_9_at_random_moments_leaves_a_consistent_checkpoint_and_folder(tmp_
 @pytest.mark.parametrize("damage", ["truncate", "drop", "other-step"])
 def test_a_damaged_checkpoint_is_refused_in_one_line(tmp_path, play_file, damage, cli, tiny_args):
     out = tmp_path / "m"
-    gpt.train.main(
+    gpt.training.train.main(
         [
             "--data",
             str(play_file),
@@ -243,7 +243,7 @@ def test_preset_fills_defaults_and_flags_override():
 
 def test_muon_recipe_learns_and_saves_a_loadable_folder(tmp_path, play_file, tiny_args):
     out = tmp_path / "muon"
-    gpt.train.main(
+    gpt.training.train.main(
         [
             "--data",
             str(play_file),
@@ -261,8 +261,8 @@ def test_muon_recipe_learns_and_saves_a_loadable_folder(tmp_path, play_file, tin
 
 def test_ema_is_what_is_evaluated_and_saved(tmp_path, play_file, tiny_args):
     common = ["--data", str(play_file), *tiny_args, "--max-steps", "20", "--eval-interval", "10", "--eval-steps", "2"]
-    gpt.train.main([*common, "--out", str(tmp_path / "plain")])
-    gpt.train.main([*common, "--out", str(tmp_path / "ema"), "--ema", "0.9"])
+    gpt.training.train.main([*common, "--out", str(tmp_path / "plain")])
+    gpt.training.train.main([*common, "--out", str(tmp_path / "ema"), "--ema", "0.9"])
     plain, ema = curve(tmp_path / "plain"), curve(tmp_path / "ema")
     assert plain[0] == ema[0] and plain[-1]["val_loss"] != ema[-1]["val_loss"]  # same start, averaged weights after
     lm = gpt.load(tmp_path / "ema", device="cpu")
@@ -278,11 +278,11 @@ def test_a_run_killed_between_a_checkpoint_and_its_evaluation_resumes_to_the_sam
 ):
     """The clock's checkpoint at step 20 is written before step 20 is evaluated; a kill in between must not lose the
     evaluation (its curve entry, and at the last step the final best model)."""
-    import gpt.run
+    import gpt.training.run
 
     common = ["--data", str(play_file), *tiny_args, *"--eval-interval 10 --eval-steps 2 --max-steps 20".split()]
-    gpt.train.main([*common, "--out", str(tmp_path / "full")])
-    real = gpt.run.Run.evaluate
+    gpt.training.train.main([*common, "--out", str(tmp_path / "full")])
+    real = gpt.training.run.Run.evaluate
 
     def killed_at_20(self, step, *rest):
         if step == 20:
@@ -290,11 +290,11 @@ def test_a_run_killed_between_a_checkpoint_and_its_evaluation_resumes_to_the_sam
         return real(self, step, *rest)
 
     with monkeypatch.context() as m:
-        m.setattr(gpt.run.Run, "evaluate", killed_at_20)
+        m.setattr(gpt.training.run.Run, "evaluate", killed_at_20)
         with pytest.raises(SystemExit):
-            gpt.train.main([*common, "--out", str(tmp_path / "split"), "--checkpoint-minutes", "0"])
+            gpt.training.train.main([*common, "--out", str(tmp_path / "split"), "--checkpoint-minutes", "0"])
     assert json.loads((tmp_path / "split" / "checkpoint" / "state.json").read_text())["step"] == 20
-    gpt.train.main(["--out", str(tmp_path / "split"), "--resume"])
+    gpt.training.train.main(["--out", str(tmp_path / "split"), "--resume"])
     assert curve(tmp_path / "split") == curve(tmp_path / "full") and curve(tmp_path / "full")[-1]["step"] == 20
     weights = [(tmp_path / d / "model.safetensors").read_bytes() for d in ("full", "split")]
     assert weights[0] == weights[1]
@@ -302,13 +302,13 @@ def test_a_run_killed_between_a_checkpoint_and_its_evaluation_resumes_to_the_sam
 
 def test_resume_state_is_saved_by_the_clock_between_evaluations(tmp_path, play_file, tiny_args, monkeypatch):
     saved = []
-    real = gpt.run.save_checkpoint
+    real = gpt.training.run.save_checkpoint
     monkeypatch.setattr(
-        gpt.run,
+        gpt.training.run,
         "save_checkpoint",
         lambda out, m, o, meta, *rest: saved.append(meta["step"]) or real(out, m, o, meta, *rest),
     )
-    gpt.train.main(
+    gpt.training.train.main(
         [
             "--data",
             str(play_file),
@@ -330,7 +330,7 @@ def test_a_preset_learns_and_its_card_states_its_recipe(tmp_path, play_file, nam
         *"5 --eval-interval 30 --eval-steps 4".split(),
     ]
     data = names_file if PRESETS[preset].get("docs") else play_file
-    gpt.train.main(["--data", str(data), "--out", str(out), "--preset", preset, *small])
+    gpt.training.train.main(["--data", str(data), "--out", str(out), "--preset", preset, *small])
     losses = [c["val_loss"] for c in curve(out)]
     assert losses[-1] < losses[0]
     card = (out / "README.md").read_text()

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import gpt
-from gpt.folder import save_folder
-from gpt.model import GPT, GPTConfig
-from gpt.tokenizer import CharTokenizer
+from gpt.models.model import GPT, GPTConfig
+from gpt.models.tokenizer import CharTokenizer
+from gpt.storage.folder import save_folder
 
 pytestmark = pytest.mark.slow  # the slow tier: trains, serves or starts processes
 
@@ -99,7 +99,7 @@ def test_document_boundary_round_trips(names_model):
 
 
 def test_a_pushed_repo_loads_in_transformers_by_repo_id(hub, tiny_model, monkeypatch):
-    from gpt.hub import push
+    from gpt.storage.hub import push
 
     monkeypatch.setenv("HF_TOKEN", "hf_local_test_token")
     push(tiny_model, "alice/for-transformers")

@@ -9,10 +9,10 @@ import torch
 from safetensors import safe_open
 
 import gpt
-from gpt.decode import DecodeBatch
-from gpt.folder import MODEL_FILES, load_model
-from gpt.sampling import SamplingParams
-from gpt.tokenizer import END, CharTokenizer
+from gpt.models.tokenizer import END, CharTokenizer
+from gpt.serving.decode import DecodeBatch
+from gpt.serving.sampling import SamplingParams
+from gpt.storage.folder import MODEL_FILES, load_model
 
 pytestmark = pytest.mark.slow  # the slow tier: trains, serves or starts processes
 
@@ -122,7 +122,7 @@ def test_compiled_decoding_of_a_shipped_model_is_its_uncompiled_decoding_for_250
 def test_shipped_microgpt_was_trained_by_the_scalar_engine_and_scores_the_same_in_torch():
     """weights/names-microgpt: microgpt's configuration trained in pure Python to microgpt's figure (at most 2.40 mean
     loss over its last 100 steps); the torch GPT from its folder and the scalar GPT from the same weights agree."""
-    from gpt.microgpt import document_loss, from_torch
+    from gpt.models.microgpt import document_loss, from_torch
 
     folder = WEIGHTS / "names-microgpt"
     for f in [f for f in MODEL_FILES if f != "loss.png"]:  # no validation curve: the loop is pure Python
@@ -162,7 +162,7 @@ def test_the_chat_model_is_the_flagship_chat_tuned_on_the_cpu_and_measured_again
 
 
 def test_the_chat_model_answers_and_ends_its_turns():
-    from gpt.chat import chat_prompt
+    from gpt.serving.chat import chat_prompt
 
     lm = gpt.load(WEIGHTS / "shakespeare-chat", device="cpu")
     said = ["Good morrow, sir.", "What news from the court?", "Where is my lord?", "I pray you, hear me.", "Farewell."]
@@ -199,8 +199,8 @@ def test_the_names_assistant_was_made_in_three_stages_on_the_cpu_within_30_minut
 
 
 def test_the_names_assistant_meets_requests_it_was_never_shown():
-    from gpt.chat import chat_prompt
-    from gpt.names_task import parse
+    from gpt.posttraining.names_task import parse
+    from gpt.serving.chat import chat_prompt
 
     lm = gpt.load(WEIGHTS / "names-assistant", device="cpu")
     requests = [

@@ -6,12 +6,12 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from gpt.catalog import Served
-from gpt.chat import ChatPrompt, chat_prompt, known, layout, message_text, natural_end, turns_of
-from gpt.engine import Job
-from gpt.feedback import prompt_of
-from gpt.generate import LM
-from gpt.sampling import SamplingParams
+from gpt.posttraining.feedback import prompt_of
+from gpt.serving.catalog import Served
+from gpt.serving.chat import ChatPrompt, chat_prompt, known, layout, message_text, natural_end, turns_of
+from gpt.serving.engine import Job
+from gpt.serving.generate import LM
+from gpt.serving.sampling import SamplingParams
 from gpt.ui.context import (
     VALID,
     Context,

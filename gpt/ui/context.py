@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from gpt.catalog import AtCapacity, Catalog, ModelUnavailable, NotOffered, Served
-from gpt.chat import message_text
-from gpt.engine import Job
-from gpt.feedback import FeedbackLog
-from gpt.generate import LM
-from gpt.sampling import SEED_MAX, SEED_MIN, SamplingParams, Token, check_seed
-from gpt.tokenizer import UnknownCharactersError
+from gpt.models.tokenizer import UnknownCharactersError
+from gpt.posttraining.feedback import FeedbackLog
+from gpt.serving.catalog import AtCapacity, Catalog, ModelUnavailable, NotOffered, Served
+from gpt.serving.chat import message_text
+from gpt.serving.engine import Job
+from gpt.serving.generate import LM
+from gpt.serving.sampling import SEED_MAX, SEED_MIN, SamplingParams, Token, check_seed
 
 MAX_NEW_TOKENS = 2000  # the settings' limit, and so the positions a completion can have
 SEEDS = random.SystemRandom()  # the random seeds' own source: the compiler and libraries reseed the module's generator

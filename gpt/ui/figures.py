@@ -5,8 +5,8 @@ import math
 
 import torch
 
-from gpt.generate import LM
-from gpt.micrograd import XS, YS, Value, neuron, trace
+from gpt.models.micrograd import XS, YS, Value, neuron, trace
+from gpt.serving.generate import LM
 from gpt.ui.context import shown
 
 

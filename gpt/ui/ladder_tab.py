@@ -8,14 +8,14 @@ import random
 
 import gradio as gr
 
-from gpt.catalog import Served
-from gpt.chat import chat_prompt
-from gpt.folder import read_metrics
-from gpt.generate import LM
-from gpt.micrograd import MLP, fit, squared_error
-from gpt.names_task import base_prompt
-from gpt.names_task import parse as parse_request
-from gpt.sampling import SamplingParams
+from gpt.models.micrograd import MLP, fit, squared_error
+from gpt.posttraining.names_task import base_prompt
+from gpt.posttraining.names_task import parse as parse_request
+from gpt.serving.catalog import Served
+from gpt.serving.chat import chat_prompt
+from gpt.serving.generate import LM
+from gpt.serving.sampling import SamplingParams
+from gpt.storage.folder import read_metrics
 from gpt.ui.context import SEED_RULE, SEEDS, VALID, Context, logged, parse_seed, submit, text_of
 from gpt.ui.figures import ladder_figure, micrograd_graph, micrograd_view
 

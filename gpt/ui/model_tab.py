@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from gpt.card import model_kind, size
-from gpt.catalog import Served
-from gpt.chat import layout, speakers, turn
-from gpt.folder import read_metrics
-from gpt.generate import LM
+from gpt.serving.catalog import Served
+from gpt.serving.chat import layout, speakers, turn
+from gpt.serving.generate import LM
+from gpt.storage.card import model_kind, size
+from gpt.storage.folder import read_metrics
 from gpt.ui.context import Context, answer, logged
 from gpt.ui.playground_tab import slider_tops
 

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import gradio as gr
 import torch
 
-from gpt.generate import LM
-from gpt.sampling import SamplingParams
+from gpt.serving.generate import LM
+from gpt.serving.sampling import SamplingParams
 from gpt.ui.context import (
     MAX_NEW_TOKENS,
     VALID,

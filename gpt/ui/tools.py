@@ -5,8 +5,8 @@ import asyncio
 
 import gradio as gr
 
-from gpt.chat import message_text, natural_end
-from gpt.sampling import SamplingParams
+from gpt.serving.chat import message_text, natural_end
+from gpt.serving.sampling import SamplingParams
 from gpt.ui.chat_tab import start_chat
 from gpt.ui.context import (
     MAX_NEW_TOKENS,

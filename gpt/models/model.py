@@ -1,0 +1,323 @@
+"""The GPT model: a config dataclass, a decoder-only transformer and its KV cache, top to bottom in one file."""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """cuda, then mps, then cpu, unless one is named."""
+    if device and device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 65
+    block_size: int = 256
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 384
+    dropout: float = 0.0
+    bias: bool = False  # biases in Linear and LayerNorm layers; False is a bit better and faster
+    tie_embeddings: bool = (
+        True  # the head is the token embedding (GPT-2); microgpt's head is its own (gpt/models/microgpt.py)
+    )
+
+    def num_params(self) -> int:
+        """Parameters of a GPT with this config, without building it (a tied head counted once)."""
+        c, b = self.n_embd, 1 if self.bias else 0
+        block = 12 * c * c + 2 * c + (2 + 3 + 1 + 4 + 1) * c * b  # attention, MLP, two LayerNorms, their biases
+        head = 0 if self.tie_embeddings else self.vocab_size * c
+        return self.vocab_size * c + head + self.block_size * c + self.n_layer * block + (1 + b) * c
+
+
+class KVCache:
+    """Keys and values of every layer for a batch of sequences, each at its own position.
+
+    Rows are independent: each has its own length (`pos`), so sequences of different lengths decode together.
+    `rows(start, stop)` is a view of some rows, so a single sequence can be (re)filled without touching the others.
+    The lengths live on the CPU whatever the device: a step plans its slices from them without waiting on the device.
+    Rows come first, so the first n rows are one contiguous block, laid out alike whatever the capacity: a compiled
+    step (GPT.decode_step) sees the same strides from every cache. One spare position past block_size is never
+    used: a step's view of the positions in use is then never the whole cache, so its strides never change either.
+    """
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor):
+        self.k, self.v, self.pos = k, v, pos  # k, v: (B, n_layer, n_head, block_size + 1, head_size); pos: (B,)
+
+    @classmethod
+    def empty(
+        cls, config: GPTConfig, batch_size: int, device=None, dtype=torch.float32, length: int | None = None
+    ) -> "KVCache":
+        """Room for `length` positions a row (block_size + 1 unless told: a fill of a few rows needs only its own)."""
+        length = config.block_size + 1 if length is None else length
+        shape = (batch_size, config.n_layer, config.n_head, length, config.n_embd // config.n_head)
+        k = torch.zeros(shape, device=device, dtype=dtype)
+        return cls(k, torch.zeros_like(k), torch.zeros(batch_size, dtype=torch.long))
+
+    slides = False  # a full cache must be shifted by its user (gpt/serving/decode.py)
+
+    def rows(self, start: int, stop: int) -> "KVCache":
+        return KVCache(self.k[start:stop], self.v[start:stop], self.pos[start:stop])
+
+    def reset(self) -> None:
+        self.pos.zero_()
+
+    def append(self, k_new: torch.Tensor, v_new: torch.Tensor) -> None:
+        """One new token's keys and values per row, (B, n_layer, n_head, head_size), written at each row's length."""
+        first, last = int(self.pos.min()), int(self.pos.max())
+        if first == last:  # every row at the same place: one slice, no index tensor
+            self.k[:, :, :, first], self.v[:, :, :, first] = k_new, v_new
+        else:
+            rows, at = torch.arange(len(self.pos), device=self.k.device), self.pos.to(self.k.device)
+            self.k[rows, :, :, at], self.v[rows, :, :, at] = k_new, v_new
+        self.pos += 1
+
+    def take(self, rows: list[int], filled: "KVCache", which: list[int]) -> None:
+        """Row rows[i] becomes filled's row which[i]: its keys, values and length (rows filled together, a prompt
+        filled once for all the rows that start with it)."""
+        at, n = torch.tensor(rows, device=self.k.device), filled.k.size(3)
+        source = torch.tensor(which, device=self.k.device)
+        self.k[at, :, :, :n], self.v[at, :, :, :n] = filled.k[source], filled.v[source]
+        self.pos[rows] = filled.pos[which]
+
+    def move(self, src: int, dst: int) -> None:
+        """Row src's keys, values and length into row dst."""
+        for t in (self.k, self.v):
+            t[dst] = t[src]
+        self.pos[dst] = self.pos[src]
+
+
+@dataclass
+class CachePlan:
+    """Where a step's keys and values go in the cache, and how much of it the step attends over."""
+
+    where: slice | tuple[torch.Tensor, torch.Tensor]  # one slice for all rows, or (rows, positions) index tensors
+    positions: torch.Tensor | None  # (B, T) positions when rows differ; None when `where` is a slice
+    length: int  # cache positions in use after the step: attention reads only these
+
+
+def cache_plan(pos: torch.Tensor, T: int, device) -> tuple[CachePlan, torch.Tensor | None]:
+    """Plan a cached step from the rows' lengths (a CPU tensor) and its attention mask.
+
+    When every row is at the same place (one sequence, or a batch decoding in step) the step writes one slice and a
+    single new token needs no mask: no index tensor or mask is built. Rows at different places get both.
+    """
+    first, last = int(pos.min()), int(pos.max())
+    length = last + T
+    if first == last:
+        mask = None
+        if T > 1:  # a prefill after cached tokens: causal within the new tokens, all cached ones visible
+            mask = torch.ones(T, length, dtype=torch.bool, device=device).tril(diagonal=first)
+        return CachePlan(slice(first, length), None, length), mask
+    positions = (pos[:, None] + torch.arange(T)).to(device)
+    rows = torch.arange(len(pos), device=device)[:, None]
+    mask = (torch.arange(length, device=device) <= positions[..., None])[:, None]  # (B, 1, T, length)
+    return CachePlan((rows, positions), positions, length), mask
+
+
+# Dropout and GELU are functions, not modules: decoding one token, a module call costs more than the op itself.
+
+
+def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """layer(x) for a decode step. One row under torch.compile is a multiply-and-sum, which the compiler turns into
+    one loop that streams the weight at memory speed, faster than the BLAS's one-row product."""
+    if x.size(0) != 1 or not torch.compiler.is_compiling():
+        return layer(x)
+    y = (x[:, None, :] * layer.weight).sum(-1)
+    return y if layer.bias is None else y + layer.bias
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, "n_embd must be divisible by n_head"
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.n_head, self.dropout = config.n_head, config.dropout
+
+    def forward(self, x, k_cache=None, v_cache=None, at=None, mask=None, return_attention=False):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if k_cache is not None:  # write this step's keys/values `at` their places, attend over the cache in use
+            if isinstance(at.where, slice):  # every row at the same place
+                k_cache[:, :, at.where], v_cache[:, :, at.where] = k, v
+            else:
+                rows, positions = at.where
+                k_cache[rows, :, positions], v_cache[rows, :, positions] = k.transpose(1, 2), v.transpose(1, 2)
+            k, v = k_cache[:, :, : at.length], v_cache[:, :, : at.length]
+        attention = None
+        if return_attention:  # the explicit form, so the weights can be shown
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))
+            allowed = mask if mask is not None else torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            attention = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+            y = attention @ v
+        else:  # no dropout on the attention weights: on a CPU it turns SDPA's fast kernel into a slow one
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and k_cache is None)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return F.dropout(self.c_proj(y), self.dropout, self.training), attention
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+
+    def forward(self, x):
+        return F.dropout(self.c_proj(F.gelu(self.c_fc(x))), self.dropout, self.training)
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, k_cache=None, v_cache=None, at=None, mask=None, return_attention=False):
+        a, attention = self.attn(self.ln_1(x), k_cache, v_cache, at, mask, return_attention)
+        x = x + a
+        return x + self.mlp(self.ln_2(x)), attention
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.transformer.wte.weight = self.lm_head.weight
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: residual projections scaled down by depth
+            if name.endswith("c_proj.weight"):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        """Parameters counted once (a tied head shares the token embedding); position embeddings included."""
+        return self.config.num_params()
+
+    def empty_cache(self, batch_size: int, device=None, dtype=torch.float32, length: int | None = None) -> KVCache:
+        return KVCache.empty(self.config, batch_size, device, dtype, length)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        packed: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ):
+        """Logits (B, T, vocab) and, with targets, the mean cross-entropy (targets of -1 are ignored).
+
+        With a cache, idx continues each row from its cached position; the cache is filled and advanced.
+        With packed = (positions (B, T), sees (B, T, T)), each row holds several sequences that share a start: each
+        token's position, and which tokens it attends to (gpt/posttraining/rl.py packs a prompt with all its replies).
+        """
+        logits = self.lm_head(self.hidden(idx, cache, packed))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
+        return logits, loss
+
+    def hidden(
+        self, idx: torch.Tensor, cache: KVCache | None = None, packed: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """The last layer norm's output (B, T, n_embd): what the head reads (a reward model's score reads it too)."""
+        B, T = idx.size()
+        at, mask = None, None
+        if packed is not None:
+            positions, sees = packed
+            if int(positions.max()) >= self.config.block_size:
+                raise ValueError(f"a packed sequence is longer than the context ({self.config.block_size})")
+            pos, mask = self.transformer.wpe(positions), sees[:, None]
+        elif cache is None:
+            if T > self.config.block_size:
+                raise ValueError(f"sequence of length {T} is longer than the context ({self.config.block_size})")
+            pos = self.transformer.wpe.weight[:T]
+        else:
+            at, mask = cache_plan(cache.pos, T, idx.device)
+            wpe = self.transformer.wpe
+            pos = wpe(at.positions) if at.positions is not None else wpe.weight[at.where]
+        x = F.dropout(self.transformer.wte(idx) + pos, self.config.dropout, self.training)
+        for i, block in enumerate(self.transformer.h):
+            kv = (cache.k[:, i], cache.v[:, i]) if cache is not None else (None, None)
+            x, _ = block(x, *kv, at, mask)
+        if cache is not None:
+            cache.pos += T
+        return self.transformer.ln_f(x)
+
+    def decode_step(self, idx: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor):
+        """One new token per row after its cached ones: logits (B, vocab) and the token's keys and values
+        (B, n_layer, n_head, head_size), which the caller appends to the cache.
+
+        idx and pos are (B,); k and v are a cache's (B, n_layer, n_head, S, head_size), of which each row attends to
+        its first pos positions. The cache is only read and every shape is the same at every position, so
+        torch.compile makes one graph of the whole step (gpt/serving/decode.py): no copies, index tensors or Python
+        per op.
+        """
+        C, H = self.config.n_embd, self.config.n_head
+        D = C // H
+        visible = (torch.arange(k.size(3), device=idx.device) < pos[:, None])[:, None]  # (B, 1, S)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        k_new, v_new = [], []
+        for i, block in enumerate(self.transformer.h):
+            ln = block.ln_1
+            q, kt, vt = linear(block.attn.c_attn, F.layer_norm(x, (C,), ln.weight, ln.bias)).view(-1, 3, H, D).unbind(1)
+            q = q / math.sqrt(D)
+            cached = (k[:, i] @ q[..., None])[..., 0].masked_fill(~visible, float("-inf"))  # (B, H, S)
+            p = torch.cat([cached, (q * kt).sum(-1, keepdim=True)], dim=-1).softmax(dim=-1)  # the cache, then itself
+            y = (p[:, :, None, :-1] @ v[:, i])[:, :, 0] + p[..., -1:] * vt
+            x = x + linear(block.attn.c_proj, y.reshape(-1, C))
+            ln = block.ln_2
+            x = x + linear(block.mlp.c_proj, F.gelu(linear(block.mlp.c_fc, F.layer_norm(x, (C,), ln.weight, ln.bias))))
+            k_new.append(kt)
+            v_new.append(vt)
+        ln = self.transformer.ln_f
+        logits = linear(self.lm_head, F.layer_norm(x, (C,), ln.weight, ln.bias))
+        return logits, torch.stack(k_new, 1), torch.stack(v_new, 1)
+
+    @torch.no_grad()
+    def attention_maps(self, idx: torch.Tensor) -> torch.Tensor:
+        """Attention weights of every layer and head for one sequence: (n_layer, n_head, T, T)."""
+        T = idx.size(1)
+        positions = torch.arange(T, device=idx.device)[None]
+        x = self.transformer.wte(idx) + self.transformer.wpe(positions)
+        maps = []
+        for block in self.transformer.h:
+            x, attention = block(x, return_attention=True)
+            maps.append(attention[0])
+        return torch.stack(maps)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        raise NotImplementedError(
+            "a model folder holds a tokenizer too: load it with gpt.load(path_or_repo_id), whose .model is the GPT"
+        )

@@ -1,0 +1,1 @@
+"""The model folder (safetensors, config, tokenizer, card) and the Hugging Face Hub."""

@@ -1,0 +1,1 @@
+"""Pre-training and fine-tuning: the trainer's command, settings, data, loop, optimizers, checkpoints, evaluation."""
