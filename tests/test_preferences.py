@@ -74,6 +74,23 @@ def test_dpo_learns_the_toy_preference_on_held_out_pairs(toy, tmp_path, capsys):
     assert "DPO" in card and f"{run['val_accuracy']:.1%}" in card
 
 
+def test_rpo_alpha_keeps_the_chosen_replies_likely_where_plain_dpo_lets_them_fall(toy, tmp_path):
+    """DPO's known failure (likelihood displacement): the chosen replies lose probability along with the rejected.
+    The chosen replies' own loss (--rpo-alpha) holds them up, with the preference still learnt."""
+    import gpt
+
+    chosen = {}
+    for name, more in (("plain", []), ("rpo", ["--rpo-alpha", "1"])):
+        main(pair_args(toy, "dpo", tmp_path / name, "--beta", "0.5", *more))
+        lm = gpt.load(tmp_path / name, device="cpu")
+        rows = PairRows(read_pairs(toy[1])[9::10], lm.tokenizer, 24)
+        with torch.no_grad():
+            logp = reply_logprobs(lm.model, *rows.batch(list(range(len(rows)))))
+        chosen[name] = logp[: len(rows)].mean().item()
+        assert json.loads((tmp_path / name / "metrics.json").read_text())["run"]["val_accuracy"] > 0.9
+    assert chosen["rpo"] > chosen["plain"] + 0.5, chosen
+
+
 def test_reward_model_learns_the_preference_and_transformers_scores_it_the_same(toy, tmp_path):
     from transformers import GPT2ForSequenceClassification
 

@@ -89,26 +89,27 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, play_fil
     assert sorted(p.name for p in state.iterdir()) == ["state-20.safetensors", "state.json"]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["INT", "TERM", "HUP"])
-def test_a_stop_signal_saves_state_and_resume_finishes(tmp_path, play_file, sig, cli, tiny_args):
+def test_each_stop_signal_saves_state_and_resume_goes_on(tmp_path, play_file, cli, tiny_args):
+    """Ctrl-C (INT), kill (TERM) and a closed terminal (HUP), each sent to the run the last one resumed."""
     out = tmp_path / "m"
-    args = ["--data", str(play_file), "--out", str(out), *tiny_args, "--max-steps", "100000", "--eval-interval", "50"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gpt.train", *args], cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    deadline = time.time() + 120
-    while not (out / "checkpoint" / "state.json").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)
-    proc.send_signal(sig)
-    stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr
-    assert "interrupted at step" in stdout and "--resume" in stdout
-    step = json.loads((out / "checkpoint" / "state.json").read_text())["step"]
-    assert step > 0
+    first = ["--data", str(play_file), *tiny_args, "--eval-interval", "50"]
+    step = 0
+    for sig, args in ((signal.SIGINT, first), (signal.SIGTERM, ["--resume"]), (signal.SIGHUP, ["--resume"])):
+        command = [sys.executable, "-m", "gpt.train", "--out", str(out), "--max-steps", "100000", *args]
+        proc = subprocess.Popen(command, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        state = out / "checkpoint" / "state.json"
+        deadline = time.time() + 120
+        while not (state.exists() and json.loads(state.read_text())["step"] > step) and time.time() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 0, stderr
+        assert "interrupted at step" in stdout and "--resume" in stdout, sig
+        assert json.loads(state.read_text())["step"] > step, sig
+        step = json.loads(state.read_text())["step"]
     r = cli("-m", "gpt.train", "--out", str(out), "--resume", "--max-steps", str(step + 10))
     assert r.returncode == 0, r.stderr
-    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == step + 10
+    assert json.loads(state.read_text())["step"] == step + 10
 
 
 def checkpoint_is_consistent(out: Path) -> int:
@@ -187,28 +188,6 @@ def test_a_damaged_checkpoint_is_refused_in_one_line(tmp_path, play_file, damage
     lines = r.stderr.strip().splitlines()
     assert r.returncode != 0 and len(lines) == 1 and "Traceback" not in r.stderr
     assert "without --resume" in lines[0]
-
-
-def test_ddp_two_processes_on_cpu(tmp_path, play_file, free_port, cli, tiny_args):
-    out = tmp_path / "ddp"
-    r = cli(
-        *"-m torch.distributed.run --nproc-per-node 2 --master-port".split(),
-        str(free_port),
-        "-m",
-        "gpt.train",
-        "--data",
-        str(play_file),
-        "--out",
-        str(out),
-        *tiny_args,
-        *"--max-steps 20 --eval-interval 10 --eval-steps 2 --device cpu".split(),
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("best val loss") == 1  # only rank 0 reports and writes
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["run"]["world_size"] == 2 and metrics["run"]["tokens_seen"] == 20 * 16 * 32 * 2
-    assert metrics["curve"][-1]["val_loss"] < metrics["curve"][0]["val_loss"]
-    assert gpt.load(out, device="cpu").generate("ROMEO:", max_new_tokens=5, temperature=0)
 
 
 @pytest.mark.parametrize(

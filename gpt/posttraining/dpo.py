@@ -57,6 +57,9 @@ class DPORun(PairRun):
             with torch.no_grad():
                 ref = reply_logprobs(self.reference, prompts, replies, batch_size=len(prompts))
         loss, margin = dpo_loss(logp, ref, c.beta)
+        if c.rpo_alpha:  # the chosen replies (the first half) by their own loss per token, as TRL's rpo_alpha
+            chosen = replies[: len(replies) // 2]
+            loss = loss - c.rpo_alpha * logp[: len(chosen)].sum() / sum(map(len, chosen))
         tokens = sum(len(p) + len(r) for p, r in zip(prompts, replies))
         return self.learn(loss, margin, tokens), lr, tokens
 

@@ -144,6 +144,12 @@ class TrainConfig:
         recipe=True,
     )
     beta: float = setting(0.1, "--dpo: how far the implicit reward may pull from the starting model", recipe=True)
+    rpo_alpha: float = setting(
+        0.0,
+        "--dpo: weight of the chosen replies' own loss per token, added to DPO's (TRL's rpo_alpha; 1.0 in the RPO "
+        "paper): keeps the chosen replies likely while the rejected ones are pushed down",
+        recipe=True,
+    )
     reward_model: str | None = setting(
         None,
         "train a reward model (a score head on --init-from's transformer) on these pairs (JSONL, as --dpo); its "
@@ -177,6 +183,8 @@ class TrainConfig:
             raise ValueError("--text measures what --dpo forgot: it needs --dpo")
         if self.beta <= 0:
             raise ValueError("--beta must be more than 0 (DPO's usual is 0.1)")
+        if self.rpo_alpha < 0:
+            raise ValueError("--rpo-alpha must be 0 or more (0: plain DPO; the RPO paper's is 1.0)")
         if not self.data and not self.rl and not pairs:
             raise ValueError("--data is required: give a UTF-8 text file to train on")
         counts = ["n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_steps", "eval_interval", "eval_steps"]
