@@ -1,7 +1,6 @@
 """The web app and the model server: a Gradio UI (streaming chat, a completion playground with token probabilities
 and attention, the learning ladder, a model picker) and an OpenAI-compatible API (gpt/serving/server.py), in one
-process on
-one port.
+process on one port.
 
 python app.py serves both at http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT to change);
 python app.py --api-only serves the API alone, without loading Gradio. MODEL_ID picks the default model (a folder or a

@@ -16,9 +16,8 @@ and each --tuned one (DPO, RL) their chat template.
 - blank line: the share whose reply holds a blank line;
 - pre-training loss: each model's exact validation loss on the play itself (what the fine-tune forgot);
 - against the chat model (tuned models): the share of conversations where the model's reply beats the chat model's
-  (same seeds) under the rule set of gpt/posttraining/preferences.py (more rules met; a tie counts half) and under the
-  reward
-  model (a higher score);
+  (same seeds) under the rule set of gpt/posttraining/preferences.py (more rules met; a tie counts half) and under
+  the reward model (a higher score);
 - the reward model's accuracy on pairs made from these conversations: the chat model's two replies to each, ranked by
   the rule set (the pairs it never saw);
 - five conversations side by side: the play's reply, the base's and the chat model's.

@@ -62,3 +62,13 @@ def test_a_fine_tune_on_a_budget_keeps_its_shape_and_rates():
     c = TrainConfig(data="text.txt", time_budget=10, init_from="base", **base)
     c = plan(c, {"init_from", "time_budget"}, 600, 1_000_000, 100_000, step_seconds)
     assert (c.n_layer, c.n_embd, c.lr, c.optimizer) == (6, 256, 3e-4, "adamw") and c.schedule == "wsd"
+
+
+def test_a_plan_is_a_new_config_and_the_checked_one_never_changes():
+    import dataclasses
+
+    asked = TrainConfig(data="text.txt", time_budget=10)
+    planned = plan(asked, {"time_budget"}, 600, 1_000_000, 100_000, step_seconds)
+    assert planned is not asked and asked == TrainConfig(data="text.txt", time_budget=10)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        planned.max_steps = 5  # a run's moving end is a new config (Run.fit_to_budget), never this one changed

@@ -397,8 +397,8 @@ def test_closing_the_engine_ends_the_requests_it_holds(lm):
 
 
 def test_the_engine_thread_ends_when_idle_and_a_request_starts_another(lm):
-    """An idle engine holds no thread (and so no OpenMP threads: gpt/serving/engine.py); the next request brings one "
-    "back."""
+    """An idle engine holds no thread (and so no OpenMP threads: gpt/serving/engine.py); the next request brings
+    one back."""
     engine = Engine(lm, max_batch=2, idle_exit=0.1)
     params = SamplingParams(max_new_tokens=20, temperature=0)
 

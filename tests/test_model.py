@@ -76,8 +76,8 @@ def test_kv_cache_rows_at_different_positions():
 
 
 def test_replies_packed_after_their_shared_prompt_score_and_learn_as_rows_of_their_own():
-    """RL's and DPO's log-probabilities: each prompt once, its replies after it (gpt/posttraining/rl.py "
-    "token_logprobs)."""
+    """RL's and DPO's log-probabilities: each prompt once, its replies after it (token_logprobs in
+    gpt/posttraining/rl.py)."""
     a, b = torch.randint(0, 23, (6,)).tolist(), torch.randint(0, 23, (4,)).tolist()
     prompts = [a, b, a, a, b]  # a prompt's replies need not be next to each other (DPO: chosen ..., rejected ...)
     replies = [torch.randint(0, 23, (n,)).tolist() for n in (3, 1, 10, 5, 7)]  # rows up to 16: the context

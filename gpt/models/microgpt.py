@@ -2,12 +2,11 @@
 loop).
 
 After Karpathy's microgpt (1 layer, 16 wide, 4 heads, context 16, an output head of its own, Adam, one name a
-step), with one difference: the block is this project's (gpt/models/model.py, GPT-2's: layer norm with a gain, exact
-GELU,
-fused query/key/value weights), where microgpt has RMSNorm and ReLU. So the trained weights are an ordinary model
-folder (tie_word_embeddings false): the torch GPT loads it and gives the same loss, and every later rung of the
-ladder is the same model made fast. A forward pass reads one token at a time with the keys and values of the tokens
-before it, as microgpt does: causal attention without a mask.
+step), with one difference: the block is this project's (gpt/models/model.py, GPT-2's: layer norm with a gain,
+exact GELU, fused query/key/value weights), where microgpt has RMSNorm and ReLU. So the trained weights are an
+ordinary model folder (tie_word_embeddings false): the torch GPT loads it and gives the same loss, and every later
+rung of the ladder is the same model made fast. A forward pass reads one token at a time with the keys and values of
+the tokens before it, as microgpt does: causal attention without a mask.
 
 python -m gpt.microgpt --data names.txt --out weights/names-microgpt trains one (about a minute of steps per 250).
 """

@@ -17,9 +17,8 @@ loads.
 
 Byte-level BPE (`--tokenizer bpe`, GPT-2's scheme, trained by `tokenizers`): the 256 bytes are tokens, so any UTF-8
 text encodes and nothing is unknown; merges learnt from the training split make common pieces single tokens. A token
-may end inside a character: its `token_bytes` are what a stream decodes incrementally (gpt/serving/sampling.py's Row).
-In
-document mode the boundary is the special token `<|endoftext|>` (id 0), standing for the end of a line.
+may end inside a character: its `token_bytes` are what a stream decodes incrementally (gpt/serving/sampling.py's
+Row). In document mode the boundary is the special token `<|endoftext|>` (id 0), standing for the end of a line.
 
 A chat-tuned tokenizer (`--sft`) has the turn tokens `<|system|>`, `<|user|>`, `<|assistant|>` and `<|end|>` after
 its vocabulary: whole tokens wherever they appear in a text, special tokens in tokenizer.json, and a `chat_template`

@@ -16,8 +16,7 @@ messages and reply the model's text: gpt.names_task:reward, or any checker of on
 with the attribute `batched = True` is called once a step as function(conversations, replies) -> list of numbers, as
 TRL calls its reward functions (gpt.names_task:namelike_reward scores every reply in one forward pass). Or it is
 a reward model's folder or Hub repo id (gpt/posttraining/reward.py), which scores a step's replies in one batch and
-sees whether
-each ended its turn.
+sees whether each ended its turn.
 """
 
 import importlib

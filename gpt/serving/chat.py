@@ -8,8 +8,7 @@
 A model that was never chat-tuned gets a layout of the kind of text it was trained on:
 
 The layout comes from the folder's record of its training text (gpt/training/data.py's describe_text); a folder
-without one
-gets the scene layout when its characters can spell it, as before the record existed.
+without one gets the scene layout when its characters can spell it, as before the record existed.
 
 - Scene layout (a model trained on a play): the user's lines are spoken by one character and the model answers as
   another (the pair that most often speak in turn in the text). Speeches are separated by a blank line, so the reply

@@ -61,8 +61,7 @@ class CompiledStep:
 
     Two graphs, each compiled on first use (DecodeBatch.warm_up): one row reads its whole context (fixed shapes are
     fastest) and streams each weight in one C++ loop (gpt/models/model.py's `linear`); several rows read only the
-    positions
-    in use (at least 16: lengths 0 and 1 would each get a graph), batch size and length dynamic, and on a CPU
+    positions in use (at least 16: lengths 0 and 1 would each get a graph), batch size and length dynamic, and on a CPU
     multiply in inductor's C++ GEMM over frozen weights. Fills (a prompt, a context shift) stay uncompiled: they are
     compute-bound. The several-rows graph holds the weights it was compiled with: a model changed after its first
     batched step needs a new CompiledStep. Where the compiler cannot run (no C++ compiler, an unsupported device) it

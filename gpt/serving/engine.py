@@ -11,8 +11,7 @@ Robustness rules: whatever one job does, the thread keeps running (a job that ca
 finish_reason "error"); a job's slot is counted from `submit` until the engine ends it, on every path, so capacity
 is never lost; `healthy` tells whether the engine still serves (not closed, its thread not killed). Decoding starts
 uncompiled; `use_compiled` swaps in a compiled step between two steps (gpt/serving/catalog.py builds it in the
-background),
-with the same tokens.
+background), with the same tokens.
 
 Threads: torch's CPU kernels run on OpenMP (libgomp), which gives each thread that runs a parallel region a team of
 its own, kept while that thread lives; once the process holds more such threads than CPUs, every team's threads sleep

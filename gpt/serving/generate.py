@@ -1,7 +1,7 @@
 """The front door: `gpt.load` gives an LM (a model with its tokenizer) that completes, streams and batches text.
 
-Every path decodes through gpt/serving/decode.py's `step_rows` with gpt/serving/sampling.py's sampler, as the server's
-engine does.
+Every path decodes through gpt/serving/decode.py's `step_rows` with gpt/serving/sampling.py's sampler, as the
+server's engine does.
 """
 
 import os

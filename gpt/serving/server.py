@@ -1,9 +1,8 @@
 """The model server: an OpenAI-compatible HTTP API over the continuous-batching engine (gpt/serving/engine.py).
 
 The handlers only parse and check requests (gpt/serving/api_requests.py), hand jobs to the engine and relay tokens.
-Every bad
-request is a 4xx JSON error in OpenAI's shape; a request can never stop the engine or keep a slot (the engine owns
-both).
+Every bad request is a 4xx JSON error in OpenAI's shape; a request can never stop the engine or keep a slot (the
+engine owns both).
 
 Endpoints: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions (stream: true gives SSE).
 Every model of the catalog is served, by the request's `model` (the default when it is left out), each by its engine.

@@ -8,12 +8,11 @@ and any engine that runs GPT-2:
 - model.safetensors: GPT2LMHeadModel's layout: the attention and MLP weights transposed (GPT-2's Conv1D is the
   transpose of nn.Linear), zero biases where a model has none (GPT-2 always has them), a tied head stored once;
 - tokenizer.json + tokenizer_config.json (gpt/models/tokenizer.py), README.md (the card, gpt/storage/card.py),
-metrics.json, loss.png.
+  metrics.json, loss.png.
 The fixed-window rungs of the makemore ladder (gpt/models/window.py) are for this library only: config.json has
-model_type
-"gpt-window" and names the arch; model.safetensors is their state dict, BatchNorm's running statistics included.
-Folders of the first format (flat GPTConfig JSON, nn.Linear layout) still load; `python -m gpt.folder upgrade DIR`
-rewrites one in this format.
+model_type "gpt-window" and names the arch; model.safetensors is their state dict, BatchNorm's running statistics
+included. Folders of the first format (flat GPTConfig JSON, nn.Linear layout) still load; `python -m gpt.folder
+upgrade DIR` rewrites one in this format.
 
 A folder (or Hub repo) may come from anyone, so config.json is checked against stated limits and against the shapes in
 model.safetensors' header (a few KB that say every tensor's shape) before the model is built.

@@ -28,9 +28,10 @@ def setting(default, help: str, choices=None, architecture: bool = False, recipe
     return field(default=default, metadata=meta)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """One run's settings: the defaults below <- a preset <- explicit flags; checked when made."""
+    """One run's settings: the defaults below <- a preset <- explicit flags; checked when made, then never changed (a
+    time budget's plan and its moving end are new configs, made with dataclasses.replace and checked again)."""
 
     data: str | None = setting(None, "UTF-8 text file to train on (last 10%% validates; with --docs every 10th line)")
     docs: bool = setting(False, "document mode: one item per line, boundary token", architecture=True)
@@ -231,8 +232,8 @@ class TrainConfig:
                 raise ValueError("--n-hidden must be at least 1")
             if self.arch == "wavenet" and self.block_size & (self.block_size - 1):
                 raise ValueError(f"--block-size {self.block_size}: wavenet needs a power of two (it fuses pairs)")
-            if self.arch == "bigram":
-                self.block_size = 1
+            if self.arch == "bigram":  # a table of pairs: one character of context, whatever was asked
+                object.__setattr__(self, "block_size", 1)
 
     @property
     def model(self) -> ModelConfig:

@@ -153,9 +153,11 @@ def load_dataset(
     tokenizer: AnyTokenizer | None = None,
     bpe_vocab: int | None = None,
     chars: str = "",
+    text: str | None = None,
 ) -> tuple[AnyTokenizer, TextBatches | DocumentBatches, TextBatches | DocumentBatches]:
-    """Tokenizer (made from the file unless given: see make_tokenizer) and train/validation batch samplers."""
-    text = read_text(path)
+    """Tokenizer (made from the file unless given: see make_tokenizer) and train/validation batch samplers; `text`:
+    the file's text when the caller has read it already (a run reads its file once)."""
+    text = read_text(path) if text is None else text
     if documents:
         train, val = split_documents(text)
         if not train or not val:

@@ -42,8 +42,9 @@ from gpt.training.loss_plot import write_loss_plot
 from gpt.training.optim import learning_rate, make_optimizers, optimizer_step
 
 
-def read_data(c: TrainConfig, tokenizer: AnyTokenizer | None):
-    """The tokenizer (made from the text unless given) and the train/validation samplers: text or conversations."""
+def read_data(c: TrainConfig, tokenizer: AnyTokenizer | None, text: str | None):
+    """The tokenizer (made from the text unless given) and the train/validation samplers: text (read already, for a
+    run on text) or conversations."""
     if c.rl:
         return load_prompts(c.prompts, c.block_size - c.reply_tokens, tokenizer)
     if c.dpo or c.reward_model:
@@ -51,7 +52,7 @@ def read_data(c: TrainConfig, tokenizer: AnyTokenizer | None):
     if c.sft:
         return load_conversations(c.data, c.row_length, tokenizer, c.replay, c.replay_share)
     bpe = c.vocab_size if c.tokenizer == "bpe" else None
-    return load_dataset(c.data, c.row_length, c.docs, tokenizer, bpe, c.chars or "")
+    return load_dataset(c.data, c.row_length, c.docs, tokenizer, bpe, c.chars or "", text)
 
 
 def grown(state: dict, tokenizer: AnyTokenizer) -> dict:
@@ -156,13 +157,15 @@ class Run:
         self.base = resolve(c.init_from) if c.init_from else None  # once: a Hub base is a download or a cache look-up
         base = None if resume else self.base
         tokenizer = load_tokenizer(out) if resume else load_tokenizer(base) if base else None
-        self.tokenizer, self.train_data, self.val_data = read_data(c, tokenizer)
+        on_text = not (c.rl or c.dpo or c.reward_model or c.sft)
+        self.text = read_text(c.data) if on_text else None  # the one read of the run's text file
+        self.tokenizer, self.train_data, self.val_data = read_data(c, tokenizer, self.text)
         self.elapsed = 0.0
         if c.time_budget and not resume:
             left = 60 * c.time_budget - self.wall_time()
             tokens = (self.train_data.tokens, self.val_data.tokens)
             self.c = c = plan(c, given, left, *tokens, self.time_step)
-            _, self.train_data, self.val_data = read_data(c, self.tokenizer)
+            _, self.train_data, self.val_data = read_data(c, self.tokenizer, self.text)
             torch.manual_seed(c.seed + rank)  # the probes drew from it; a planned run repeats as an explicit one
         if base:  # the base model's own config (a head of its own, say), with this run's dropout and new tokens
             config, _ = read_config(base, c.init_from)
@@ -226,14 +229,17 @@ class Run:
         pace = (self.wall_time() - then) / (step - start)
         left = 60 * c.time_budget - finish_seconds(c, pace, self.val_data.tokens) - self.wall_time()
         decay_start = c.max_steps - max(1, round(c.decay_fraction * c.max_steps))
+        last = c.max_steps
         if left <= 0:
-            c.max_steps = step
+            last = step
         elif step < decay_start and c.schedule == "wsd":
-            c.max_steps = step + max(1, int(left / pace))
+            last = step + max(1, int(left / pace))
         if self.world > 1:  # every rank stops at rank 0's step
-            last = torch.tensor(c.max_steps, device=self.device)
-            dist.broadcast(last, 0)
-            c.max_steps = int(last.item())
+            agreed = torch.tensor(last, device=self.device)
+            dist.broadcast(agreed, 0)
+            last = int(agreed.item())
+        if last != c.max_steps:  # a new config: the one the user's settings were checked as stays as it was
+            self.c = replace(c, max_steps=last)
 
     def start_note(self) -> str:
         """One line before the first step (which may take a while): what was read and what will be trained."""
@@ -291,7 +297,7 @@ class Run:
     def describe_data(self) -> dict:
         """The record of what the run learnt from (gpt/training/data.py's describe_text, or the conversations')."""
         c = self.c
-        return describe_conversations(c.data) if c.sft else describe_text(c.data, read_text(c.data), c.docs)
+        return describe_conversations(c.data) if c.sft else describe_text(c.data, self.text, c.docs)
 
     def wall_time(self) -> float:
         return self.elapsed + time.time() - self.t0
@@ -389,7 +395,7 @@ class Run:
     def final_figures(self, lm: LM) -> dict:
         """The best model's exact figures on its validation data, for metrics.json and the card."""
         c = self.c
-        loss, _, bits = conversation_loss(lm, c.data) if c.sft else validation_loss(lm, read_text(c.data))
+        loss, _, bits = conversation_loss(lm, c.data) if c.sft else validation_loss(lm, self.text)
         return {"exact_val_loss": loss, "val_bits_per_byte": bits}
 
     def samples(self, lm: LM) -> dict | None:

@@ -115,7 +115,7 @@ def train(
     interval_start, interval_tokens, step = time.time(), 0, run.start
     while True:
         evaluated = bool(run.curve) and run.curve[-1]["step"] == step  # a resumed run may have been killed before it
-        if (step % c.eval_interval == 0 or step == c.max_steps) and not evaluated:
+        if (step % c.eval_interval == 0 or step == run.c.max_steps) and not evaluated:
             run.marks.append((step, run.wall_time()))
             entry = run.evaluate(step, interval_tokens / max(time.time() - interval_start, 1e-9))
             if run.master:
@@ -123,7 +123,7 @@ def train(
             if tracker:
                 tracker.log(entry, step)
             interval_start, interval_tokens = time.time(), 0
-        if step >= c.max_steps or stop:
+        if step >= run.c.max_steps or stop:
             break
         shown, lr, tokens = run.step(step)
         step += 1
@@ -132,9 +132,9 @@ def train(
             run.checkpoint(step)
         if c.time_budget and step % 10 == 0:
             run.fit_to_budget(step)
-            bar.total = c.max_steps
+            bar.total = run.c.max_steps
         interval_tokens += tokens
-        if run.master and (step % 10 == 0 or step == c.max_steps):
+        if run.master and (step % 10 == 0 or step == run.c.max_steps):
             tok_s = interval_tokens / max(time.time() - interval_start, 1e-9)
             figures = {k: f"{float(v):.4f}" for k, v in shown.items()}
             bar.set_postfix(**figures, tok_s=f"{tok_s:,.0f}", lr=f"{lr:.2e}", refresh=False)
