@@ -152,6 +152,7 @@ def test_the_rule_set_ranks_what_users_would():
     assert judge(message, leak)["one part"] is False
     assert judge(message, "Go.<|user|>hi")["one part"] is False and judge(message, "Go.<|user|>hi")["ends"] is False
     assert judge(message, "Go.\n\nStay, lord.\n<|end|>")["no blank line"] is False
+    assert not any(judge(message, "\n<|end|>").values())  # saying nothing is not a reply that ends well
 
 
 def test_feedback_records_go_into_dpo_unchanged(toy, tmp_path):

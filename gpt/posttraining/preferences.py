@@ -156,10 +156,11 @@ def words(text: str) -> set[str]:
 def judge(message: str, text: str) -> dict[str, bool]:
     """Which of RULES a raw continuation meets as the reply to `message`."""
     reply, ended, leak = shown_reply(text)
+    said = bool(reply.strip())  # an empty reply meets no rule: else it meets three, and RL learns to say nothing
     return {
-        "ends": ended,
-        "one part": not leak,
-        "no blank line": "\n\n" not in reply,
+        "ends": said and ended,
+        "one part": said and not leak,
+        "no blank line": said and "\n\n" not in reply,
         "takes up": bool(words(message) & words(reply)),
     }
 
