@@ -4,8 +4,10 @@ Calls name the model explicitly (the hidden `model` input a browser sends with e
 """
 
 import ast
+import json
 import re
 import time
+from pathlib import Path
 
 import pytest
 from gradio_client import Client
@@ -95,6 +97,29 @@ def test_blank_seed_is_random_and_the_note_says_which_seed_to_repeat(client):
     assert len(set(seeds)) == 3 and len({reply for reply, _, _ in replies}) > 1
     again, _, _ = chat(client, "Good morrow.", **{**SAMPLED, "seed": seeds[0]})
     assert again == replies[0][0]
+
+
+def test_the_note_gives_each_replys_tokens_rate_and_first_token_wait(client):
+    _, _, note = chat(client, "Good morrow.", max_new_tokens=25)
+    found = re.search(r"(\d+) tokens in ([\d.]+) s \(([\d,]+) tokens/s; the first after ([\d,]+) ms\)", note)
+    assert found, note
+    tokens, seconds, rate, first = int(found[1]), float(found[2]), int(found[3].replace(",", "")), int(found[4])
+    assert 1 <= tokens <= 25 and 0 < first <= 1000 * seconds + 5
+    assert abs(rate * seconds - tokens) <= 0.005 * rate + 1  # the rate is the count over the time (shown to 10 ms)
+
+
+def test_a_conversation_exports_as_a_line_of_the_trainers_chat_data(client, tmp_path):
+    from gpt.training.conversations import read_conversations
+
+    reply, conversation, _ = chat(client, "Good morrow, sweet lady.")
+    exported = Path(client.predict(conversation, "Be brief.", api_name="/export")).read_text(encoding="utf-8")
+    record = json.loads(exported)
+    messages = [("system", "Be brief."), ("user", "Good morrow, sweet lady."), ("assistant", reply)]
+    assert record == {"messages": [{"role": role, "content": text} for role, text in messages]}
+    data = tmp_path / "chats.jsonl"
+    data.write_text(exported * 10, encoding="utf-8")  # --sft needs ten conversations: every 10th validates
+    assert read_conversations(data) == [record["messages"]] * 10
+    assert client.predict([], "", api_name="/export") is None  # nothing said yet, nothing to export
 
 
 def test_a_reply_cut_by_the_limit_ends_at_a_boundary_or_is_marked(client):

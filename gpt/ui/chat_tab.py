@@ -2,6 +2,10 @@
 chat-tuned models, and (when the operator turns it on) thumbs and retries kept as preference data."""
 
 import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
@@ -43,6 +47,26 @@ def memory_note(lm: LM, prompt: ChatPrompt, turns: int) -> str:
         return ""
     seen = f" · the model sees {kept} earlier turn(s) and this message: {used:,} of its {lm.block_size:,} {unit}"
     return seen + (f"; not the {prompt.dropped_turns} oldest turn(s)" if prompt.dropped_turns else "")
+
+
+def speed_note(tokens: int, seconds: float, first: float | None) -> str:
+    """How fast the reply came, as chat UIs show it: its tokens, their rate and the wait for the first."""
+    if not tokens:
+        return ""
+    rate = f"{tokens / seconds:,.0f} tokens/s; the first after {1000 * first:,.0f} ms"
+    return f" · {tokens} tokens in {seconds:.2f} s ({rate})"
+
+
+def conversation_record(history, system: str) -> dict | None:
+    """The conversation as one line of the trainer's chat data (`--sft`: OpenAI's messages), or None before a reply.
+    A turn the model ended without a word (shown as …) is left out: it would teach that silence."""
+    turns = [(user, reply) for user, reply in turns_of(history) if reply.strip() not in ("", "…")]
+    if not turns:
+        return None
+    messages = [{"role": "system", "content": system}] if system.strip() else []
+    for user, reply in turns:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
+    return {"messages": messages}
 
 
 def start_chat(served: Served, turns: list, message: str, system: str, settings: dict) -> tuple[Job, ChatPrompt]:
@@ -115,11 +139,14 @@ class ChatTab:
         job, prompt = start_chat(served, turns, message, system, settings)
         note = f"seed {seed}" + memory_note(lm, prompt, len(turns))
         history = [*(history or []), {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
-        reply = prompt.reply_prefix
+        reply, count, started, first = prompt.reply_prefix, 0, time.perf_counter(), None
         async for token in streamed(job):
             reply += token.text
+            count += 1
+            first = first or time.perf_counter() - started
             history[-1]["content"] = reply
             yield "", history, note
+        note += speed_note(count, time.perf_counter() - started, first)
         if job.row.finish_reason == "length":
             reply = natural_end(reply)
         if not reply.strip():
@@ -145,6 +172,15 @@ class ChatTab:
             prompt = prompt_of(history, index, system or "")
             self.ctx.feedback.retried(turns, prompt, message_text(history[index]["content"]))
         return turns
+
+    def export(self, history, system) -> str | None:
+        """The conversation as a JSONL file the trainer reads (`--sft --data`), for the Export button to download."""
+        record = conversation_record(history, system or "")
+        if record is None:
+            return None
+        path = Path(tempfile.mkdtemp(prefix="chat-")) / "conversation.jsonl"
+        path.write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
+        return str(path)
 
     def build(self, texts: dict, lm: LM, model_name, settings: list) -> SimpleNamespace:
         """The tab's components and events; returns the parts a newly loaded model changes."""
@@ -175,6 +211,7 @@ class ChatTab:
             examples = gr.Dataset(components=[box], samples=texts["examples"], label="examples")
             with gr.Row():
                 note = gr.Markdown()
+                download = gr.DownloadButton("Export", size="sm", scale=0, elem_id="chat-export")
                 clear = gr.Button("Clear", size="sm", scale=0)
             if self.ctx.feedback is not None:
                 gr.Markdown(
@@ -193,15 +230,22 @@ class ChatTab:
             api_name="chat",
         )
         box.stop(None, cancels=[sent])
+        exported = dict(fn=self.export, inputs=[chatbot, system], outputs=download)
+        sent.then(**exported, api_name="export")
         again = dict(
             fn=self.chat,
             inputs=[resent, chatbot, model_name, *settings, system],
             outputs=[box, chatbot, note],
             api_visibility="private",
         )
-        examples.click(lambda example: example[0], examples, resent, api_visibility="private").then(**again)
-        chatbot.retry(without_last_turn, chatbot, [chatbot, resent], api_visibility="private").then(**again)
-        chatbot.edit(edited, chatbot, [chatbot, resent], api_visibility="private").then(**again)
-        chatbot.undo(without_last_turn, chatbot, [chatbot, box], api_visibility="private")
-        clear.click(lambda: ([], ""), None, [chatbot, note], api_visibility="private")
+        private = {**exported, "api_visibility": "private"}
+        examples.click(lambda example: example[0], examples, resent, api_visibility="private").then(**again).then(
+            **private
+        )
+        chatbot.retry(without_last_turn, chatbot, [chatbot, resent], api_visibility="private").then(**again).then(
+            **private
+        )
+        chatbot.edit(edited, chatbot, [chatbot, resent], api_visibility="private").then(**again).then(**private)
+        chatbot.undo(without_last_turn, chatbot, [chatbot, box], api_visibility="private").then(**private)
+        clear.click(lambda: ([], "", None), None, [chatbot, note, download], api_visibility="private")
         return SimpleNamespace(box=box, chatbot=chatbot, system=system, examples=examples, note=note)
