@@ -165,6 +165,26 @@ def test_examples_send_and_the_last_turn_can_be_retried_undone_and_edited(page, 
     assert chat_box(page).input_value() == "What news?" and no_error_overlay(page)
 
 
+def test_the_conversation_is_kept_across_a_reload_until_cleared(page):
+    message = "Good morrow, sweet lady."
+    chat_box(page).fill(message)
+    chat_box(page).press("Enter")
+    reply = wait_for_reply(page)
+    page.wait_for_function("() => localStorage.getItem('gpt-chat') !== null", timeout=10_000)
+    time.sleep(1.0)  # the copy is written after the Export file, once the turn is done
+    page.reload(wait_until="domcontentloaded")
+    users = page.locator('[data-testid="user"]')
+    playwright.expect(users.first).to_have_text(message, timeout=30_000)
+    assert page.locator('[data-testid="bot"]').last.inner_text() == reply
+    page.get_by_role("button", name="Clear").click()
+    playwright.expect(users).to_have_count(0, timeout=10_000)
+    time.sleep(1.0)
+    page.reload(wait_until="domcontentloaded")
+    chat_box(page).wait_for(timeout=30_000)
+    time.sleep(2.0)  # the page's load event has had time to restore anything kept
+    assert users.count() == 0 and no_error_overlay(page)
+
+
 def test_playground_streams_and_keeps_probabilities_when_stopped(page):
     page.get_by_role("tab", name="Playground").click()
     page.get_by_role("button", name="Complete").click()

@@ -69,6 +69,16 @@ def conversation_record(history, system: str) -> dict | None:
     return {"messages": messages}
 
 
+def kept_record(model: str, history) -> dict:
+    """What the browser keeps of the conversation (gr.BrowserState): the model it was with, and its messages."""
+    return {"model": model, "history": list(history or [])}
+
+
+def restored(saved, model: str) -> list:
+    """The conversation kept in this browser, if it was with the model the page opened on (else a fresh one)."""
+    return saved["history"] if isinstance(saved, dict) and saved.get("model") == model else []
+
+
 def start_chat(served: Served, turns: list, message: str, system: str, settings: dict) -> tuple[Job, ChatPrompt]:
     """A chat reply's job on the model's engine, and the prompt it continues (the chat tab and the MCP tool)."""
     lm = served.lm
@@ -208,6 +218,7 @@ class ChatTab:
                 visible=layout(lm) == "template",
             )
             resent = gr.State("")  # a retried or edited message, sent again
+            saved = gr.BrowserState(None, storage_key="gpt-chat")  # this browser's last conversation, across reloads
             examples = gr.Dataset(components=[box], samples=texts["examples"], label="examples")
             with gr.Row():
                 note = gr.Markdown()
@@ -231,21 +242,21 @@ class ChatTab:
         )
         box.stop(None, cancels=[sent])
         exported = dict(fn=self.export, inputs=[chatbot, system], outputs=download)
-        sent.then(**exported, api_name="export")
+        kept = dict(fn=kept_record, inputs=[model_name, chatbot], outputs=saved, api_visibility="private")
+        sent.then(**exported, api_name="export").then(**kept)
         again = dict(
             fn=self.chat,
             inputs=[resent, chatbot, model_name, *settings, system],
             outputs=[box, chatbot, note],
             api_visibility="private",
         )
-        private = {**exported, "api_visibility": "private"}
-        examples.click(lambda example: example[0], examples, resent, api_visibility="private").then(**again).then(
-            **private
-        )
-        chatbot.retry(without_last_turn, chatbot, [chatbot, resent], api_visibility="private").then(**again).then(
-            **private
-        )
-        chatbot.edit(edited, chatbot, [chatbot, resent], api_visibility="private").then(**again).then(**private)
-        chatbot.undo(without_last_turn, chatbot, [chatbot, box], api_visibility="private").then(**private)
-        clear.click(lambda: ([], "", None), None, [chatbot, note, download], api_visibility="private")
-        return SimpleNamespace(box=box, chatbot=chatbot, system=system, examples=examples, note=note)
+
+        def settled(event) -> None:  # once a turn has its reply: the Export file and the copy kept in the browser
+            event.then(**exported, api_visibility="private").then(**kept)
+
+        settled(examples.click(lambda example: example[0], examples, resent, api_visibility="private").then(**again))
+        settled(chatbot.retry(without_last_turn, chatbot, [chatbot, resent], api_visibility="private").then(**again))
+        settled(chatbot.edit(edited, chatbot, [chatbot, resent], api_visibility="private").then(**again))
+        settled(chatbot.undo(without_last_turn, chatbot, [chatbot, box], api_visibility="private"))
+        clear.click(lambda: ([], "", None, None), None, [chatbot, note, download, saved], api_visibility="private")
+        return SimpleNamespace(box=box, chatbot=chatbot, system=system, examples=examples, note=note, saved=saved)

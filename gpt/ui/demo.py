@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from gpt.ui.chat_tab import ChatTab
+from gpt.ui.chat_tab import ChatTab, restored
 from gpt.ui.context import MAX_NEW_TOKENS, Context
 from gpt.ui.ladder_tab import Ladder
 from gpt.ui.model_tab import ModelTab, model_texts
@@ -60,6 +60,7 @@ def build_demo(ctx: Context) -> gr.Blocks:
             playground = Playground(ctx).build(texts, lm, model_name, settings)
             Ladder(ctx).build()
             ModelTab(ctx).build(model_name, current, chat, playground, demo)
+        demo.load(restored, [chat.saved, model_name], chat.chatbot, api_visibility="private")
         for tool in Tools(ctx).offered():  # the MCP server's tools, and plain API endpoints beside the UI's own
             gr.api(tool, api_name=tool.__name__)
     demo.queue(default_concurrency_limit=catalog.max_batch, max_size=catalog.max_batch + catalog.max_waiting)
