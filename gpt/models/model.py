@@ -28,9 +28,8 @@ class GPTConfig:
     n_embd: int = 384
     dropout: float = 0.0
     bias: bool = False  # biases in Linear and LayerNorm layers; False is a bit better and faster
-    tie_embeddings: bool = (
-        True  # the head is the token embedding (GPT-2); microgpt's head is its own (gpt/models/microgpt.py)
-    )
+    # the head is the token embedding (GPT-2); microgpt's head is its own (gpt/models/microgpt.py)
+    tie_embeddings: bool = True
 
     def num_params(self) -> int:
         """Parameters of a GPT with this config, without building it (a tied head counted once)."""
