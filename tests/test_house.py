@@ -94,7 +94,8 @@ def test_gpt_from_pretrained_points_to_gpt_load():
         GPT.from_pretrained("owner/name")
 
 
-COMMANDS = {"train", "sample", "eval", "hub", "folder", "conversations", "preferences", "names_task", "micrograd"}
+# python -m gpt.<command>, for each of these
+COMMANDS = set("train sample eval hub folder conversations preferences names_task micrograd microgpt".split())
 
 
 def test_gpt_holds_sub_packages_by_concern_and_at_its_top_only_the_commands_users_type():
@@ -103,7 +104,7 @@ def test_gpt_holds_sub_packages_by_concern_and_at_its_top_only_the_commands_user
     packages = {p.name for p in (ROOT / "gpt").iterdir() if (p / "__init__.py").is_file()}
     assert packages == {"models", "training", "posttraining", "serving", "storage", "ui"}
     top = {p.stem for p in (ROOT / "gpt").glob("*.py")} - {"__init__"}
-    assert top == COMMANDS | {"microgpt"}
+    assert top == COMMANDS
     for name in top:  # `python -m gpt.train` and the rest run the command that lives in its sub-package
         main = importlib.import_module(f"gpt.{name}").main
         assert main.__module__.split(".")[1] in packages and main.__module__.endswith(f".{name}"), name

@@ -156,7 +156,9 @@ class DecodeBatch:
     def _fill(self, rows: list[int], ids: list[list[int]]) -> None:
         """The caches of some rows from their tokens, as many for each row, in one forward pass over the distinct ones
         (n choices of one prompt, a group of RL samples: one row's work)."""
-        start, distinct = rows[0], list(dict.fromkeys(map(tuple, ids)))
+        start, first_of = rows[0], {}  # each distinct prompt and the row of the fill that holds it
+        which = [first_of.setdefault(tuple(row), len(first_of)) for row in ids]
+        distinct = list(first_of)
         if len(distinct) == len(ids) and rows == list(range(start, start + len(rows))):  # written in place
             filled = self.cache.rows(start, start + len(rows))
             filled.reset()
@@ -166,7 +168,7 @@ class DecodeBatch:
         filled = self.model.empty_cache(len(distinct), self.device, self.dtype, length=len(ids[0]))
         if ids[0]:
             self.model(torch.tensor(distinct, device=self.device), cache=filled)
-        self.cache.take(rows, filled, [distinct.index(tuple(row)) for row in ids])
+        self.cache.take(rows, filled, which)
 
     @torch.inference_mode()
     def add(self, prompts: list[list[int]], params: list[SamplingParams]) -> None:
