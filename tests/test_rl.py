@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 import gpt
 from gpt.posttraining.rl import checked, group_advantages, load_reward, policy_loss, reply_text, stop_ids
+from gpt.training.eval import validation_loss
 from gpt.training.train import main
 
 pytestmark = pytest.mark.slow
@@ -112,6 +113,26 @@ def test_groups_that_all_score_the_same_change_nothing(tmp_path, toy_chat):
     assert all(torch.equal(before[k], after[f"model.{k}"]) for k in before if k != "lm_head.weight")
     curve = json.loads((out / "metrics.json").read_text())["curve"]
     assert curve[-1]["skipped"] == 1.0
+
+
+def test_replay_learns_the_base_text_beside_the_policy_and_the_card_gives_its_loss(tmp_path, toy_chat):
+    """--replay with --rl (InstructGPT's pre-training mix): the text's validation loss ends lower than the same run's
+    without it; metrics and card give it before and after."""
+    text = tmp_path / "letters.txt"
+    text.write_text("abc\ncab\n" * 200)
+    steps = ["--max-steps", "6", "--eval-interval", "6"]
+    main(rl_args(toy_chat, tmp_path / "ptx", "starts_with_the_letter", *steps, "--replay", str(text)))
+    main(rl_args(toy_chat, tmp_path / "rl", "starts_with_the_letter", *steps))
+    metrics = json.loads((tmp_path / "ptx" / "metrics.json").read_text())
+    run = metrics["run"]
+    assert run["best_step"] == 6, run  # the toy reward rose too: the model compared is the trained one
+    alone = validation_loss(gpt.load(tmp_path / "rl", device="cpu"), text.read_text())[0]
+    assert run["pretraining_val_loss"] < alone - 0.1 and run["pretraining_val_loss"] < run["start_pretraining_val_loss"]
+    assert run["start_pretraining_val_loss"] == validation_loss(gpt.load(toy_chat[0]), text.read_text())[0]
+    assert metrics["curve"][-1]["text_loss"] > 0
+    card = (tmp_path / "ptx" / "README.md").read_text()
+    assert "0.25 x the loss on windows of `letters.txt`" in card
+    assert f"{run['start_pretraining_val_loss']:.4f} | {run['pretraining_val_loss']:.4f}" in card
 
 
 def test_rl_raises_the_reward_on_a_toy_checker(tmp_path, toy_chat):

@@ -10,6 +10,9 @@ estimator exp(r) - r - 1 with r = log p_start - log p), not replay of the fine-t
 model's own replies, where drift shows, and costs one forward pass of the frozen model; replay would need the
 fine-tuning file and would pull towards its answers rather than towards what the model already did. The reward checks
 what it checks (a constraint, say); the penalty keeps everything else as it was (an answer that reads as a name).
+The penalty sees replies only: what the model knew of its pre-training text drifts where no reply goes. --replay TEXT
+adds that text's loss on --batch-size windows, weighted by --replay-share (InstructGPT's PPO-ptx), and the card gives
+its validation loss before and after.
 
 REWARD is `module:function`, called as function(conversation, reply) -> number, where conversation is the prompt's
 messages and reply the model's text: gpt.names_task:reward, or any checker of one's own on the Python path. A function
@@ -34,7 +37,9 @@ from gpt.serving.generate import LM
 from gpt.serving.sampling import SamplingParams
 from gpt.storage.folder import load_model
 from gpt.training.config import TrainConfig
-from gpt.training.conversations import Prompts, describe_conversations
+from gpt.training.conversations import Prompts, describe_conversations, replay_windows
+from gpt.training.data import read_text
+from gpt.training.eval import validation_loss
 from gpt.training.loss_plot import write_loss_plot
 from gpt.training.optim import apply_gradients, learning_rate
 from gpt.training.run import Run, recorded_settings
@@ -190,6 +195,9 @@ class RLRun(Run):
         reference = load_model(self.base, name=c.init_from).to(self.device).eval()
         self.reference = reference.requires_grad_(False)
         self.stops = stop_ids(self.tokenizer)
+        self.replay_text = read_text(c.replay) if c.replay else None
+        if c.replay:
+            self.replay = replay_windows(self.replay_text, c.replay, self.tokenizer, c.block_size)
 
     def describe_data(self) -> dict:
         return {**describe_conversations(self.c.prompts, prompts=True), "reward": self.c.rl}
@@ -217,7 +225,7 @@ class RLRun(Run):
         asked = [data.conversations[i] for i in picks for _ in range(c.group_size)]
         rewards = torch.tensor(self.rewards(asked, replies)).view(c.batch_size, -1)
         advantages, useful = group_advantages(rewards)
-        kl = 0.0
+        loss, kl = None, 0.0
         if useful.any():
             rows = useful.repeat_interleave(c.group_size).nonzero()[:, 0].tolist()
             kept_prompts, kept_replies = [prompts[i] for i in rows], [replies[i] for i in rows]
@@ -227,9 +235,16 @@ class RLRun(Run):
                     ref_logp, _ = token_logprobs(self.reference, kept_prompts, kept_replies)
             weights = advantages.flatten()[rows].to(self.device)
             loss, divergence = policy_loss(logp, ref_logp, mask, weights, c.kl)
-            apply_gradients(self.trained, self.optimizers, self.scaler, loss, c.grad_clip)
             kl = divergence.item()
         figures = {"reward": rewards.mean().item(), "skipped": 1 - useful.float().mean().item(), "kl": kl}
+        if c.replay:
+            x, y = (t.to(self.device) for t in self.replay.sample(c.batch_size, self.data_rng))
+            with self.ctx:
+                _, text_loss = self.trained(x, y)
+            loss = c.replay_share * text_loss + (0 if loss is None else loss)
+            figures["text_loss"] = text_loss.item()
+        if loss is not None:
+            apply_gradients(self.trained, self.optimizers, self.scaler, loss, c.grad_clip)
         self.pending.append(figures)
         tokens = sum(map(len, replies))
         self.tokens_seen += tokens
@@ -240,7 +255,7 @@ class RLRun(Run):
         val = self.mean_reward(self.model, self.val_data, EVAL_PROMPTS, **APP_SAMPLING)
         recent, self.pending = self.pending, []
         entry = {"step": step, "val_reward": val}
-        for key in ("reward", "skipped", "kl"):
+        for key in ("reward", "skipped", "kl") + ("text_loss",) * bool(self.c.replay):
             entry[key] = sum(f[key] for f in recent) / len(recent) if recent else None
         entry.update(lr=learning_rate(max(step - 1, 0), self.c), tokens_per_s=round(tokens_per_s))
         entry["time_s"] = round(self.wall_time(), 1)
@@ -275,6 +290,9 @@ class RLRun(Run):
         for prefix, model in (("start_", self.reference), ("", lm.model)):
             figures[f"{prefix}val_reward"] = self.mean_reward(model, self.val_data, n, **APP_SAMPLING)
             figures[f"{prefix}greedy_val_reward"] = self.mean_reward(model, self.val_data, n, temperature=0)
+            if self.replay_text:
+                scored = LM(model.cpu(), lm.tokenizer)
+                figures[f"{prefix}pretraining_val_loss"] = validation_loss(scored, self.replay_text)[0]
         return figures
 
     def plot(self) -> None:

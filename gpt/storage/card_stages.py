@@ -30,6 +30,15 @@ def rl_figures(run: dict) -> list[str]:
     for label, key in rows:
         if run.get(key) is not None:
             lines.append(f"| {label} | {run[f'start_{key}']:.3f} | **{run[key]:.3f}** |")
+    if run.get("pretraining_val_loss") is not None:  # --replay: the text learnt beside the policy, and what it kept
+        lines[2] += (
+            f" Beside it, {s['replay_share']} x the loss on windows of `{Path(s['replay']).name}` "
+            "(InstructGPT's pre-training mix)."
+        )
+        lines.append(
+            f"| pre-training validation loss on `{Path(s['replay']).name}` (lower is better) | "
+            f"{run['start_pretraining_val_loss']:.4f} | {run['pretraining_val_loss']:.4f} |"
+        )
     return lines
 
 

@@ -113,10 +113,15 @@ class TrainConfig:
     )
     replay: str | None = setting(
         None,
-        "chat-tuning: a text file the base model knows (its training 90%%) whose windows fill --replay-share of each "
-        "batch, learnt as text, so that the model keeps what it could do",
+        "--sft or --rl: a text file the base model knows (its training 90%%), learnt as text beside the tuning so that "
+        "the model keeps what it could do; the card gives its validation loss before and after (--rl)",
     )
-    replay_share: float = setting(0.25, "with --replay: the share of each batch that is that text", recipe=True)
+    replay_share: float = setting(
+        0.25,
+        "with --replay: the share of each --sft batch that is that text; with --rl, the weight of its loss beside "
+        "the policy's (InstructGPT's pre-training mix)",
+        recipe=True,
+    )
     init_from: str | None = setting(
         None,
         "fine-tune: start from this model folder or Hub repo id (owner/name[@revision]); its shape and tokenizer are "
@@ -197,8 +202,8 @@ class TrainConfig:
             raise ValueError("--sft fine-tunes a trained model: give --init-from FOLDER_OR_REPO_ID")
         if self.sft and (self.arch != "gpt" or self.docs):
             raise ValueError("--sft is for GPT models of running text")
-        if self.replay and not self.sft:
-            raise ValueError("--replay mixes text into chat-tuning: it needs --sft")
+        if self.replay and not (self.sft or self.rl):
+            raise ValueError("--replay mixes text into chat-tuning: it needs --sft or --rl")
         if self.kl < 0:
             raise ValueError("--kl must be at least 0 (0: off)")
         if not 0 <= self.replay_share < 1:

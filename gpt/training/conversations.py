@@ -128,11 +128,17 @@ def load_conversations(
     train, val = split_conversations(read_conversations(path, tokenizer=tokenizer))
     train_rows = ConversationBatches(train, tokenizer, block_size)
     if replay:
-        text = torch.tensor(tokenizer.encode(split_text(read_text(replay))[0]), dtype=torch.long)
-        if len(text) <= train_rows.row_length:
-            raise DataError(f"{replay}: too short to replay: give the text the base model was trained on")
-        train_rows = WithReplay(train_rows, TextBatches(text, train_rows.row_length), share)
+        windows = replay_windows(read_text(replay), replay, tokenizer, train_rows.row_length)
+        train_rows = WithReplay(train_rows, windows, share)
     return tokenizer, train_rows, ConversationBatches(val, tokenizer, block_size)
+
+
+def replay_windows(text: str, path: str | Path, tokenizer: AnyTokenizer, block_size: int) -> TextBatches:
+    """Windows of the training split of the base model's text (--replay): --sft's batches hold some, --rl's mix."""
+    ids = torch.tensor(tokenizer.encode(split_text(text)[0]), dtype=torch.long)
+    if len(ids) <= block_size:
+        raise DataError(f"{path}: too short to replay: give the text the base model was trained on")
+    return TextBatches(ids, block_size)
 
 
 class Prompts:

@@ -252,8 +252,15 @@ class Run:
             f"{self.model.num_params():,} parameters; steps {self.start:,} to {c.max_steps:,} of {c.batch_size} x "
             f"{self.train_data.row_length} tokens on {self.record['device_name']}"
             + (f"; sized for --time-budget {c.time_budget:g} min" if c.time_budget else "")
-            + (f"; {c.replay_share:.0%} of each batch replays {Path(c.replay).name}" if c.replay else "")
+            + (self.replay_note() if c.replay else "")
         )
+
+    def replay_note(self) -> str:
+        """What --replay adds: a share of each --sft batch, or a weighted loss beside --rl's policy."""
+        name = Path(self.c.replay).name
+        if self.c.rl:
+            return f"; {self.c.replay_share:g} x the loss on {name} beside the policy's"
+        return f"; {self.c.replay_share:.0%} of each batch replays {name}"
 
     def restore(self) -> None:
         meta, rng = load_checkpoint(self.out, self.model, self.optimizers, self.averaged)
