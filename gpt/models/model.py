@@ -128,11 +128,11 @@ def cache_plan(pos: torch.Tensor, T: int, device) -> tuple[CachePlan, torch.Tens
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """layer(x) for a decode step. One row under torch.compile is a multiply-and-sum, which the compiler turns into
-    one loop that streams the weight at memory speed, faster than the BLAS's one-row product."""
-    if x.size(0) != 1 or not torch.compiler.is_compiling():
+    """layer(x). One row under torch.compile (a decode step of one sequence) is a multiply-and-sum, which the compiler
+    turns into one loop that streams the weight at memory speed, faster than the BLAS's one-row product."""
+    if x.numel() != x.size(-1) or not torch.compiler.is_compiling():
         return layer(x)
-    y = (x[:, None, :] * layer.weight).sum(-1)
+    y = (x.unsqueeze(-2) * layer.weight).sum(-1)
     return y if layer.bias is None else y + layer.bias
 
 
@@ -145,9 +145,20 @@ class CausalSelfAttention(nn.Module):
         self.n_head, self.dropout = config.n_head, config.dropout
 
     def forward(self, x, k_cache=None, v_cache=None, at=None, mask=None, return_attention=False):
+        """The attention's output, and the weights (return_attention) or a decode step's new keys and values.
+
+        With a cache and a plan `at`, this step's keys and values are written into the cache and attended over with
+        it. With a cache and no plan, a decode step (GPT.decode_step): one token per row attends over the cache,
+        which it only reads (mask: (B, 1, S), which positions each row sees), and then itself."""
         B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = linear(self.c_attn, x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if k_cache is not None and at is None:  # the step's scores: the cache's, then its own (no copy of the cache)
+            q, k, v = q[:, :, 0] / math.sqrt(q.size(-1)), k[:, :, 0], v[:, :, 0]  # (B, H, D)
+            cached = (k_cache @ q[..., None])[..., 0].masked_fill(~mask, float("-inf"))  # (B, H, S)
+            p = torch.cat([cached, (q * k).sum(-1, keepdim=True)], dim=-1).softmax(dim=-1)
+            y = (p[:, :, None, :-1] @ v_cache)[:, :, 0] + p[..., -1:] * v
+            return linear(self.c_proj, y.reshape(B, 1, C)), (k, v)
         if k_cache is not None:  # write this step's keys/values `at` their places, attend over the cache in use
             if isinstance(at.where, slice):  # every row at the same place
                 k_cache[:, :, at.where], v_cache[:, :, at.where] = k, v
@@ -175,7 +186,7 @@ class MLP(nn.Module):
         self.dropout = config.dropout
 
     def forward(self, x):
-        return F.dropout(self.c_proj(F.gelu(self.c_fc(x))), self.dropout, self.training)
+        return F.dropout(linear(self.c_proj, F.gelu(linear(self.c_fc, x))), self.dropout, self.training)
 
 
 class Block(nn.Module):
@@ -278,29 +289,18 @@ class GPT(nn.Module):
         (B, n_layer, n_head, head_size), which the caller appends to the cache.
 
         idx and pos are (B,); k and v are a cache's (B, n_layer, n_head, S, head_size), of which each row attends to
-        its first pos positions. The cache is only read and every shape is the same at every position, so
-        torch.compile makes one graph of the whole step (gpt/serving/decode.py): no copies, index tensors or Python
-        per op.
+        its first pos positions. The blocks are training's own; the cache is only read and every shape is the same
+        at every position, so torch.compile makes one graph of the whole step (gpt/serving/decode.py): no copies,
+        index tensors or Python per op.
         """
-        C, H = self.config.n_embd, self.config.n_head
-        D = C // H
         visible = (torch.arange(k.size(3), device=idx.device) < pos[:, None])[:, None]  # (B, 1, S)
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        x = (self.transformer.wte(idx) + self.transformer.wpe(pos))[:, None]
         k_new, v_new = [], []
         for i, block in enumerate(self.transformer.h):
-            ln = block.ln_1
-            q, kt, vt = linear(block.attn.c_attn, F.layer_norm(x, (C,), ln.weight, ln.bias)).view(-1, 3, H, D).unbind(1)
-            q = q / math.sqrt(D)
-            cached = (k[:, i] @ q[..., None])[..., 0].masked_fill(~visible, float("-inf"))  # (B, H, S)
-            p = torch.cat([cached, (q * kt).sum(-1, keepdim=True)], dim=-1).softmax(dim=-1)  # the cache, then itself
-            y = (p[:, :, None, :-1] @ v[:, i])[:, :, 0] + p[..., -1:] * vt
-            x = x + linear(block.attn.c_proj, y.reshape(-1, C))
-            ln = block.ln_2
-            x = x + linear(block.mlp.c_proj, F.gelu(linear(block.mlp.c_fc, F.layer_norm(x, (C,), ln.weight, ln.bias))))
+            x, (kt, vt) = block(x, k[:, i], v[:, i], mask=visible)
             k_new.append(kt)
             v_new.append(vt)
-        ln = self.transformer.ln_f
-        logits = linear(self.lm_head, F.layer_norm(x, (C,), ln.weight, ln.bias))
+        logits = linear(self.lm_head, self.transformer.ln_f(x[:, 0]))
         return logits, torch.stack(k_new, 1), torch.stack(v_new, 1)
 
     @torch.no_grad()
