@@ -278,9 +278,19 @@ def test_replay_puts_windows_of_the_base_text_in_each_batch(tiny_model, chats_fi
     assert all((y[i] == -1).any() for i in range(12))  # the conversations keep their mask
 
 
-def test_replay_needs_sft(tmp_path, play_file, cli):
+def test_replay_needs_sft_or_rl(tmp_path, play_file, cli):
     r = cli("-m", "gpt.train", "--data", str(play_file), "--out", str(tmp_path / "m"), "--replay", str(play_file))
-    assert r.returncode != 0 and "--replay mixes text into chat-tuning" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode != 0 and "it needs --sft or --rl" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_replay_share_is_a_share_of_an_sft_batch_and_a_weight_beside_rl():
+    from gpt.training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="below 1 with --sft"):
+        TrainConfig(init_from="m", sft=True, data="c.jsonl", replay="t.txt", replay_share=1.0)
+    assert TrainConfig(init_from="m", rl="r:f", prompts="p.jsonl", replay="t.txt", replay_share=2.0).replay_share == 2
+    with pytest.raises(ValueError, match="at least 0"):
+        TrainConfig(init_from="m", rl="r:f", prompts="p.jsonl", replay="t.txt", replay_share=-0.5)
 
 
 def test_the_cards_snippets_run_as_written_on_a_small_context_and_speak_its_text(chat_model, capsys):

@@ -206,8 +206,8 @@ class TrainConfig:
             raise ValueError("--replay mixes text into chat-tuning: it needs --sft or --rl")
         if self.kl < 0:
             raise ValueError("--kl must be at least 0 (0: off)")
-        if not 0 <= self.replay_share < 1:
-            raise ValueError("--replay-share must be at least 0 and below 1")
+        if self.replay_share < 0 or (self.sft and self.replay_share >= 1):
+            raise ValueError("--replay-share must be at least 0 (and below 1 with --sft: a share of each batch)")
         if self.tokenizer not in ("char", "bpe"):
             raise ValueError("--tokenizer is char or bpe")
         if self.chars and self.tokenizer != "char":
