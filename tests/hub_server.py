@@ -122,15 +122,24 @@ def make_app() -> tuple[FastAPI, dict]:
         return {"id": f"{ns}/{name}", "sha": sha, "siblings": siblings, "private": repo.private}
 
     @app.get("/api/{kind}s/{ns}/{name}/tree/{revision}")
-    async def tree(kind: str, ns: str, name: str, revision: str, request: Request):
+    @app.get("/api/{kind}s/{ns}/{name}/tree/{revision}/{folder:path}")
+    async def tree(kind: str, ns: str, name: str, revision: str, request: Request, folder: str = ""):
+        """The files under a folder (all of them, or with recursive=false its files and its folders)."""
         repo, sha, failure = find(kind, f"{ns}/{name}", revision, request)
         if failure:
             return failure
-        files = repo.commits[sha]
-        return [
-            {"type": "file", "path": p, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
-            for p, b in sorted(files.items())
-        ]
+        prefix = f"{folder.strip('/')}/" if folder.strip("/") else ""
+        inside = {p: b for p, b in repo.commits[sha].items() if p.startswith(prefix)}
+        if not inside:
+            return error(404, "EntryNotFound", f"{folder} does not exist at {revision}")
+        entries, folders = [], set()
+        for p, b in sorted(inside.items()):
+            rest = p[len(prefix) :]
+            if "/" in rest and request.query_params.get("recursive") == "false":
+                folders.add(prefix + rest.split("/")[0])
+                continue
+            entries.append({"type": "file", "path": p, "size": len(b), "oid": hashlib.sha1(b).hexdigest()})
+        return [{"type": "directory", "path": f, "oid": "0" * 40} for f in sorted(folders)] + entries
 
     @app.post("/api/spaces/{ns}/{name}/variables")
     async def variables(ns: str, name: str, request: Request):
@@ -165,9 +174,9 @@ def make_app() -> tuple[FastAPI, dict]:
         body = b"" if request.method == "HEAD" else content
         return Response(body, headers=headers, media_type="application/octet-stream")
 
-    @app.api_route("/spaces/{ns}/{name}/resolve/{revision}/{path:path}", methods=["GET", "HEAD"])
-    async def resolve_space(ns: str, name: str, revision: str, path: str, request: Request):
-        return serve("space", f"{ns}/{name}", revision, path, request)
+    @app.api_route("/{kind}s/{ns}/{name}/resolve/{revision}/{path:path}", methods=["GET", "HEAD"])
+    async def resolve_space_or_dataset(kind: str, ns: str, name: str, revision: str, path: str, request: Request):
+        return serve(kind, f"{ns}/{name}", revision, path, request)
 
     @app.api_route("/{ns}/{name}/resolve/{revision}/{path:path}", methods=["GET", "HEAD"])
     async def resolve_model(ns: str, name: str, revision: str, path: str, request: Request):

@@ -204,3 +204,59 @@ def test_push_without_a_network_is_one_line(tiny_model, hub_cli):
     r = hub_cli("-m", "gpt.hub", "push", str(tiny_model), "--repo", "alice/offline", HF_ENDPOINT="http://127.0.0.1:9")
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().count("\n") == 0 and "cannot reach the Hub at http://127.0.0.1:9" in r.stderr
+
+
+def push_lines(repo: str, lines: list[str], column: str = "line") -> str:
+    """A dataset repo whose one data file holds the lines as rows of `column`; the commit's sha."""
+    import json
+
+    api = HfApi(token=TOKEN)
+    api.create_repo(repo, repo_type="dataset", exist_ok=True)
+    rows = "".join(json.dumps({column: line, "n": i}) + "\n" for i, line in enumerate(lines)).encode()
+    return api.upload_file(path_or_fileobj=rows, path_in_repo="data/train.jsonl", repo_id=repo, repo_type="dataset").oid
+
+
+def test_data_from_a_hub_dataset_trains_as_the_same_text_in_a_file(hub, token, tmp_path):
+    """--data owner/name reads the dataset through `datasets`: the same splits, losses and record as a file of its
+    rows, the card's metadata naming the dataset."""
+    import json
+
+    from conftest import make_play
+
+    from gpt.training.train import main
+
+    lines = make_play(200).split("\n")
+    push_lines("alice/play", lines)
+    (tmp_path / "play.txt").write_text("\n".join(lines))
+    tiny = "--max-steps 4 --eval-interval 2 --eval-steps 2 --n-layer 1 --n-head 2 --n-embd 16 --block-size 16".split()
+    main(["--data", "alice/play", "--text-column", "line", "--out", str(tmp_path / "hub"), *tiny])
+    main(["--data", str(tmp_path / "play.txt"), "--out", str(tmp_path / "file"), *tiny])
+    hub_run, file_run = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("hub", "file"))
+    assert [e["val_loss"] for e in hub_run["curve"]] == [e["val_loss"] for e in file_run["curve"]]
+    assert hub_run["run"]["exact_val_loss"] == file_run["run"]["exact_val_loss"]
+    record = hub_run["run"]["text"]
+    assert record.pop("file") == "alice/play" and record.pop("dataset") == "alice/play"
+    assert record == {k: v for k, v in file_run["run"]["text"].items() if k != "file"}
+    card = (tmp_path / "hub" / "README.md").read_text()
+    assert "datasets:\n- alice/play" in card and "Data: `alice/play` on the Hub" in card
+
+
+def test_a_hub_dataset_revision_and_its_errors(hub, token):
+    from gpt.training.data import DataError, read_text
+
+    first = push_lines("alice/versions", ["one", "two"])
+    push_lines("alice/versions", ["three"])
+    assert read_text("alice/versions", "line") == "three"
+    assert read_text(f"alice/versions@{first}", "line") == "one\ntwo"
+    with pytest.raises(DataError, match=r"no column 'text' \(it has line, n\): give --text-column"):
+        read_text("alice/versions")
+    with pytest.raises(DataError, match="column 'n' holds other values than text"):
+        read_text("alice/versions", "n")
+    with pytest.raises(DataError, match="alice/missing: no such file, nor a Hub dataset that can be read"):
+        read_text("alice/missing")
+
+
+def test_a_missing_hub_dataset_is_one_line_from_the_trainer(tmp_path, cli):
+    r = cli("-m", "gpt.train", "--data", "alice/not-there", "--out", str(tmp_path / "m"), env={"HF_HUB_OFFLINE": "1"})
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "alice/not-there: no such file, nor a Hub dataset" in r.stderr

@@ -32,8 +32,13 @@ def public_command(run: dict) -> str:
     return command
 
 
+def dataset_id(run: dict) -> str | None:
+    """The Hub dataset the model was trained on: --dataset, or --data's when it was read from the Hub."""
+    return run.get("settings", {}).get("dataset") or run.get("text", {}).get("dataset")
+
+
 def metadata(config: ModelConfig, tokenizer: AnyTokenizer, run: dict, name: str) -> ModelCardData:
-    dataset = run.get("settings", {}).get("dataset")
+    dataset = dataset_id(run)
     scores = [
         ("loss", f"validation loss (nats per {unit(tokenizer)})", run.get("exact_val_loss")),
         ("bits_per_byte", "validation bits per byte", run.get("val_bits_per_byte")),
@@ -335,7 +340,7 @@ def model_card(config: ModelConfig, tokenizer: AnyTokenizer, metrics: dict, repo
         "",
         *figures(config, tokenizer, run),
     ]
-    dataset = run.get("settings", {}).get("dataset")
+    dataset = dataset_id(run)
     if run.get("command"):
         split = "every 10th line (i % 10 == 9)" if tokenizer.documents else "the last 10% of characters"
         if chat_tuned(run):
@@ -346,9 +351,11 @@ def model_card(config: ModelConfig, tokenizer: AnyTokenizer, metrics: dict, repo
             split = "every 10th pair"
 
         data = f"Data: `{data_file(run)}`" + (f" (`{dataset}` on the Hub)" if dataset else "")
+        if data_file(run).split("@")[0] == dataset:
+            data = f"Data: `{data_file(run)}` on the Hub"
         data += f"; {split} held out for validation."
         replay = run.get("settings", {}).get("replay")
-        if replay:
+        if replay and not rl_tuned(run):  # RL's mix of the text is told with its figures
             share = run["settings"]["replay_share"]
             data += (
                 f" A share of {share:.0%} of each batch is windows of `{Path(replay).name}` (the training 90%), "

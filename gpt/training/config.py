@@ -33,7 +33,12 @@ class TrainConfig:
     """One run's settings: the defaults below <- a preset <- explicit flags; checked when made, then never changed (a
     time budget's plan and its moving end are new configs, made with dataclasses.replace and checked again)."""
 
-    data: str | None = setting(None, "UTF-8 text file to train on (last 10%% validates; with --docs every 10th line)")
+    data: str | None = setting(
+        None,
+        "UTF-8 text file to train on, or a Hub dataset id (owner/name[@revision], read through `datasets`); the last "
+        "10%% validates (with --docs every 10th line)",
+    )
+    text_column: str = setting("text", "--data from the Hub: the dataset's column of text (its rows one a line)")
     docs: bool = setting(False, "document mode: one item per line, boundary token", architecture=True)
     tokenizer: str = setting(
         "char",
@@ -192,7 +197,7 @@ class TrainConfig:
         if self.rpo_alpha < 0:
             raise ValueError("--rpo-alpha must be 0 or more (0: plain DPO; the RPO paper's is 1.0)")
         if not self.data and not self.rl and not pairs:
-            raise ValueError("--data is required: give a UTF-8 text file to train on")
+            raise ValueError("--data is required: give a UTF-8 text file (or a Hub dataset id) to train on")
         counts = ["n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_steps", "eval_interval", "eval_steps"]
         counts += ["group_size", "reply_tokens"]
         for k in counts + ["threads"] * (self.threads is not None):

@@ -1,4 +1,5 @@
-"""Training data: a UTF-8 text file read, split deterministically, and sampled into batches.
+"""Training data: a UTF-8 text file (or a Hub dataset's text column) read, split deterministically, and sampled into
+batches.
 
 Splits (fixed, so reported numbers compare with nanoGPT's and makemore's):
 - running text: the first 90% of characters train, the last 10% validate;
@@ -18,10 +19,21 @@ class DataError(ValueError):
     """The training file cannot be used; the message says why and what to do."""
 
 
-def read_text(path: str | Path) -> str:
+HUB_DATASET = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?")  # owner/name[@revision]
+
+
+def hub_dataset(path: str | Path) -> str | None:
+    """The Hub dataset id `path` names (owner/name[@revision]), when it is not a file here."""
+    return str(path) if not Path(path).exists() and HUB_DATASET.fullmatch(str(path)) else None
+
+
+def read_text(path: str | Path, column: str = "text") -> str:
+    """A UTF-8 file's text, or a Hub dataset's (hub_text)."""
+    if hub_dataset(path):
+        return hub_text(str(path), column)
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such file (give --data a UTF-8 text file)")
+        raise DataError(f"{path}: no such file (give --data a UTF-8 text file or a Hub dataset id, owner/name)")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -29,6 +41,34 @@ def read_text(path: str | Path) -> str:
     if not text:
         raise DataError(f"{path}: the file is empty")
     return text
+
+
+def hub_text(spec: str, column: str = "text") -> str:
+    """A Hub dataset's text (owner/name[@revision]), read through `datasets` (and its cache): the column's values one
+    a line, every split in the dataset's order, so that the fixed split applies to it as to the file it came from."""
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{spec} names a Hub dataset, read through `datasets`: pip install datasets") from None
+    repo, _, revision = spec.partition("@")
+    datasets.utils.logging.disable_progress_bar()
+    try:
+        splits = datasets.load_dataset(repo, revision=revision or None)
+    except Exception as e:  # no such repo or revision, offline and not cached, no data files: datasets says which
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{spec}: no such file, nor a Hub dataset that can be read ({reason})") from None
+    lines = []
+    for name, split in splits.items():
+        if column not in split.column_names:
+            have = ", ".join(split.column_names)
+            raise DataError(f"{spec}: its {name} split has no column {column!r} (it has {have}): give --text-column")
+        values = split[column]
+        if not all(isinstance(v, str) for v in values):
+            raise DataError(f"{spec}: column {column!r} holds other values than text: give --text-column")
+        lines += values
+    if not lines:
+        raise DataError(f"{spec}: the dataset has no rows")
+    return "\n".join(lines)
 
 
 def split_text(text: str) -> tuple[str, str]:
@@ -72,7 +112,9 @@ def openings(lines: list[str], k: int = 4) -> list[str]:
 def describe_text(path: str | Path, text: str, documents: bool) -> dict:
     """What the training text was, for the folder's record: its file, its form and the chat layout it suits (the scene
     layout only for a play: mostly `NAME:` speeches), with real openings from it for prompts and examples."""
-    record = {"file": Path(path).name, "characters": len(text), "form": "documents" if documents else "running text"}
+    hub, form = hub_dataset(path), "documents" if documents else "running text"
+    record = {"file": hub or Path(path).name, "characters": len(text), "form": form}
+    record |= {"dataset": hub.split("@")[0]} if hub else {}
     if documents:
         items = split_documents(text)[0]
         starts = Counter(item[:2] for item in items if len(item) > 2)

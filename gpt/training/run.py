@@ -158,7 +158,7 @@ class Run:
         base = None if resume else self.base
         tokenizer = load_tokenizer(out) if resume else load_tokenizer(base) if base else None
         on_text = not (c.rl or c.dpo or c.reward_model or c.sft)
-        self.text = read_text(c.data) if on_text else None  # the one read of the run's text file
+        self.text = read_text(c.data, c.text_column) if on_text else None  # the one read of the run's text file
         self.tokenizer, self.train_data, self.val_data = read_data(c, tokenizer, self.text)
         self.elapsed = 0.0
         if c.time_budget and not resume:
