@@ -333,6 +333,9 @@ def test_the_ladder_table_keeps_its_words_whole_and_the_chart_its_top(browser, a
     for word in ("model", "architecture", "parameters"):
         assert [n for text, n in lines if text == word] == [1], lines  # one line: no word broken
     assert page.evaluate("document.documentElement.scrollWidth") <= SIZES[size]["width"]  # the table scrolls instead
+    hidden = page.locator(".ladder-table table").first.evaluate("t => t.scrollWidth > t.clientWidth + 1")
+    hint = page.get_by_text("Swipe the table sideways").first
+    assert hint.is_visible() == hidden == (size == "phone")  # columns out of sight on a phone, and it says so
     image = page.locator("#ladder-chart img").bounding_box()
     labels = page.locator("#ladder-chart label").filter(visible=True)
     for i in range(labels.count()):  # nothing laid over the chart's top
@@ -375,8 +378,10 @@ def test_nothing_is_laid_over_the_first_message(browser, app_url, size):
     wait_for_reply(page)
     bubble = first.bounding_box()
     badges = page.get_by_text("conversation", exact=True).filter(visible=True)
-    for i in range(badges.count()):  # a label badge over the chat would cover the first message
-        box = badges.nth(i).bounding_box()
+    toolbar = page.locator(".top-panel button").filter(visible=True)  # the chat's share, clear and copy icons
+    assert toolbar.count() >= 1
+    for element in badges.all() + toolbar.all():  # a label badge or the toolbar would cover the first message
+        box = element.bounding_box()
         apart = box["y"] + box["height"] <= bubble["y"] or box["y"] >= bubble["y"] + bubble["height"]
         assert apart or box["x"] + box["width"] <= bubble["x"] or box["x"] >= bubble["x"] + bubble["width"], box
     page.screenshot(path=str(ARTIFACTS / f"chat-first-message-{size}.png"))
@@ -416,3 +421,56 @@ def test_thumbs_and_retries_are_kept_as_preference_records(browser, tiny_model, 
     )
     read = load_dataset("json", data_files=str(pairs), split="train")
     assert read[0]["prompt"] == pair["prompt"] and read[0]["chosen"] == pair["chosen"]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_charts_keep_a_readable_size_and_scroll_on_a_phone(browser, app_url, size):
+    """micrograd's graphs and the next-token chart hold words: on a phone they keep a readable width inside a box
+    that scrolls sideways, and the page itself never does."""
+    page = open_app(browser, app_url, size)
+    page.get_by_role("tab", name="Ladder").click()
+    graph = page.locator(".readable-chart img").first
+    graph.wait_for(timeout=60_000)
+    tokens = finished_completion(page)
+    tokens.nth(2).click()
+    page.locator("#distribution img").wait_for(timeout=30_000)
+    for image in (page.locator("#distribution img"),):
+        assert image.bounding_box()["width"] >= 600, image.bounding_box()
+    page.get_by_role("tab", name="Ladder").click()
+    assert graph.bounding_box()["width"] >= 600, graph.bounding_box()
+    assert page.evaluate("document.documentElement.scrollWidth") <= SIZES[size]["width"]
+    page.screenshot(path=str(ARTIFACTS / f"ladder-graphs-{size}.png"), full_page=True)
+    page.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_message_longer_than_the_context_is_said_under_the_chat_not_in_a_toast(browser, app_url, size):
+    page = open_app(browser, app_url, size)
+    chat_box(page).fill("Good morrow, sweet lady, what news from fair Verona this night? " * 2)
+    chat_box(page).press("Enter")
+    wait_for_reply(page)
+    playwright.expect(page.get_by_text("longer than the model's context").first).to_be_visible(timeout=10_000)
+    assert page.locator(".toast-body").filter(visible=True).count() == 0  # nothing laid over the conversation
+    page.screenshot(path=str(ARTIFACTS / f"chat-long-message-{size}.png"))
+    page.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_layer_typed_in_its_box_redraws_the_attention(browser, app_url, size):
+    page = open_app(browser, app_url, size)
+    page.get_by_role("tab", name="Playground").click()
+    page.get_by_role("button", name="Show attention").click()
+    image = page.locator("#attention-map img")
+    image.wait_for(timeout=30_000)
+    before = image.get_attribute("src")
+    box = page.get_by_label("number input for layer")
+    box.fill("1")
+    box.press("Enter")
+    page.wait_for_function(
+        "(before) => { const img = document.querySelector('#attention-map img'); return img && img.src !== before }",
+        arg=before,
+        timeout=30_000,
+    )
+    assert no_error_overlay(page)
+    page.screenshot(path=str(ARTIFACTS / f"attention-layer-{size}.png"), full_page=True)
+    page.close()

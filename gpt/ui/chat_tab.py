@@ -83,7 +83,8 @@ def start_chat(served: Served, turns: list, message: str, system: str, settings:
     """A chat reply's job on the model's engine, and the prompt it continues (the chat tab and the MCP tool)."""
     lm = served.lm
     prompt = chat_prompt(lm, turns, message, system=known(lm, system or ""))
-    (job,) = submit(served, prompt.text, SamplingParams(**settings, stop=tuple(prompt.stop)))
+    # a toast would lie over the conversation on a phone: memory_note says what was cut, under it
+    (job,) = submit(served, prompt.text, SamplingParams(**settings, stop=tuple(prompt.stop)), say_cut=False)
     return job, prompt
 
 

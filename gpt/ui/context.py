@@ -60,16 +60,18 @@ class Context:
         return self.model_problem(model_name) or unknown_characters(self.lm(model_name), message)
 
 
-def submit(served: Served, prompt: str, params: SamplingParams, n: int = 1, top_logprobs: int = 0) -> list[Job]:
+def submit(
+    served: Served, prompt: str, params: SamplingParams, n: int = 1, top_logprobs: int = 0, say_cut: bool = True
+) -> list[Job]:
     """The library's one submit path (Served.submit, as the API's), its refusals as gr.Error and a cut prompt said
-    once."""
+    once, in a toast unless the caller says it where it shows its output (say_cut=False: the chat's note)."""
     try:
         submitted = served.submit(prompt, params, n, top_logprobs)
     except AtCapacity:
         raise gr.Error("The server is at capacity: try again in a moment.") from None
     except ValueError as e:
         raise gr.Error(sentence(str(e))) from None
-    if submitted.cut:
+    if submitted.cut and say_cut:
         unit = "characters" if served.lm.tokenizer.kind == "character" else "tokens"
         gr.Warning(
             f"The text is longer than the model's context ({served.lm.block_size} {unit}): only its last "

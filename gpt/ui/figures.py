@@ -58,7 +58,7 @@ def attention_figure(maps, labels: list[str], layer: int, heads: list[int]):
         image = ax.imshow(maps[h].numpy(), cmap="viridis", vmin=0, vmax=1)
         ax.set_title(f"layer {layer}, head {h}", fontsize=9)
         if len(heads) == 1:
-            ax.set_xticks(ticks, [labels[i] for i in ticks], fontsize=8, family="monospace")
+            ax.set_xticks(ticks, [labels[i] for i in ticks], fontsize=8, family="monospace", rotation=90)
             ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=8, family="monospace")
             ax.set_xlabel("attends to (earlier token)")
             ax.set_ylabel("token being read")
@@ -127,15 +127,22 @@ def micrograd_graph(after_backward: bool):
 
 def micrograd_view(state: dict):
     """The 41-parameter network's status line and loss curve: where its four predictions stand."""
-    from matplotlib.ticker import FormatStrFormatter
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):  # matplotlib's choice of ticks to label, each a plain number (0.01, not 1e-02)
+        def _num_to_string(self, x, vmin, vmax):
+            return f"{x:g}"
 
     plt = pyplot()
     model, losses = state["model"], state["losses"]
     fig, ax = plt.subplots(figsize=(6, 3), dpi=90)
     ax.plot(range(len(losses)), losses, "o-" if len(losses) < 40 else "-", markersize=3)
-    ax.set_yscale("log")
-    for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
-        axis(FormatStrFormatter("%g"))
+    positive = [x for x in losses if x > 0]
+    if positive and max(positive) > 10 * min(positive):  # a log axis over a decade or more; a linear one within
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(Plain(labelOnlyBase=False))
+        # some ticks between the decades labelled over up to 1.5 decades, then the decades alone
+        ax.yaxis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(1.5, 0)))
     ax.set_xlabel("gradient descent step")
     ax.set_ylabel("squared error (sum of 4)")
     ax.grid(alpha=0.3)

@@ -45,6 +45,7 @@ STAGES = (  # the names assistant's stages, base first: what each one added
     ),
 )
 ASSISTANT_REWARDS = ("gpt.names_task:reward", "gpt.names_task:namelike_reward")  # what makes an RL model the assistant
+SWIPE_HINT = "Swipe the table sideways for every column →"  # above each table, on narrow screens only (style.css)
 EXAMPLE_REQUEST = 'A name that starts with "ma", ends with "a" and has 6 letters.'
 
 
@@ -197,8 +198,12 @@ class Ladder:
                     "`o = tanh(x1*w1 + x2*w2 + b)`: each grad is how much `o` moves per unit of that node."
                 )
                 with gr.Row():
-                    graph_before = gr.Plot(label="computed: data filled in, every grad 0")
-                    graph_after = gr.Plot(label="after o.backward(): each grad is do/d(node)")
+                    graph_before = gr.Plot(
+                        label="computed: data filled in, every grad 0", elem_classes="readable-chart"
+                    )
+                    graph_after = gr.Plot(
+                        label="after o.backward(): each grad is do/d(node)", elem_classes="readable-chart"
+                    )
                 gr.Markdown(
                     "The lecture's network, `MLP(3, [4, 4, 1])`: 41 such Values as parameters, fitted to four "
                     "examples by gradient descent. Step it and watch the squared error fall."
@@ -219,6 +224,7 @@ class Ladder:
             with gr.Row():
                 seed = gr.Textbox(value="0", label="seed (blank = random)", scale=1)
                 resample = gr.Button("Sample again", scale=0)
+            gr.Markdown(SWIPE_HINT, elem_classes="swipe-hint")
             table = gr.Markdown(elem_classes="ladder-table")
             chart = gr.Plot(label="validation loss against parameters", show_label=False, elem_id="ladder-chart")
             gr.Markdown(
@@ -231,6 +237,7 @@ class Ladder:
             with gr.Row():
                 request = gr.Textbox(value=EXAMPLE_REQUEST, label="request", scale=4)
                 ask = gr.Button("Answer", scale=0)
+            gr.Markdown(SWIPE_HINT, elem_classes="swipe-hint")
             stages_table = gr.Markdown(elem_classes="ladder-table")
         private = dict(api_visibility="private")
         ladder_tab.select(self.ladder, seed, [table, chart], validator=check_ladder, api_name="ladder_tab", **private)

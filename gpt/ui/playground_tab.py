@@ -235,7 +235,12 @@ class Playground:
             with gr.Row():
                 position = gr.Slider(1, MAX_NEW_TOKENS, value=1, step=1, label="position", elem_id="position", scale=3)
                 continue_here = gr.Button("Continue from here", scale=1)
-            chart = gr.Plot(label="next-token distribution at that position", show_label=False, elem_id="distribution")
+            chart = gr.Plot(
+                label="next-token distribution at that position",
+                show_label=False,
+                elem_id="distribution",
+                elem_classes="readable-chart",
+            )
             with gr.Row():
                 layers, heads = slider_tops(lm)
                 layer = gr.Slider(0, layers, value=0, step=1, label="layer", visible=not lm.windowed)
@@ -247,7 +252,7 @@ class Playground:
                 "when the model read it, looked at each earlier token (columns). The upper right is empty: the "
                 "model never sees ahead."
             )
-            heatmap = gr.Plot(label="attention", elem_id="attention-map")
+            heatmap = gr.Plot(label="attention", elem_id="attention-map", elem_classes="readable-chart")
             running = gr.State({})  # in the tab: a component beside the Tab objects would break the tab bar
         prompt.input(lambda: "", None, output, api_visibility="private")  # a new prompt, no old completion
         inputs = [running, prompt, show_probabilities, model_name, *settings]
@@ -272,12 +277,14 @@ class Playground:
             lambda on: gr.update(visible=not on), show_probabilities, output, api_visibility="private"
         )
         gr.on(
-            [show_attention.click, layer.release, head.release, all_heads.change],
+            # input: a drag (its last value), or a number typed in a slider's box and Enter
+            [show_attention.click, layer.input, head.input, all_heads.input],
             self.attention,
             [prompt, layer, head, model_name, output, all_heads],
             heatmap,
             validator=self.check_attention,
             api_name="attention",
+            trigger_mode="always_last",
         )
         return SimpleNamespace(
             prompt=prompt, layer=layer, head=head, all_heads=all_heads, show_attention=show_attention
