@@ -429,15 +429,17 @@ def test_the_charts_keep_a_readable_size_and_scroll_on_a_phone(browser, app_url,
     that scrolls sideways, and the page itself never does."""
     page = open_app(browser, app_url, size)
     page.get_by_role("tab", name="Ladder").click()
-    graph = page.locator(".readable-chart img").first
-    graph.wait_for(timeout=60_000)
+    graphs = [page.locator(f"#micrograd-{when} img") for when in ("before", "after")]
+    for graph in graphs:
+        graph.wait_for(timeout=60_000)
+        box = graph.bounding_box()
+        assert box["width"] >= 600 and box["x"] >= 0, box  # wide, and its left edge in reach: it scrolls from there
+    assert page.evaluate("document.documentElement.scrollWidth") <= SIZES[size]["width"]
     tokens = finished_completion(page)
     tokens.nth(2).click()
-    page.locator("#distribution img").wait_for(timeout=30_000)
-    for image in (page.locator("#distribution img"),):
-        assert image.bounding_box()["width"] >= 600, image.bounding_box()
-    page.get_by_role("tab", name="Ladder").click()
-    assert graph.bounding_box()["width"] >= 600, graph.bounding_box()
+    chart = page.locator("#distribution img")
+    chart.wait_for(timeout=30_000)
+    assert chart.bounding_box()["width"] >= 600 and chart.bounding_box()["x"] >= 0, chart.bounding_box()
     assert page.evaluate("document.documentElement.scrollWidth") <= SIZES[size]["width"]
     page.screenshot(path=str(ARTIFACTS / f"ladder-graphs-{size}.png"), full_page=True)
     page.close()

@@ -199,10 +199,14 @@ class Ladder:
                 )
                 with gr.Row():
                     graph_before = gr.Plot(
-                        label="computed: data filled in, every grad 0", elem_classes="readable-chart"
+                        label="computed: data filled in, every grad 0",
+                        elem_id="micrograd-before",
+                        elem_classes="readable-chart",
                     )
                     graph_after = gr.Plot(
-                        label="after o.backward(): each grad is do/d(node)", elem_classes="readable-chart"
+                        label="after o.backward(): each grad is do/d(node)",
+                        elem_id="micrograd-after",
+                        elem_classes="readable-chart",
                     )
                 gr.Markdown(
                     "The lecture's network, `MLP(3, [4, 4, 1])`: 41 such Values as parameters, fitted to four "
