@@ -105,7 +105,8 @@ def test_names_is_a_cpu_run_of_the_preset_at_or_under_1_90():
     assert run["exact_val_loss"] <= 1.90  # issue #9; makemore's transformer: about 1.92
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+# shakespeare-char is shakespeare-chat's shape (its graphs differ only in the vocabulary): one of them is enough
+@pytest.mark.parametrize("name", ["shakespeare-chat", "names"])
 def test_compiled_decoding_of_a_shipped_model_is_its_uncompiled_decoding_for_250_tokens(name):
     lm = gpt.load(WEIGHTS / name, device="cpu", compile=True)
     prompt = lm.encode_prompt("")
