@@ -476,3 +476,25 @@ def test_a_layer_typed_in_its_box_redraws_the_attention(browser, app_url, size):
     assert no_error_overlay(page)
     page.screenshot(path=str(ARTIFACTS / f"attention-layer-{size}.png"), full_page=True)
     page.close()
+
+
+def test_export_downloads_the_conversation_and_nothing_after_another_model_is_loaded(page):
+    chat_box(page).fill("Good morrow.")
+    chat_box(page).press("Enter")
+    wait_for_reply(page)
+    time.sleep(1.0)  # the Export file is made once the turn is done
+    export = page.locator("#chat-export")
+    with page.expect_download(timeout=10_000) as download:
+        export.click()
+    assert "Good morrow." in Path(download.value.path()).read_text(encoding="utf-8")
+    page.get_by_role("tab", name="Model").click()
+    page.get_by_label("model", exact=True).click()
+    page.get_by_role("option", name="names (base)", exact=True).click()
+    page.get_by_role("button", name="Load", exact=True).click()
+    page.get_by_text("Model: names").first.wait_for(timeout=30_000)
+    page.get_by_role("tab", name="Chat").click()
+    time.sleep(1.0)
+    with pytest.raises(playwright.TimeoutError):  # the last model's conversation is gone, and so is its file
+        with page.expect_download(timeout=3_000):
+            page.locator("#chat-export").click()
+    assert no_error_overlay(page)

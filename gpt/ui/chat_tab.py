@@ -261,4 +261,6 @@ class ChatTab:
         settled(chatbot.undo(without_last_turn, chatbot, [chatbot, box], api_visibility="private"))
         forget = {"model": None, "history": []}  # (a None would leave the browser's copy as it was)
         clear.click(lambda: ([], "", None, forget), None, [chatbot, note, download, saved], api_visibility="private")
-        return SimpleNamespace(box=box, chatbot=chatbot, system=system, examples=examples, note=note, saved=saved)
+        return SimpleNamespace(
+            box=box, chatbot=chatbot, system=system, examples=examples, note=note, saved=saved, download=download
+        )

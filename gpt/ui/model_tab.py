@@ -13,6 +13,7 @@ from gpt.serving.chat import layout, speakers, turn
 from gpt.serving.generate import LM
 from gpt.storage.card import model_kind, size
 from gpt.storage.folder import read_metrics
+from gpt.ui.chat_tab import kept_record
 from gpt.ui.context import Context, answer, logged
 from gpt.ui.playground_tab import slider_tops
 
@@ -184,5 +185,7 @@ The API serves every model this app offers, by `model` (default: `{default}`); `
             ],
             validator=self.check_model,
             api_name="load_model",
+        ).success(  # the new model's conversation is empty: nothing to export, and that is what this browser keeps
+            lambda name: (None, kept_record(name, [])), model_name, [c.download, c.saved], api_visibility="private"
         )
         demo.load(self.api_usage, None, usage, api_visibility="private")
