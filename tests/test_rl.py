@@ -131,7 +131,8 @@ def test_replay_learns_the_base_text_beside_the_policy_and_the_card_gives_its_lo
     assert run["start_pretraining_val_loss"] == validation_loss(gpt.load(toy_chat[0]), text.read_text())[0]
     assert metrics["curve"][-1]["text_loss"] > 0
     card = (tmp_path / "ptx" / "README.md").read_text()
-    assert "0.25 x the loss on windows of `letters.txt`" in card
+    assert "to the starting model, and 0.25 x the loss on windows of `letters.txt` (InstructGPT's" in card
+    assert "replays" not in card and "share of" not in card  # --sft's wording of --replay is not RL's
     assert f"{run['start_pretraining_val_loss']:.4f} | {run['pretraining_val_loss']:.4f}" in card
 
 

@@ -21,8 +21,14 @@ def rl_figures(run: dict) -> list[str]:
         f"Group-relative policy gradient (`gpt/posttraining/rl.py`): {s['batch_size']} prompts a step, "
         f"{s['group_size']} replies "
         "to each sampled at temperature 1, each reply's advantage its reward minus its group's mean (groups that all "
-        f"score the same skipped), a KL penalty of {s['kl']} to the starting model. Reward: `{s['rl']}`. Mean reward "
-        f"on the {run.get('val_prompts', 0):,} held-out prompts:",
+        f"score the same skipped), a KL penalty of {s['kl']} to the starting model"
+        + (
+            f", and {s['replay_share']} x the loss on windows of `{Path(s['replay']).name}` (InstructGPT's "
+            "pre-training mix)"
+            if s.get("replay")
+            else ""
+        )
+        + f". Reward: `{s['rl']}`. Mean reward on the {run.get('val_prompts', 0):,} held-out prompts:",
         "",
         "| replies | before (the starting model) | after (this model) |",
         "|---|---|---|",
@@ -30,11 +36,7 @@ def rl_figures(run: dict) -> list[str]:
     for label, key in rows:
         if run.get(key) is not None:
             lines.append(f"| {label} | {run[f'start_{key}']:.3f} | **{run[key]:.3f}** |")
-    if run.get("pretraining_val_loss") is not None:  # --replay: the text learnt beside the policy, and what it kept
-        lines[2] += (
-            f" Beside it, {s['replay_share']} x the loss on windows of `{Path(s['replay']).name}` "
-            "(InstructGPT's pre-training mix)."
-        )
+    if run.get("pretraining_val_loss") is not None:  # --replay: what the model kept of its pre-training text
         lines.append(
             f"| pre-training validation loss on `{Path(s['replay']).name}` (lower is better) | "
             f"{run['start_pretraining_val_loss']:.4f} | {run['pretraining_val_loss']:.4f} |"
