@@ -118,14 +118,18 @@ def test_blank_seed_stays_blank_when_the_settings_open(page):
     assert seed.input_value() == ""
 
 
-def test_a_document_model_gets_its_own_examples_and_prompt(page, names_file):
-    first = describe_text(names_file, names_file.read_text(), documents=True)["openings"][0]  # its commonest start
+def load_names_model(page) -> None:
+    """Load the names model on the Model tab, as a visitor picks it."""
     page.get_by_role("tab", name="Model").click()
-    picker = page.get_by_label("model", exact=True)
-    picker.click()
+    page.get_by_label("model", exact=True).click()
     page.get_by_role("option", name="names (base)", exact=True).click()
     page.get_by_role("button", name="Load", exact=True).click()
     page.get_by_text("Model: names").first.wait_for(timeout=30_000)
+
+
+def test_a_document_model_gets_its_own_examples_and_prompt(page, names_file):
+    first = describe_text(names_file, names_file.read_text(), documents=True)["openings"][0]  # its commonest start
+    load_names_model(page)
     assert no_error_overlay(page)
     page.get_by_role("tab", name="Chat").click()
     page.get_by_text("a new model starts a new conversation").wait_for(timeout=10_000)
@@ -259,20 +263,29 @@ def test_each_generation_control_says_what_it_does(page):
     assert no_error_overlay(page)
 
 
-def test_attention_follows_the_sliders(page):
+def attention_shown(page) -> str:
+    """The Playground's attention of the default prompt, shown: the image's source, to see it redrawn."""
     page.get_by_role("tab", name="Playground").click()
     page.get_by_role("button", name="Show attention").click()
     image = page.locator("#attention-map img")
     image.wait_for(timeout=30_000)
-    before = image.get_attribute("src")
-    track = page.get_by_label("range slider for layer")
-    size = track.bounding_box()
-    track.click(position={"x": size["width"] - 2, "y": size["height"] / 2})  # to the last layer, and let go
+    return image.get_attribute("src")
+
+
+def redrawn(page, before: str) -> None:
     page.wait_for_function(
         "(before) => { const img = document.querySelector('#attention-map img'); return img && img.src !== before }",
         arg=before,
         timeout=30_000,
     )
+
+
+def test_attention_follows_the_sliders(page):
+    before = attention_shown(page)
+    track = page.get_by_label("range slider for layer")
+    size = track.bounding_box()
+    track.click(position={"x": size["width"] - 2, "y": size["height"] / 2})  # to the last layer, and let go
+    redrawn(page, before)
     assert no_error_overlay(page)
 
 
@@ -460,19 +473,11 @@ def test_a_message_longer_than_the_context_is_said_under_the_chat_not_in_a_toast
 @pytest.mark.parametrize("size", SIZES)
 def test_a_layer_typed_in_its_box_redraws_the_attention(browser, app_url, size):
     page = open_app(browser, app_url, size)
-    page.get_by_role("tab", name="Playground").click()
-    page.get_by_role("button", name="Show attention").click()
-    image = page.locator("#attention-map img")
-    image.wait_for(timeout=30_000)
-    before = image.get_attribute("src")
+    before = attention_shown(page)
     box = page.get_by_label("number input for layer")
     box.fill("1")
     box.press("Enter")
-    page.wait_for_function(
-        "(before) => { const img = document.querySelector('#attention-map img'); return img && img.src !== before }",
-        arg=before,
-        timeout=30_000,
-    )
+    redrawn(page, before)
     assert no_error_overlay(page)
     page.screenshot(path=str(ARTIFACTS / f"attention-layer-{size}.png"), full_page=True)
     page.close()
@@ -487,11 +492,7 @@ def test_export_downloads_the_conversation_and_nothing_after_another_model_is_lo
     with page.expect_download(timeout=10_000) as download:
         export.click()
     assert "Good morrow." in Path(download.value.path()).read_text(encoding="utf-8")
-    page.get_by_role("tab", name="Model").click()
-    page.get_by_label("model", exact=True).click()
-    page.get_by_role("option", name="names (base)", exact=True).click()
-    page.get_by_role("button", name="Load", exact=True).click()
-    page.get_by_text("Model: names").first.wait_for(timeout=30_000)
+    load_names_model(page)
     page.get_by_role("tab", name="Chat").click()
     time.sleep(1.0)
     with pytest.raises(playwright.TimeoutError):  # the last model's conversation is gone, and so is its file
