@@ -229,13 +229,16 @@ def test_the_app_answers_at_once_compiles_in_the_background_and_serves_the_same_
         app.wait_ready(timeout=60)
         assert httpx.get(f"{app.url}/health").json()["compiled"] is False  # compiling takes tens of seconds
         assert texts() == expected
+        decided = re.compile(r"decoding compiled .*: now [\d,]+ tok/s|kept uncompiled: the compiled step")
         deadline = time.time() + 300
-        while not httpx.get(f"{app.url}/health").json()["compiled"] and time.time() < deadline:
+        while not decided.search(app.output()) and time.time() < deadline:
             time.sleep(1)
+        # swapped in where it measured faster; a busy machine's noise may keep the uncompiled step, which /health says
+        swapped = "decoding compiled" in app.output()
+        assert httpx.get(f"{app.url}/health").json()["compiled"] is swapped
         assert texts() == expected
         output = app.output()
-    assert "compiling in the background" in output and re.search(r"decoding compiled .*: now [\d,]+ tok/s", output)
-    assert "cannot run" not in output
+    assert "compiling in the background" in output and decided.search(output) and "cannot run" not in output
 
 
 def test_empty_prompt_continues_from_a_fresh_line(api, lm):

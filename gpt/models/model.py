@@ -148,17 +148,12 @@ class CausalSelfAttention(nn.Module):
         """The attention's output, and the weights (return_attention) or a decode step's new keys and values.
 
         With a cache and a plan `at`, this step's keys and values are written into the cache and attended over with
-        it. With a cache and no plan, a decode step (GPT.decode_step): one token per row attends over the cache,
-        which it only reads (mask: (B, 1, S), which positions each row sees), and then itself."""
+        it. With a cache and no plan, a decode step (decode below)."""
+        if k_cache is not None and at is None:
+            return self.decode(x, k_cache, v_cache, mask)
         B, T, C = x.size()
-        q, k, v = linear(self.c_attn, x).split(C, dim=2)
+        q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        if k_cache is not None and at is None:  # the step's scores: the cache's, then its own (no copy of the cache)
-            q, k, v = q[:, :, 0] / math.sqrt(q.size(-1)), k[:, :, 0], v[:, :, 0]  # (B, H, D)
-            cached = (k_cache @ q[..., None])[..., 0].masked_fill(~mask, float("-inf"))  # (B, H, S)
-            p = torch.cat([cached, (q * k).sum(-1, keepdim=True)], dim=-1).softmax(dim=-1)
-            y = (p[:, :, None, :-1] @ v_cache)[:, :, 0] + p[..., -1:] * v
-            return linear(self.c_proj, y.reshape(B, 1, C)), (k, v)
         if k_cache is not None:  # write this step's keys/values `at` their places, attend over the cache in use
             if isinstance(at.where, slice):  # every row at the same place
                 k_cache[:, :, at.where], v_cache[:, :, at.where] = k, v
@@ -176,6 +171,18 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and k_cache is None)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return F.dropout(self.c_proj(y), self.dropout, self.training), attention
+
+    def decode(self, x, k_cache, v_cache, visible):
+        """GPT.decode_step's attention: x is (B, C), one token per row, which attends over the cache (only read;
+        visible (B, 1, S) says which positions each row sees), then itself. Its scores come in two parts, so the cache
+        is never copied; returns the output and the token's keys and values (B, n_head, head_size)."""
+        B, C = x.size()
+        q, k, v = linear(self.c_attn, x).view(B, 3, self.n_head, C // self.n_head).unbind(1)
+        q = q / math.sqrt(q.size(-1))
+        cached = (k_cache @ q[..., None])[..., 0].masked_fill(~visible, float("-inf"))  # (B, H, S)
+        p = torch.cat([cached, (q * k).sum(-1, keepdim=True)], dim=-1).softmax(dim=-1)
+        y = (p[:, :, None, :-1] @ v_cache)[:, :, 0] + p[..., -1:] * v
+        return linear(self.c_proj, y.reshape(B, C)), (k, v)
 
 
 class MLP(nn.Module):
@@ -294,13 +301,13 @@ class GPT(nn.Module):
         index tensors or Python per op.
         """
         visible = (torch.arange(k.size(3), device=idx.device) < pos[:, None])[:, None]  # (B, 1, S)
-        x = (self.transformer.wte(idx) + self.transformer.wpe(pos))[:, None]
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, C): one token a row
         k_new, v_new = [], []
         for i, block in enumerate(self.transformer.h):
             x, (kt, vt) = block(x, k[:, i], v[:, i], mask=visible)
             k_new.append(kt)
             v_new.append(vt)
-        logits = linear(self.lm_head, self.transformer.ln_f(x[:, 0]))
+        logits = linear(self.lm_head, self.transformer.ln_f(x))
         return logits, torch.stack(k_new, 1), torch.stack(v_new, 1)
 
     @torch.no_grad()
