@@ -68,6 +68,12 @@ RECORD_BOT_TEXT = """() => {
 }"""
 
 
+SCROLL_CHAT_TO_TOP = """e => {
+    for (let n = e.parentElement; n; n = n.parentElement)
+        if (n.scrollHeight > n.clientHeight + 1 && getComputedStyle(n).overflowY !== "visible") { n.scrollTop = 0; break }
+}"""
+
+
 def wait_for_reply(page):
     bot = page.locator('[data-testid="bot"]').last
     bot.wait_for(timeout=30_000)
@@ -389,6 +395,8 @@ def test_nothing_is_laid_over_the_first_message(browser, app_url, size):
     first = page.locator('[data-testid="user"]').first
     first.wait_for(timeout=10_000)
     wait_for_reply(page)
+    first.evaluate(SCROLL_CHAT_TO_TOP)  # a long reply scrolls the first message away, under the toolbar
+    time.sleep(0.3)
     bubble = first.bounding_box()
     badges = page.get_by_text("conversation", exact=True).filter(visible=True)
     toolbar = page.locator(".top-panel button").filter(visible=True)  # the chat's share, clear and copy icons

@@ -1,12 +1,17 @@
 """--time-budget: the plan grows with the time and the text, keeps what the user chose, and a run ends on time."""
 
 import json
+import os
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
 
-from gpt.training.budget import body_params, plan
+from gpt.training.budget import body_params, plan, reaimed
 from gpt.training.config import TrainConfig
+from gpt.training.optim import learning_rate
 
 
 def step_seconds(c: TrainConfig) -> float:
@@ -51,10 +56,8 @@ def test_a_short_budget_finishes_on_time_with_the_schedule_decayed(tmp_path, pla
     assert "sized for --time-budget 0.5 min" in r.stderr.split("\n")[0]
     run = json.loads((out / "metrics.json").read_text())
     last = run["curve"][-1]
-    # On time to 10% on a quiet machine; a busy one stretches the steps and the fixed costs after them (scoring,
-    # samples, files): 38 s in all beside one other job, 54 s beside three. How close it holds under load is for a
-    # benchmark to show.
-    assert 15 <= last["time_s"] <= 45 and 27 <= took <= 90, (last, took)
+    # within 5% of the budget from the command's start (as the run counts it) and to its exit, busy machine or not
+    assert 28.5 <= run["run"]["wall_time_s"] <= 31.5 and took <= 35, (run["run"]["wall_time_s"], took)
     settings = run["run"]["settings"]
     assert last["step"] == settings["max_steps"] and last["lr"] < 0.2 * settings["lr"]
     assert (out / "README.md").is_file() and (out / "model.safetensors").is_file()
@@ -75,3 +78,56 @@ def test_a_plan_is_a_new_config_and_the_checked_one_never_changes():
     assert planned is not asked and asked == TrainConfig(data="text.txt", time_budget=10)
     with pytest.raises(dataclasses.FrozenInstanceError):
         planned.max_steps = 5  # a run's moving end is a new config (Run.fit_to_budget), never this one changed
+
+
+def test_a_re_plan_moves_the_end_and_keeps_the_rate_where_it_is():
+    c = planned(10)  # warmup-stable-decay over the last 20% of its steps
+    n = c.max_steps
+    stretched = reaimed(c, n // 4, 2 * n)  # the machine sped up in the flat phase: the flat phase stretches
+    assert stretched.max_steps == 2 * n and learning_rate(n // 4, stretched) == learning_rate(n // 4, c) == c.lr
+    assert learning_rate(int(1.5 * n), stretched) == c.lr and learning_rate(2 * n, stretched) == pytest.approx(c.min_lr)
+    for step, end in ((int(0.7 * n), int(0.75 * n)), (int(0.9 * n), int(0.92 * n)), (int(0.9 * n), int(1.5 * n))):
+        moved = reaimed(c, step, end)  # a decay that must start now, or one under way, finishes over the steps left
+        assert learning_rate(step, moved) == pytest.approx(learning_rate(step, c), rel=0.02), (step, end)
+        rates = [learning_rate(s, moved) for s in range(step, end + 1)]
+        assert rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(c.min_lr), (step, end)
+    assert reaimed(c, n // 2, n // 2).max_steps == n // 2  # no time left: it ends at the step it reached
+    warming = reaimed(c, c.warmup_steps // 2, c.warmup_steps)  # slowed in the warmup: it ends decayed all the same
+    assert learning_rate(c.warmup_steps // 2, warming) == learning_rate(c.warmup_steps // 2, c) < c.lr
+    assert learning_rate(c.warmup_steps, warming) == pytest.approx(c.min_lr)
+
+
+def test_a_re_plan_for_a_slower_machine_takes_a_smaller_shape():
+    first = planned(10)
+    again = plan(
+        TrainConfig(data="text.txt", time_budget=10),
+        set(),
+        600,
+        1_000_000,
+        111_111,
+        step_seconds,
+        below=body_params(first),
+    )
+    assert body_params(again) < body_params(first)
+
+
+def test_a_budget_holds_when_the_machine_slows_down_mid_run(tmp_path, play_file, cli):
+    """A busy loop per core starts beside a 30-second budget once it has planned: the run re-plans from its pace and
+    still ends within 5% of the budget, with the schedule decayed."""
+    hogs = []
+    hog = [sys.executable, "-c", "while True: pass"]
+    timer = threading.Timer(8, lambda: hogs.extend(subprocess.Popen(hog) for _ in range(os.cpu_count() or 2)))
+    timer.start()
+    try:
+        start = time.time()
+        r = cli("-m", "gpt.train", "--data", str(play_file), "--out", str(tmp_path / "busy"), "--time-budget", "0.5")
+        took = time.time() - start
+    finally:
+        timer.cancel()
+        for h in hogs:
+            h.kill()
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = json.loads((tmp_path / "busy" / "metrics.json").read_text())
+    assert len(hogs) > 0 and 28.5 <= run["run"]["wall_time_s"] <= 31.5 and took <= 35, (run["run"], took)
+    last, settings = run["curve"][-1], run["run"]["settings"]
+    assert last["step"] == settings["max_steps"] and last["lr"] < 0.2 * settings["lr"], last

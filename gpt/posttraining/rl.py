@@ -36,13 +36,13 @@ from gpt.serving.decode import DecodeBatch
 from gpt.serving.generate import LM
 from gpt.serving.sampling import SamplingParams
 from gpt.storage.folder import load_model
-from gpt.training.config import TrainConfig
+from gpt.training.config import TrainConfig, recorded_settings
 from gpt.training.conversations import Prompts, describe_conversations, replay_windows
 from gpt.training.data import read_text
 from gpt.training.eval import validation_loss
 from gpt.training.loss_plot import write_loss_plot
 from gpt.training.optim import apply_gradients, learning_rate
-from gpt.training.run import Run, recorded_settings
+from gpt.training.run import Run
 
 Reward = Callable[[list[dict], str], float]
 Scorer = Callable[[list[list[dict]], list[str], list[bool]], list[float]]  # (conversations, replies, ended) -> rewards

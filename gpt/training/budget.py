@@ -4,15 +4,20 @@ The shapes form a ladder from a 1-minute model to the flagship and beyond. Each 
 steps of a throwaway copy), smallest first, and the largest rung is kept that (a) takes at least MIN_STEPS steps and
 MIN_TOKENS_PER_PARAM tokens per parameter in the time left, and (b) is not far larger than the text (at most
 MAX_PARAMS_PER_TOKEN parameters per training token). Steps fill the time left after the evaluations and the final
-scoring; the schedule is warmup-stable-decay, so training can re-aim its last step at the deadline while the rate is
-still flat (Run.fit_to_budget) and still decay fully at the end.
+scoring; the schedule is warmup-stable-decay. While it trains, the run re-plans from its measured pace whenever its
+projected end strays from the deadline (Run.fit_to_budget): the steps left move (`reaimed`, a decay under way finishes
+over them), and a shape that can no longer train for enough steps gives way to a smaller one planned afresh.
 """
 
 import math
 from collections.abc import Callable
 from dataclasses import replace
 
+import torch
+from tqdm import tqdm
+
 from gpt.training.config import TrainConfig
+from gpt.training.optim import learning_rate
 
 MIN_STEPS = 500  # fewer and the warmup and the decay are most of the run
 MIN_TOKENS_PER_PARAM = 2.0
@@ -20,6 +25,8 @@ MAX_PARAMS_PER_TOKEN = 5.0  # the flagship: 4.8M parameters on Tiny Shakespeare'
 EVAL_SHARE = 0.05  # of the training time, spent estimating losses
 EVALS = 8  # evaluations per run (each one a chance to re-aim at the deadline)
 FORWARD_SHARE = 0.35  # a forward pass's share of a training step's time
+REPLAN_TOLERANCE = 0.05  # of the time left: a projected end further than this from the deadline re-plans the steps
+PACE_WINDOW = 0.1  # of the budget: the recent time whose pace a re-plan trusts (steady, yet quick to see a slowdown)
 SHAPES = [  # learning rates as measured for the rungs that are presets (shakespeare-char-cpu, shakespeare-char)
     dict(n_layer=2, n_head=2, n_embd=64, block_size=64, batch_size=16, lr=0.006, muon_lr=0.02),
     dict(n_layer=2, n_head=4, n_embd=128, block_size=64, batch_size=16, lr=0.006, muon_lr=0.02),
@@ -48,10 +55,20 @@ def candidates(c: TrainConfig, fixed: set[str]) -> list[TrainConfig]:
     return rungs or [c]
 
 
-def finish_seconds(c: TrainConfig, step_s: float, val_tokens: int) -> float:
-    """What the run does after its last step: score the whole validation split, write samples, plot and card."""
+def as_trained(rung: TrainConfig, fixed: set[str]) -> TrainConfig:
+    """A fresh GPT rung timed as plan() will train it: with Muon, and with dropout (whose cost is alike at any rate)
+    unless the user chose otherwise."""
+    if rung.arch != "gpt" or rung.init_from:
+        return rung
+    chosen = dict(optimizer="muon", dropout=max(rung.dropout, 0.1))
+    return replace(rung, **{k: v for k, v in chosen.items() if k not in fixed})
+
+
+def finish_seconds(c: TrainConfig, step_s: float, val_tokens: int, slowdown: float = 1.0) -> float:
+    """What the run does after its last step: score the whole validation split, write samples, plot and card (those
+    last on a quiet machine, times `slowdown`: how much slower its steps now run than when the run began)."""
     per_token = step_s / (c.batch_size * c.block_size)
-    return FORWARD_SHARE * per_token * val_tokens + 300 * 0.003 + 1.5  # + 300 sampled tokens, files and imports
+    return FORWARD_SHARE * per_token * val_tokens + (300 * 0.002 + 1.0) * slowdown  # + 300 sampled tokens, files
 
 
 def plan(
@@ -61,18 +78,22 @@ def plan(
     train_tokens: int,
     val_tokens: int,
     step_seconds: Callable[[TrainConfig], float],
+    below: int | None = None,
 ) -> TrainConfig:
-    """The run to make in `seconds`: `step_seconds` times one optimizer step of a candidate on this machine."""
+    """The run to make in `seconds`: `step_seconds` times one optimizer step of a candidate on this machine; `below`
+    leaves out shapes of that many body parameters or more (a re-plan for a machine that slowed down)."""
     if "max_steps" in fixed:
         raise ValueError("--time-budget sets the number of steps: drop --max-steps (or drop --time-budget)")
     room = max(2, val_tokens - 1)
     best = None
-    for rung in candidates(c, fixed):
+    rungs = candidates(c, fixed)
+    smaller = [r for r in rungs if below is None or body_params(r) < below]
+    for rung in smaller or rungs[:1]:
         if rung.block_size > room and "block_size" not in fixed:
             rung = replace(rung, block_size=1 << int(math.log2(room)))
         if best is not None and body_params(rung) > MAX_PARAMS_PER_TOKEN * train_tokens:
             break
-        step_s = step_seconds(rung)
+        step_s = step_seconds(as_trained(rung, fixed))
         train_s = seconds - finish_seconds(rung, step_s, val_tokens)
         steps = int(train_s / (step_s * (1 + EVAL_SHARE)))
         enough = steps * rung.batch_size * rung.block_size >= MIN_TOKENS_PER_PARAM * body_params(rung)
@@ -99,3 +120,94 @@ def plan(
         kept = ("max_steps", "warmup_steps", "schedule", "eval_interval", "eval_steps", "lr_decay_steps")
         chosen = {k: chosen[k] for k in kept}
     return replace(rung, **{k: v for k, v in chosen.items() if k not in fixed})
+
+
+def reaimed(c: TrainConfig, step: int, end: int) -> TrainConfig:
+    """c ending at step `end` instead, with the rate at `step` unchanged: a flat phase (or a warmup) with room stretches
+    or shrinks; otherwise the decay runs from the rate at `step` to the lowest at `end`, so the run ends decayed."""
+    end = max(end, step)
+    if c.schedule != "wsd":
+        return replace(c, max_steps=end)
+    flat = step <= c.max_steps - max(1, round(c.decay_fraction * c.max_steps))
+    if end == step or flat and end - max(1, round(c.decay_fraction * end)) >= max(step, min(c.warmup_steps, end)):
+        return replace(c, max_steps=end)
+    done = (c.lr - learning_rate(step, c)) / (c.lr - c.min_lr) if c.lr > c.min_lr else 0.0
+    start = min(step, max(0, round((step - done * end) / (1 - done)))) if done < 1 else step
+    return replace(c, max_steps=end, decay_fraction=(end - start) / end)
+
+
+class Pacer:
+    """A time budget's run keeping to its deadline as it trains: the pace of its steps (evaluations apart), its
+    re-plans, and its torch threads on a machine that another job keeps busy."""
+
+    def __init__(self, budget_s: float, shapes: list[TrainConfig], share_threads: bool, speaks: bool):
+        self.budget_s, self.shapes, self.speaks = budget_s, shapes, speaks
+        self.eval_seconds, self.last_eval_s = 0.0, 0.0
+        self.paces: list[tuple[int, float]] = []  # (step, wall time outside evaluations) every 10 steps
+        self.first_pace = 0.0  # seconds a step as the run began: the measure of a machine slowing down
+        self.steps_end = budget_s  # when the last step is due (the bar's ETA), set by each re-plan
+        self.threads, self.trial, self.threads_settled = torch.get_num_threads(), None, not share_threads
+
+    def say(self, line: str) -> None:
+        if self.speaks:
+            tqdm.write(line)
+
+    def evaluated(self, seconds: float) -> None:
+        self.last_eval_s = seconds
+        self.eval_seconds += seconds
+
+    def pick_threads(self, step_seconds: Callable[[TrainConfig], float], smallest: TrainConfig) -> None:
+        """Start on one torch thread if the threads clearly wait on one another (another job holds a core: 1.5x
+        slower than one thread on the smallest shape), else on the ones there are (see share_the_machine)."""
+        if self.threads_settled or self.threads == 1:
+            return
+        many = step_seconds(smallest)
+        torch.set_num_threads(1)
+        if many < 1.5 * step_seconds(smallest):
+            torch.set_num_threads(self.threads)
+        else:
+            self.threads_settled = True
+
+    def share_the_machine(self, step: int, first: int, pace: float) -> None:
+        """One torch thread once the steps run 1.5x slower than they began (another job took a core): threads that
+        wait on one another at every operation lose most of their time on a busy machine (2x a small model's step
+        and 20x a sampled token, beside two busy loops on 2 cores). Back to its threads if one turns out slower."""
+        if self.threads_settled or self.threads == 1:
+            return
+        if self.trial is None and pace > 1.5 * self.first_pace:
+            self.trial = (step, pace)
+            torch.set_num_threads(1)
+            self.say(f"step {step}: the machine is busy ({pace / self.first_pace:.1f}x slower); on one thread")
+        elif self.trial and first >= self.trial[0]:  # a whole pace window on one thread
+            self.threads_settled = True
+            if pace > self.trial[1]:
+                torch.set_num_threads(self.threads)
+                self.say(f"step {step}: one thread was slower; back on {self.threads}")
+
+    def fit(
+        self, c: TrainConfig, step: int, now: float, val_tokens: int, agreed: Callable[[int], int]
+    ) -> TrainConfig | None:
+        """c re-planned when its projected end strays from the deadline by more than REPLAN_TOLERANCE of the time
+        left, from the pace of the latest PACE_WINDOW of the budget (each evaluation costed as the last one took);
+        None when the shape can no longer train for enough steps and a smaller one is on the ladder. `now`: the
+        run's wall time; `agreed`: the step every process stops at."""
+        self.paces.append((step, now - self.eval_seconds))
+        behind = [(s, t) for s, t in self.paces if s <= step - 20]  # the first steps are slow (allocation, caches)
+        if not behind:
+            return c
+        spanning = [(s, t) for s, t in behind if t <= self.paces[-1][1] - PACE_WINDOW * self.budget_s]
+        first, then = spanning[-1] if spanning else behind[0]
+        pace = (self.paces[-1][1] - then) / (step - first)
+        per_step = pace + self.last_eval_s / c.eval_interval
+        self.first_pace = self.first_pace or pace
+        self.share_the_machine(step, first, pace)
+        slowdown = max(1.0, pace / self.first_pace)
+        left = self.budget_s - finish_seconds(c, pace, val_tokens, slowdown) - self.last_eval_s - now
+        last = agreed(step + max(0, int(left / per_step)))
+        self.steps_end = now + (last - step) * per_step
+        if abs(last - c.max_steps) * per_step <= REPLAN_TOLERANCE * max(left, self.budget_s / 10) and left > 0:
+            return c
+        if last < MIN_STEPS // 2 and now < self.budget_s / 2:
+            if any(body_params(r) < body_params(c) for r in self.shapes):
+                return None
+        return reaimed(c, step, last)

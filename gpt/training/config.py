@@ -7,7 +7,7 @@ recipe (the `recipe` fields) all read the fields' metadata.
 import argparse
 import json
 import types
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -293,3 +293,28 @@ def build_parser() -> argparse.ArgumentParser:
             kind = next(t for t in kind.__args__ if t is not type(None))
         p.add_argument(flag, type=kind, choices=meta["choices"], help=meta["help"] + shown)
     return p
+
+
+# the settings that name files or folders
+PATHS = ("data", "replay", "init_from", "prompts", "rl", "dpo", "reward_model", "text")
+
+
+def portable(path: str | None) -> str | None:
+    """A path as a folder's record keeps it: a relative one as given, an absolute or `..` one by its name alone, so
+    no card or metrics.json shows the folders of the machine it was trained on."""
+    if not path:
+        return path
+    return Path(path).name if Path(path).is_absolute() or ".." in Path(path).parts else path
+
+
+def portable_args(argv: list[str]) -> list[str]:
+    """A command's arguments with each path made portable (`--flag=PATH` too)."""
+    out = []
+    for arg in argv:
+        flag, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        out.append(flag + eq + (portable(value) or value))
+    return out
+
+
+def recorded_settings(c: TrainConfig) -> dict:
+    return {k: portable(v) if k in PATHS else v for k, v in asdict(c).items()}

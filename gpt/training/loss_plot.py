@@ -7,14 +7,21 @@ from gpt.storage.atomic import write_atomic
 LOSSES = (("train_loss", "train"), ("val_loss", "validation"))
 
 
-def write_loss_plot(curve: list[dict], path: Path, unit: str = "char", series=LOSSES, label: str = "") -> None:
-    """loss.png: train and validation loss (or the `series` given, as (key, label)) against training wall time
-    (minutes), steps on the top axis."""
+def pyplot():
+    """matplotlib's pyplot, drawing to files (a time budget's run imports it before it plans, so its finish is only
+    work it can foresee)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def write_loss_plot(curve: list[dict], path: Path, unit: str = "char", series=LOSSES, label: str = "") -> None:
+    """loss.png: train and validation loss (or the `series` given, as (key, label)) against training wall time
+    (minutes), steps on the top axis."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     timed = all("time_s" in c for c in curve)
     x = [c["time_s"] / 60 if timed else c["step"] for c in curve]

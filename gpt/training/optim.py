@@ -10,15 +10,20 @@ from gpt.training.config import TrainConfig
 
 
 def learning_rate(step: int, c: TrainConfig) -> float:
-    """Linear warmup, then cosine decay (or stable, then linear decay) to min_lr at lr_decay_steps, then flat."""
+    """Linear warmup, then cosine decay (or stable, then linear decay) to min_lr at lr_decay_steps, then flat.
+
+    wsd's decay caps the warmup (the lower of the two), so a run whose end was brought forward (a time budget on a
+    slower machine) still ends decayed."""
     decay_steps = c.lr_decay_steps or c.max_steps
-    if step < c.warmup_steps:
-        return c.lr * (step + 1) / (c.warmup_steps + 1)
-    if step >= decay_steps:
-        return c.min_lr
+    warm = c.lr * (step + 1) / (c.warmup_steps + 1) if step < c.warmup_steps else c.lr
     if c.schedule == "wsd":
         decay_start = decay_steps - max(1, round(c.decay_fraction * decay_steps))
-        return c.lr - (c.lr - c.min_lr) * max(0, step - decay_start) / (decay_steps - decay_start)
+        done = min(1.0, max(0, step - decay_start) / (decay_steps - decay_start))
+        return min(warm, c.min_lr + (c.lr - c.min_lr) * (1 - done))
+    if step < c.warmup_steps:
+        return warm
+    if step >= decay_steps:
+        return c.min_lr
     ratio = (step - c.warmup_steps) / max(1, decay_steps - c.warmup_steps)
     return c.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (c.lr - c.min_lr)
 
@@ -39,10 +44,49 @@ def make_optimizers(model: Model, c: TrainConfig, fused: bool) -> dict[str, torc
     optimizers = {"adamw": torch.optim.AdamW(groups, lr=c.lr, betas=(c.beta1, c.beta2), fused=fused)}
     if hidden:
         muon_groups = [{"params": hidden, "peak_lr": c.muon_lr}]
-        optimizers["muon"] = torch.optim.Muon(
+        optimizers["muon"] = Muon(
             muon_groups, lr=c.muon_lr, weight_decay=c.weight_decay, adjust_lr_fn="match_rms_adamw"
         )
     return optimizers
+
+
+class Muon(torch.optim.Muon):
+    """torch's Muon, its state and settings, with the orthogonalisation in float32 on a CPU: torch's runs in bfloat16,
+    which a CPU without bfloat16 arithmetic (AVX2 alone) emulates, and that took most of a small model's step."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if any(p.device.type != "cpu" for group in self.param_groups for p in group["params"]):
+            return super().step(closure)
+        for group in self.param_groups:
+            params, grads, buffers = [], [], []
+            self._init_group(group, params, grads, buffers)
+            lr, momentum = group["lr"], group["momentum"]
+            for p, grad, buffer in zip(params, grads, buffers):
+                buffer.lerp_(grad, 1 - momentum)
+                update = grad.lerp(buffer, momentum) if group["nesterov"] else buffer
+                update = orthogonalised(update, group["ns_coefficients"], group["ns_steps"], group["eps"])
+                p.mul_(1 - lr * group["weight_decay"])
+                p.add_(update, alpha=-lr * rms_ratio(group["adjust_lr_fn"], p.shape))
+
+
+def orthogonalised(g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float) -> torch.Tensor:
+    """Newton-Schulz's quintic iteration towards the nearest orthogonal matrix, as torch's Muon runs it."""
+    a, b, c = coefficients
+    x = g.float().T if g.size(0) > g.size(1) else g.float()
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if g.size(0) > g.size(1) else x
+
+
+def rms_ratio(adjust: str | None, shape: torch.Size) -> float:
+    """torch's Muon learning-rate scale for a matrix of this shape."""
+    rows, columns = shape[:2]
+    if adjust == "match_rms_adamw":
+        return 0.2 * math.sqrt(max(rows, columns))
+    return math.sqrt(max(1, rows / columns)) if adjust in (None, "original") else 1.0
 
 
 def optimizer_step(trained, optimizers: dict, scaler, ctx, x: torch.Tensor, y: torch.Tensor, clip: float):

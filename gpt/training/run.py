@@ -31,14 +31,14 @@ from gpt.storage.folder import (
     write_metrics,
 )
 from gpt.storage.hub import resolve
-from gpt.training.budget import finish_seconds, plan
+from gpt.training.budget import Pacer, body_params, candidates, plan
 from gpt.training.checkpoint import load_checkpoint, save_checkpoint, tidy_checkpoint
-from gpt.training.config import DTYPES, TrainConfig
+from gpt.training.config import DTYPES, TrainConfig, portable, recorded_settings
 from gpt.training.conversations import describe_conversations, load_conversations, load_prompts
 from gpt.training.data import describe_text, load_dataset, read_text
 from gpt.training.distributed import gather_states, init_device, share
 from gpt.training.eval import conversation_loss, validation_loss
-from gpt.training.loss_plot import write_loss_plot
+from gpt.training.loss_plot import pyplot, write_loss_plot
 from gpt.training.optim import learning_rate, make_optimizers, optimizer_step
 
 
@@ -114,36 +114,24 @@ def samples(lm: LM) -> dict:
     return {"call": call, "text": lm.generate("\n", **SAMPLE_SETTINGS).strip("\n")}
 
 
-# the settings that name files or folders
-PATHS = ("data", "replay", "init_from", "prompts", "rl", "dpo", "reward_model", "text")
-
-
-def portable(path: str | None) -> str | None:
-    """A path as a folder's record keeps it: a relative one as given, an absolute or `..` one by its name alone, so
-    no card or metrics.json shows the folders of the machine it was trained on."""
-    if not path:
-        return path
-    return Path(path).name if Path(path).is_absolute() or ".." in Path(path).parts else path
-
-
-def portable_args(argv: list[str]) -> list[str]:
-    """A command's arguments with each path made portable (`--flag=PATH` too)."""
-    out = []
-    for arg in argv:
-        flag, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
-        out.append(flag + eq + (portable(value) or value))
-    return out
-
-
-def recorded_settings(c: TrainConfig) -> dict:
-    return {k: portable(v) if k in PATHS else v for k, v in asdict(c).items()}
-
-
 class Run:
     """One training run's state: made by set-up (fresh or from the checkpoint), advanced by steps, saved by rank 0."""
 
-    def __init__(self, c: TrainConfig, out: Path, resume: bool, command: str, given: set, started: float):
+    def __init__(
+        self,
+        c: TrainConfig,
+        out: Path,
+        resume: bool,
+        command: str,
+        given: set,
+        started: float,
+        below: int | None = None,
+        best_val: float = float("inf"),
+    ):
+        """`below` and `best_val`: a budget's re-plan for a slower machine (smaller than `below` body parameters, and
+        the folder replaced only by a model better than the one it holds)."""
         self.c, self.out, self.resume, self.t0 = c, out, resume, started
+        self.asked, self.command, self.given = c, command, given
         self.device, self.world, self.rank = device, world, rank = init_device(c)
         self.master = rank == 0
         self.dtype = c.dtype
@@ -161,10 +149,17 @@ class Run:
         self.text = read_text(c.data, c.text_column) if on_text else None  # the one read of the run's text file
         self.tokenizer, self.train_data, self.val_data = read_data(c, tokenizer, self.text)
         self.elapsed = 0.0
+        self.pacer = None
+        if c.time_budget:  # a smaller shape may take over a run in one process (Run.smaller)
+            shapes = candidates(c, given) if self.world == 1 else []
+            share = self.world == 1 and self.device.type == "cpu" and not c.threads
+            self.pacer = Pacer(60 * c.time_budget, shapes, share, self.master)
         if c.time_budget and not resume:
+            pyplot()
+            self.pacer.pick_threads(self.time_step, candidates(c, given)[0])
             left = 60 * c.time_budget - self.wall_time()
             tokens = (self.train_data.tokens, self.val_data.tokens)
-            self.c = c = plan(c, given, left, *tokens, self.time_step)
+            self.c = c = plan(c, given, left, *tokens, self.time_step, below)
             _, self.train_data, self.val_data = read_data(c, self.tokenizer, self.text)
             torch.manual_seed(c.seed + rank)  # the probes drew from it; a planned run repeats as an explicit one
         if base:  # the base model's own config (a head of its own, say), with this run's dropout and new tokens
@@ -177,7 +172,7 @@ class Run:
         self.model = model = self.make_model(model).to(device)
         self.optimizers = make_optimizers(model, c, fused=device.type == "cuda")
         self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(c.ema)) if c.ema else None
-        self.start, self.best_val, self.curve, self.tokens_seen = 0, float("inf"), [], 0
+        self.start, self.best_val, self.curve, self.tokens_seen = 0, best_val, [], 0
         self.pending: list[dict] = []  # figures of the steps since the last evaluation (an RL run's rewards)
         if resume:
             self.restore()
@@ -195,7 +190,6 @@ class Run:
             print(self.start_note(), file=sys.stderr, flush=True)
         out.mkdir(parents=True, exist_ok=True)
         self.last_save = time.time()
-        self.marks = [(self.start, self.wall_time())]  # (step, wall time) as each evaluation starts
 
     def make_model(self, model: Model) -> torch.nn.Module:
         """The model this run trains, made from the base's (or a fresh) one: itself, or a reward model's."""
@@ -218,28 +212,27 @@ class Run:
             seconds /= self.world
         return seconds.item()
 
-    def fit_to_budget(self, step: int) -> None:
-        """Re-aim the last step at --time-budget from the pace since the evaluation before the latest (so a whole
-        interval, its evaluation included, is in it): while the rate is flat (wsd's stable phase) the schedule's end
-        can move; after that only an overrun ends the run early, at the step it has reached."""
-        c = self.c
-        start, then = self.marks[-2] if len(self.marks) > 1 else self.marks[0]
-        if step - start < 20:  # the first steps are slow (allocation, warm caches) and would mislead
-            return
-        pace = (self.wall_time() - then) / (step - start)
-        left = 60 * c.time_budget - finish_seconds(c, pace, self.val_data.tokens) - self.wall_time()
-        decay_start = c.max_steps - max(1, round(c.decay_fraction * c.max_steps))
-        last = c.max_steps
-        if left <= 0:
-            last = step
-        elif step < decay_start and c.schedule == "wsd":
-            last = step + max(1, int(left / pace))
-        if self.world > 1:  # every rank stops at rank 0's step
-            agreed = torch.tensor(last, device=self.device)
-            dist.broadcast(agreed, 0)
-            last = int(agreed.item())
-        if last != c.max_steps:  # a new config: the one the user's settings were checked as stays as it was
-            self.c = replace(c, max_steps=last)
+    def fit_to_budget(self, step: int) -> bool:
+        """Re-plan the steps left from the pace (budget.Pacer); True when a smaller shape must take over."""
+        c = self.pacer.fit(self.c, step, self.wall_time(), self.val_data.tokens, self.agreed)
+        if c is None:
+            return True
+        self.c = c  # a new config: the one the user's settings were checked as stays as it was
+        return False
+
+    def agreed(self, last: int) -> int:
+        """Rank 0's last step, which every rank stops at."""
+        if self.world == 1:
+            return last
+        agreed = torch.tensor(last, device=self.device)
+        dist.broadcast(agreed, 0)
+        return int(agreed.item())
+
+    def smaller(self) -> "Run":
+        """The same run planned afresh for the time left, on a smaller shape than this one (its machine slowed)."""
+        return type(self)(
+            self.asked, self.out, False, self.command, self.given, self.t0, body_params(self.c), self.best_val
+        )
 
     def start_note(self) -> str:
         """One line before the first step (which may take a while): what was read and what will be trained."""
@@ -277,7 +270,8 @@ class Run:
     def run_record(self, command: str) -> dict:
         """metrics.json's "run": what was trained, how and where."""
         c, device = self.c, self.device
-        where = f"{device.type} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+        threads = torch.get_num_threads()
+        where = f"{device.type} ({os.cpu_count()} cores, {threads} torch thread{'s' * (threads != 1)})"
         record = {
             "name": self.out.name,
             "data": portable(str(c.data or c.prompts or c.dpo or c.reward_model)),
@@ -343,7 +337,7 @@ class Run:
 
     def evaluate(self, step: int, tokens_per_s: float) -> dict:
         """Estimate both losses; a better validation loss saves the model folder. Then the resume state."""
-        c = self.c
+        c, started = self.c, time.time()
         splits = {"train": self.train_data, "val": self.val_data}
         losses = estimate_loss(
             self.evaluated, splits, c.eval_steps, c.batch_size, c.seed, self.ctx, self.device, self.world, self.rank
@@ -362,6 +356,8 @@ class Run:
             if self.master:
                 self.save()
         self.checkpoint(step)
+        if self.pacer:
+            self.pacer.evaluated(time.time() - started)
         return entry
 
     def save(self) -> None:

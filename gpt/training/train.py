@@ -29,10 +29,10 @@ from gpt.storage.folder import (
 )
 from gpt.storage.hub import resolve
 from gpt.training.checkpoint import read_checkpoint_meta
-from gpt.training.config import ARCHITECTURE, PRESETS, TrainConfig, build_parser
+from gpt.training.config import ARCHITECTURE, PRESETS, TrainConfig, build_parser, portable_args
 from gpt.training.data import DataError
 from gpt.training.distributed import checkpoint_due
-from gpt.training.run import Run, portable_args
+from gpt.training.run import Run
 from gpt.training.tracking import Tracker
 
 
@@ -87,6 +87,20 @@ def given_settings(args: argparse.Namespace) -> set[str]:
     return explicit | set(PRESETS.get(args.preset, {})) - {"max_steps", "warmup_steps", "eval_interval", "eval_steps"}
 
 
+class BudgetBar(tqdm):
+    """A time budget's bar: its ETA is when the run's plan has its last step due, which re-plans keep near the
+    deadline, rather than a guess from the rate of steps that evaluations and a busy machine make jumpy."""
+
+    def __init__(self, run: Run, **shown):
+        self.run = run
+        super().__init__(**shown, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{due}, {rate_fmt}{postfix}]")
+
+    @property
+    def format_dict(self) -> dict:
+        due = max(0.0, self.run.pacer.steps_end - self.run.wall_time())
+        return {**super().format_dict, "due": self.format_interval(due)}
+
+
 def stop_on_signals() -> list:
     """Ctrl-C, kill and a closed terminal all stop at the end of the step (the list fills), saving the state."""
     requested = []
@@ -111,12 +125,12 @@ def train(
     c = run.c
     tracker = Tracker(c.track, out.name, run.record["settings"], c.track_space) if c.track and run.master else None
     stop = stop_on_signals() if run.world == 1 and run.master else []
-    bar = tqdm(total=c.max_steps, initial=run.start, disable=not run.master, unit="step", dynamic_ncols=True)
+    shown = dict(total=c.max_steps, initial=run.start, disable=not run.master, unit="step", dynamic_ncols=True)
+    bar = BudgetBar(run, **shown) if c.time_budget else tqdm(**shown)
     interval_start, interval_tokens, step = time.time(), 0, run.start
     while True:
         evaluated = bool(run.curve) and run.curve[-1]["step"] == step  # a resumed run may have been killed before it
         if (step % c.eval_interval == 0 or step == run.c.max_steps) and not evaluated:
-            run.marks.append((step, run.wall_time()))
             entry = run.evaluate(step, interval_tokens / max(time.time() - interval_start, 1e-9))
             if run.master:
                 bar.write(run.eval_line(entry))
@@ -130,8 +144,13 @@ def train(
         due = time.time() - run.last_save >= 60 * c.checkpoint_minutes
         if step % 10 == 0 and checkpoint_due(due, run.world, run.device):
             run.checkpoint(step)
-        if c.time_budget and step % 10 == 0:
-            run.fit_to_budget(step)
+        if c.time_budget and step % 10 == 0 and run.fit_to_budget(step):
+            bar.write(f"step {step}: too slow now for {run.c.n_layer}x{run.c.n_embd}; planning a smaller shape")
+            run = bar.run = run.smaller()
+            c, step, interval_start, interval_tokens = run.c, 0, time.time(), 0
+            bar.reset(total=c.max_steps)
+            continue
+        if bar.total != run.c.max_steps:
             bar.total = run.c.max_steps
         interval_tokens += tokens
         if run.master and (step % 10 == 0 or step == run.c.max_steps):
