@@ -30,6 +30,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # processes of the tests do not, except where a test asks for it.
 # Compiled decoding is tested where it is asked for (compile=True in test_generate.py, test_weights.py).
 os.environ["GPT_COMPILE"] = "0"
+# Each test process (the xdist workers and the apps and commands they start) computes on one thread: they share the
+# cores, and torch's threads that wait on one another on a busy machine lose most of their time (a quarter of the
+# suite's). The tests of a time budget's threads give a run the machine's default back (drop=("OMP_NUM_THREADS",)).
+os.environ["OMP_NUM_THREADS"] = "1"
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 

@@ -70,7 +70,10 @@ RECORD_BOT_TEXT = """() => {
 
 SCROLL_CHAT_TO_TOP = """e => {
     for (let n = e.parentElement; n; n = n.parentElement)
-        if (n.scrollHeight > n.clientHeight + 1 && getComputedStyle(n).overflowY !== "visible") { n.scrollTop = 0; break }
+        if (n.scrollHeight > n.clientHeight + 1 && getComputedStyle(n).overflowY !== "visible") {
+            n.scrollTop = 0
+            break
+        }
 }"""
 
 

@@ -50,7 +50,17 @@ def test_what_the_user_chose_is_kept():
 def test_a_short_budget_finishes_on_time_with_the_schedule_decayed(tmp_path, play_file, cli):
     out = tmp_path / "budget"
     start = time.time()
-    r = cli("-m", "gpt.train", "--data", str(play_file), "--out", str(out), "--time-budget", "0.5")
+    r = cli(
+        "-m",
+        "gpt.train",
+        "--data",
+        str(play_file),
+        "--out",
+        str(out),
+        "--time-budget",
+        "0.5",
+        drop=("OMP_NUM_THREADS",),
+    )
     took = time.time() - start
     assert r.returncode == 0, r.stderr[-2000:]
     assert "sized for --time-budget 0.5 min" in r.stderr.split("\n")[0]
@@ -120,7 +130,17 @@ def test_a_budget_holds_when_the_machine_slows_down_mid_run(tmp_path, play_file,
     timer.start()
     try:
         start = time.time()
-        r = cli("-m", "gpt.train", "--data", str(play_file), "--out", str(tmp_path / "busy"), "--time-budget", "0.5")
+        r = cli(
+            "-m",
+            "gpt.train",
+            "--data",
+            str(play_file),
+            "--out",
+            str(tmp_path / "busy"),
+            "--time-budget",
+            "0.5",
+            drop=("OMP_NUM_THREADS",),
+        )
         took = time.time() - start
     finally:
         timer.cancel()
