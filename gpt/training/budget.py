@@ -26,6 +26,7 @@ EVAL_SHARE = 0.05  # of the training time, spent estimating losses
 EVALS = 8  # evaluations per run (each one a chance to re-aim at the deadline)
 FORWARD_SHARE = 0.35  # a forward pass's share of a training step's time
 REPLAN_TOLERANCE = 0.05  # of the time left: a projected end further than this from the deadline re-plans the steps
+DECAY_FLOOR = 10  # steps a run out of time still takes to bring its rate down (a re-plan comes every 10 steps)
 PACE_WINDOW = 0.1  # of the budget: the recent time whose pace a re-plan trusts (steady, yet quick to see a slowdown)
 SHAPES = [  # learning rates as measured for the rungs that are presets (shakespeare-char-cpu, shakespeare-char)
     dict(n_layer=2, n_head=2, n_embd=64, block_size=64, batch_size=16, lr=0.006, muon_lr=0.02),
@@ -64,11 +65,11 @@ def as_trained(rung: TrainConfig, fixed: set[str]) -> TrainConfig:
     return replace(rung, **{k: v for k, v in chosen.items() if k not in fixed})
 
 
-def finish_seconds(c: TrainConfig, step_s: float, val_tokens: int, slowdown: float = 1.0) -> float:
-    """What the run does after its last step: score the whole validation split, write samples, plot and card (those
-    last on a quiet machine, times `slowdown`: how much slower its steps now run than when the run began)."""
+def finish_seconds(c: TrainConfig, step_s: float, val_tokens: int) -> float:
+    """What the run does after its last step: score the whole validation split (at the pace of its steps), then
+    sample 300 tokens and write the plot and card (about as long on a busy machine, where the run is on one thread)."""
     per_token = step_s / (c.batch_size * c.block_size)
-    return FORWARD_SHARE * per_token * val_tokens + (300 * 0.002 + 1.0) * slowdown  # + 300 sampled tokens, files
+    return FORWARD_SHARE * per_token * val_tokens + 300 * 0.003 + 1.0
 
 
 def plan(
@@ -144,7 +145,7 @@ class Pacer:
         self.budget_s, self.shapes, self.speaks = budget_s, shapes, speaks
         self.eval_seconds, self.last_eval_s = 0.0, 0.0
         self.paces: list[tuple[int, float]] = []  # (step, wall time outside evaluations) every 10 steps
-        self.first_pace = 0.0  # seconds a step as the run began: the measure of a machine slowing down
+        self.first_pace = 0.0  # seconds a step as the run began: how a busy machine shows
         self.steps_end = budget_s  # when the last step is due (the bar's ETA), set by each re-plan
         self.threads, self.trial, self.threads_settled = torch.get_num_threads(), None, not share_threads
 
@@ -201,9 +202,9 @@ class Pacer:
         per_step = pace + self.last_eval_s / c.eval_interval
         self.first_pace = self.first_pace or pace
         self.share_the_machine(step, first, pace)
-        slowdown = max(1.0, pace / self.first_pace)
-        left = self.budget_s - finish_seconds(c, pace, val_tokens, slowdown) - self.last_eval_s - now
-        last = agreed(step + max(0, int(left / per_step)))
+        left = self.budget_s - finish_seconds(c, pace, val_tokens) - self.last_eval_s - now
+        decaying = learning_rate(step, c) > 1.01 * c.min_lr  # out of time, it still takes a few steps to decay
+        last = agreed(step + max(DECAY_FLOOR if decaying else 0, int(left / per_step)))
         self.steps_end = now + (last - step) * per_step
         if abs(last - c.max_steps) * per_step <= REPLAN_TOLERANCE * max(left, self.budget_s / 10) and left > 0:
             return c
