@@ -8,8 +8,9 @@ import threading
 import time
 
 import pytest
+import torch
 
-from gpt.training.budget import body_params, plan, reaimed
+from gpt.training.budget import Pacer, body_params, plan, reaimed
 from gpt.training.config import TrainConfig
 from gpt.training.optim import learning_rate
 
@@ -93,6 +94,42 @@ def test_a_re_plan_for_a_slower_machine_takes_a_smaller_shape():
         below=body_params(first),
     )
     assert body_params(again) < body_params(first)
+
+
+def paced(pacer: Pacer, c: TrainConfig, legs: list[tuple[int, float]], step: int = 0, now: float = 0.0):
+    """Feed a Pacer `legs` of (steps, seconds a step), re-planning every 10 steps as a run does: its last config (None
+    once it asks for a smaller shape), the step and the wall time."""
+    for steps, pace in legs:
+        for _ in range(steps // 10):
+            step, now = step + 10, now + 10 * pace
+            c = pacer.fit(c, step, now, 1_000, lambda last: last)
+            if c is None:
+                return None, step, now
+    return c, step, now
+
+
+def test_a_machine_that_slows_down_puts_the_run_on_one_thread_and_back_if_that_is_slower():
+    try:
+        for one_thread, threads in ((0.02, 1), (0.05, 2)):  # one thread faster than two on the busy machine, or not
+            torch.set_num_threads(2)
+            c = planned(1)
+            pacer = Pacer(10, [c], share_threads=True, speaks=False)
+            c, step, now = paced(pacer, c, [(200, 0.01), (40, 0.03)])  # another job takes a core: 3x slower
+            assert torch.get_num_threads() == 1
+            paced(pacer, c, [(200, one_thread)], step, now)
+            assert torch.get_num_threads() == threads, one_thread
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_a_shape_left_with_too_few_steps_asks_for_a_smaller_one_early_in_the_budget():
+    small, large = planned(1, n_layer=2, n_head=2, n_embd=64), planned(100)
+    pacer = Pacer(100, [small, large], share_threads=False, speaks=False)
+    c, step, _ = paced(pacer, large, [(40, 0.05), (40, 1.0)])  # 20x slower from step 40
+    assert c is None and step < 100
+    again = Pacer(100, [large], share_threads=False, speaks=False)  # the smallest shape keeps going, re-planned
+    c, _, _ = paced(again, large, [(40, 0.05), (40, 1.0)])
+    assert c is not None and c.max_steps < large.max_steps
 
 
 def test_a_short_budget_ends_on_time_decayed_when_the_machine_slows_down_mid_run(tmp_path, play_file, cli):

@@ -176,7 +176,8 @@ class Pacer:
         if self.threads_settled or self.threads == 1:
             return
         if self.trial is None and pace > 1.5 * self.first_pace:
-            self.trial = (step, pace)
+            (before, then), (_, now) = self.paces[-3], self.paces[-1]  # two threads' pace on the busy machine
+            self.trial = (step, max(pace, (now - then) / (step - before)))
             torch.set_num_threads(1)
             self.say(f"step {step}: the machine is busy ({pace / self.first_pace:.1f}x slower); on one thread")
         elif self.trial and first >= self.trial[0]:  # a whole pace window on one thread
