@@ -153,7 +153,8 @@ def test_a_short_budget_ends_on_time_decayed_when_the_machine_slows_down_mid_run
     assert "sized for --time-budget 0.5 min" in r.stderr.split("\n")[0]
     run = json.loads((out / "metrics.json").read_text())
     timeline = [(e["step"], e["time_s"]) for e in run["curve"]], run["run"]["wall_time_s"], took, r.stderr[:300]
-    assert len(hogs) > 0 and 28.5 <= run["run"]["wall_time_s"] <= 31.5 and took <= 35, timeline
+    # the run's clock starts at `import gpt`: Python's start and exit, seconds under the suite's load, are outside it
+    assert len(hogs) > 0 and 28.5 <= run["run"]["wall_time_s"] <= 31.5 and took <= 40, timeline
     last, settings = run["curve"][-1], run["run"]["settings"]
     assert last["step"] == settings["max_steps"] and last["lr"] < 0.2 * settings["lr"], last
     assert (out / "README.md").is_file() and (out / "model.safetensors").is_file()
