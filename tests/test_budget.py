@@ -133,11 +133,11 @@ def test_a_shape_left_with_too_few_steps_asks_for_a_smaller_one_early_in_the_bud
 
 
 def test_a_short_budget_ends_on_time_decayed_when_the_machine_slows_down_mid_run(tmp_path, play_file, cli):
-    """A busy loop per core starts beside a 30-second budget once it has planned: the run re-plans from its pace and
-    still ends within 5% of the budget (as the run counts it, from the command's start), with the schedule decayed."""
+    """A busy loop per core starts beside a 30-second budget once it has taken its pace: the run re-plans from its
+    pace and still ends within 5% of the budget (as the run counts it, from the command's start), decayed."""
     hogs = []
     hog = [sys.executable, "-c", "while True: pass"]
-    timer = threading.Timer(8, lambda: hogs.extend(subprocess.Popen(hog) for _ in range(os.cpu_count() or 2)))
+    timer = threading.Timer(15, lambda: hogs.extend(subprocess.Popen(hog) for _ in range(os.cpu_count() or 2)))
     timer.start()
     out = tmp_path / "busy"
     try:
