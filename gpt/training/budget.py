@@ -176,7 +176,7 @@ class Pacer:
         if self.threads_settled or self.threads == 1:
             return
         if self.trial is None and pace > 1.5 * self.first_pace:
-            (before, then), (_, now) = self.paces[-3], self.paces[-1]  # two threads' pace on the busy machine
+            (before, then), (_, now) = self.paces[-min(3, len(self.paces))], self.paces[-1]  # two threads' pace now
             self.trial = (step, max(pace, (now - then) / (step - before)))
             torch.set_num_threads(1)
             self.say(f"step {step}: the machine is busy ({pace / self.first_pace:.1f}x slower); on one thread")
@@ -197,8 +197,11 @@ class Pacer:
         behind = [(s, t) for s, t in self.paces if s <= step - 20]  # the first steps are slow (allocation, caches)
         if not behind:
             return c
-        spanning = [(s, t) for s, t in behind if t <= self.paces[-1][1] - PACE_WINDOW * self.budget_s]
-        first, then = spanning[-1] if spanning else behind[0]
+        start = self.paces[-1][1] - PACE_WINDOW * self.budget_s
+        spanning = [i for i, (s, t) in enumerate(self.paces) if s <= step - 20 and t <= start]
+        if spanning:  # the marks before the window's start are never needed again
+            del self.paces[: spanning[-1]]
+        first, then = self.paces[0] if spanning else behind[0]
         pace = (self.paces[-1][1] - then) / (step - first)
         per_step = pace + self.last_eval_s / c.eval_interval
         self.first_pace = self.first_pace or pace

@@ -4,6 +4,7 @@ warmup-stable-decay, and one step of backward, clip and update."""
 import math
 
 import torch
+from torch.optim._muon import _adjust_lr  # torch's rate scale per matrix shape
 
 from gpt.models.window import Model
 from gpt.training.config import TrainConfig
@@ -67,7 +68,7 @@ class Muon(torch.optim.Muon):
                 update = grad.lerp(buffer, momentum) if group["nesterov"] else buffer
                 update = orthogonalised(update, group["ns_coefficients"], group["ns_steps"], group["eps"])
                 p.mul_(1 - lr * group["weight_decay"])
-                p.add_(update, alpha=-lr * rms_ratio(group["adjust_lr_fn"], p.shape))
+                p.add_(update, alpha=-_adjust_lr(lr, group["adjust_lr_fn"], p.shape))
 
 
 def orthogonalised(g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float) -> torch.Tensor:
@@ -79,14 +80,6 @@ def orthogonalised(g: torch.Tensor, coefficients: tuple[float, float, float], st
         gram = x @ x.T
         x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
     return x.T if g.size(0) > g.size(1) else x
-
-
-def rms_ratio(adjust: str | None, shape: torch.Size) -> float:
-    """torch's Muon learning-rate scale for a matrix of this shape."""
-    rows, columns = shape[:2]
-    if adjust == "match_rms_adamw":
-        return 0.2 * math.sqrt(max(rows, columns))
-    return math.sqrt(max(1, rows / columns)) if adjust in (None, "original") else 1.0
 
 
 def optimizer_step(trained, optimizers: dict, scaler, ctx, x: torch.Tensor, y: torch.Tensor, clip: float):

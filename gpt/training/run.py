@@ -150,13 +150,13 @@ class Run:
         self.tokenizer, self.train_data, self.val_data = read_data(c, tokenizer, self.text)
         self.elapsed = 0.0
         self.pacer = None
+        rungs = candidates(c, given)
         if c.time_budget:  # a smaller shape may take over a run in one process (Run.smaller)
-            shapes = candidates(c, given) if self.world == 1 else []
             share = self.world == 1 and self.device.type == "cpu" and not c.threads
-            self.pacer = Pacer(60 * c.time_budget, shapes, share, self.master)
+            self.pacer = Pacer(60 * c.time_budget, rungs if self.world == 1 else [], share, self.master)
         if c.time_budget and not resume:
             pyplot()
-            self.pacer.pick_threads(self.time_step, candidates(c, given)[0])
+            self.pacer.pick_threads(self.time_step, rungs[0])
             left = 60 * c.time_budget - self.wall_time()
             tokens = (self.train_data.tokens, self.val_data.tokens)
             self.c = c = plan(c, given, left, *tokens, self.time_step, below)
