@@ -6,8 +6,17 @@ import torch
 from gpt.models.model import GPT, GPTConfig, KVCache
 from gpt.posttraining.rl import token_logprobs
 from gpt.storage.folder import ModelFileError, load_model, write_weights
+from gpt.storage.layout import family
 
 CFG = GPTConfig(vocab_size=23, block_size=16, n_layer=2, n_head=2, n_embd=32)
+MODERN = {"rotary": True, "rms_norm": True, "mlp": "swiglu"}
+BLOCKS = {  # GPT-2's, Llama's, Qwen3's with its own head, and a mix no family has
+    "gpt2": {},
+    "llama": MODERN,
+    "qwen3": {**MODERN, "qk_norm": True, "tie_embeddings": False},
+    "mix": {"rotary": True, "qk_norm": True, "mlp": "relu2"},
+}
+every_block = pytest.mark.parametrize("block", BLOCKS)
 
 
 def model(seed=0, **kw):
@@ -15,14 +24,16 @@ def model(seed=0, **kw):
     return GPT(GPTConfig(**{**CFG.__dict__, **kw})).eval()
 
 
-def test_forward_shapes_loss_and_tied_head():
-    m = model()
+@every_block
+def test_forward_shapes_loss_and_tied_head(block):
+    m = model(**BLOCKS[block])
     idx = torch.randint(0, 23, (3, 10))
     logits, loss = m(idx, idx)
     assert logits.shape == (3, 10, 23)
     assert loss.shape == () and 2.5 < loss.item() < 3.8  # about ln(23) at initialisation
-    assert m.lm_head.weight is m.transformer.wte.weight
+    assert (m.lm_head.weight is m.transformer.wte.weight) == m.config.tie_embeddings
     assert m.num_params() == sum(p.numel() for p in m.parameters())
+    assert hasattr(m.transformer, "wpe") != m.config.rotary  # rotary positions: no position embedding
 
 
 def test_dropout_acts_only_in_training():
@@ -52,8 +63,9 @@ def test_too_long_sequence_is_a_clear_error():
         model()(torch.zeros(1, 17, dtype=torch.long))
 
 
-def test_kv_cache_prefill_chunk_then_steps_equals_full_forward():
-    m = model()
+@every_block
+def test_kv_cache_prefill_chunk_then_steps_equals_full_forward(block):
+    m = model(**BLOCKS[block])
     idx = torch.randint(0, 23, (2, 16))
     full, _ = m(idx)
     cache = KVCache.empty(m.config, 2)
@@ -64,8 +76,9 @@ def test_kv_cache_prefill_chunk_then_steps_equals_full_forward():
     assert cache.pos.tolist() == [16, 16]
 
 
-def test_kv_cache_rows_at_different_positions():
-    m = model()
+@every_block
+def test_kv_cache_rows_at_different_positions(block):
+    m = model(**BLOCKS[block])
     a, b = torch.randint(0, 23, (1, 12)), torch.randint(0, 23, (1, 5))
     cache = KVCache.empty(m.config, 2)
     m(a[:, :-1], cache=cache.rows(0, 1))
@@ -75,13 +88,14 @@ def test_kv_cache_rows_at_different_positions():
     assert torch.allclose(step[1, -1], m(b)[0][0, -1], atol=1e-5)
 
 
-def test_replies_packed_after_their_shared_prompt_score_and_learn_as_rows_of_their_own():
+@every_block
+def test_replies_packed_after_their_shared_prompt_score_and_learn_as_rows_of_their_own(block):
     """RL's and DPO's log-probabilities: each prompt once, its replies after it (token_logprobs in
     gpt/posttraining/rl.py)."""
     a, b = torch.randint(0, 23, (6,)).tolist(), torch.randint(0, 23, (4,)).tolist()
     prompts = [a, b, a, a, b]  # a prompt's replies need not be next to each other (DPO: chosen ..., rejected ...)
     replies = [torch.randint(0, 23, (n,)).tolist() for n in (3, 1, 10, 5, 7)]  # rows up to 16: the context
-    packed, alone = model(), model()
+    packed, alone = model(**BLOCKS[block]), model(**BLOCKS[block])
     logp, mask = token_logprobs(packed, prompts, replies)
     (logp * mask).sum().backward()
     for i, (p, r) in enumerate(zip(prompts, replies)):
@@ -99,21 +113,26 @@ def test_a_packed_row_past_the_context_is_a_clear_error():
         token_logprobs(model(), [[1] * 10], [[2] * 7])
 
 
-def test_attention_maps_are_causal_distributions():
-    m = model()
+@every_block
+def test_attention_maps_are_causal_distributions(block):
+    m = model(**BLOCKS[block])
     maps = m.attention_maps(torch.randint(0, 23, (1, 9)))
     assert maps.shape == (2, 2, 9, 9)
     assert torch.allclose(maps.sum(-1), torch.ones(2, 2, 9))
     assert maps.triu(diagonal=1).abs().max() == 0
 
 
-def test_save_and_load_round_trip(tmp_path):
-    m = model(seed=3)
+@every_block
+def test_save_and_load_round_trip(tmp_path, block):
+    m = model(seed=3, **BLOCKS[block])
+    for p in m.parameters():  # the norms' gains too, which start at one
+        torch.nn.init.normal_(p, std=0.2)
     write_weights(m, tmp_path)
-    assert json.loads((tmp_path / "config.json").read_text())["n_embd"] == 32
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config.get("n_embd", config.get("hidden_size")) == 32 and config.get("model_type") == family(m.config)
     loaded = load_model(tmp_path)
     assert loaded.config == m.config
-    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+    assert (loaded.lm_head.weight is loaded.transformer.wte.weight) == m.config.tie_embeddings
     idx = torch.randint(0, 23, (1, 10))
     assert torch.equal(loaded(idx)[0], m(idx)[0])
 

@@ -113,6 +113,31 @@ def test_reward_model_learns_the_preference_and_transformers_scores_it_the_same(
     assert "GPT2ForSequenceClassification" in card and f"{run['val_accuracy']:.1%}" in card
 
 
+def test_a_reward_model_of_the_modern_block_is_transformers_qwen3_scorer(toy, tmp_path):
+    from transformers import Qwen3ForSequenceClassification
+
+    import gpt
+    from gpt.models.model import GPTConfig
+    from gpt.posttraining.reward import RewardModel, load_reward_model, pad_id, padded, save_reward_folder
+
+    tokenizer = gpt.load(toy[0], device="cpu").tokenizer
+    config = GPTConfig(tokenizer.vocab_size, 24, 2, 2, 32, rotary=True, rms_norm=True, qk_norm=True, mlp="swiglu")
+    torch.manual_seed(0)
+    model = RewardModel(config)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, mean=1.0 if p.dim() == 1 else 0.0, std=0.2)
+    metrics = {"run": {"name": "rm", "settings": {"reward_model": True}}}
+    save_reward_folder(model, tokenizer, tmp_path / "rm", metrics, torch.float32)
+    loaded, _ = load_reward_model(tmp_path / "rm")
+    rows = [tokenizer.encode(t) for t in ("<|user|>a\n<|end|><|assistant|>ba\n<|end|>", "<|user|>c\n")]
+    ids, lengths = padded(rows, pad_id(tokenizer), "cpu")
+    theirs = Qwen3ForSequenceClassification.from_pretrained(tmp_path / "rm").eval()
+    with torch.no_grad():
+        ours, again, scores = model.eval()(ids, lengths), loaded(ids, lengths), theirs(ids).logits[:, 0]
+    assert torch.equal(ours, again) and torch.allclose(ours, scores, atol=1e-4)
+    assert "Qwen3ForSequenceClassification" in (tmp_path / "rm" / "README.md").read_text()
+
+
 def test_a_reward_model_is_an_rl_reward(toy, tmp_path):
     main(pair_args(toy, "reward-model", tmp_path / "rm"))
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"messages": p["prompt"]} for p in toy_pairs(200)])

@@ -346,14 +346,15 @@ def test_a_real_fault_is_a_logged_json_500_and_the_server_goes_on(lm, serving, m
         still_serves(url)
 
 
-def crafted_folder(root, **config_changes):
-    """A real small model folder whose config.json is then edited as an attacker would."""
+def crafted_folder(root, switches: dict | None = None, **config_changes):
+    """A real small model folder (a GPT with these switches) whose config.json is then edited as an attacker would."""
     from gpt.models.model import GPT, GPTConfig
     from gpt.storage.folder import write_weights
 
     folder = root / "crafted"
     folder.mkdir()
-    write_weights(GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=32)), folder)
+    config = GPTConfig(vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=32, **(switches or {}))
+    write_weights(GPT(config), folder)
     (folder / "tokenizer.json").write_text(json.dumps({"type": "char", "chars": [chr(97 + i) for i in range(20)]}))
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps(config | config_changes))
@@ -379,7 +380,7 @@ def crafted_folder(root, **config_changes):
         ({"n_layer": 3}, "does not match config.json .missing transformer.h.2"),
         ({"n_embd": 64}, "does not match config.json"),
         ({"vocab_size": 21}, "wte.weight is .20, 32., config.json needs .21, 32."),
-        ({"model_type": "llama"}, "this library runs gpt2 and gpt-window ones"),
+        ({"model_type": "mistral"}, "this library runs gpt2, llama and qwen3 ones"),
         ({"activation_function": "gelu_new"}, "GPT-2 variant"),
         ({"model_type": "gpt-window", "arch": "lstm", "block_size": 3, "n_hidden": 8}, "arch must be one of"),
         ({"model_type": "gpt-window", "arch": "wavenet", "block_size": 6, "n_hidden": 8}, "power of two"),
@@ -394,6 +395,32 @@ def test_crafted_configs_are_refused_before_the_model_is_built(tmp_path, changes
 
     with pytest.raises(ModelFileError, match=message):
         gpt.load(crafted_folder(tmp_path, **changes), device="cpu")
+
+
+MODERN = {"rotary": True, "rms_norm": True, "mlp": "swiglu"}
+
+
+@pytest.mark.parametrize(
+    "switches, changes, message",
+    [
+        (MODERN, {"num_key_value_heads": 1}, "llama variant this library does not run: num_key_value_heads 1"),
+        (MODERN, {"hidden_act": "gelu"}, "hidden_act 'gelu' .needs 'silu'"),
+        (MODERN, {"intermediate_size": 100}, "intermediate_size 100 .needs 128"),
+        (MODERN, {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4}}, "rope_type 'yarn'"),
+        (MODERN, {"hidden_size": "32"}, "n_embd must be a whole number"),
+        (MODERN, {"num_hidden_layers": 3}, "does not match config.json .missing model.layers.2"),
+        (MODERN, {"model_type": "qwen3"}, "does not match config.json .missing model.layers.0.self_attn.k_norm"),
+        ({**MODERN, "qk_norm": True}, {"model_type": "llama"}, "unexpected model.layers.0.self_attn.k_norm"),
+        ({"mlp": "relu2"}, {"mlp": "tanh"}, "mlp must be one of gelu, swiglu, relu2"),
+        ({"mlp": "relu2"}, {"rotary": "yes"}, "rotary must be true or false"),
+        ({"rotary": True, "mlp": "relu2"}, {"n_head": 32}, "rotary positions need an even head size"),
+    ],
+)
+def test_crafted_configs_of_the_modern_block_are_refused(tmp_path, switches, changes, message):
+    from gpt.storage.folder import ModelFileError
+
+    with pytest.raises(ModelFileError, match=message):
+        gpt.load(crafted_folder(tmp_path, switches, **changes), device="cpu")
 
 
 def test_a_config_that_is_a_list_is_refused(tmp_path):

@@ -63,6 +63,7 @@ RECIPES = {
     "adamw-cosine": [],
     "muon-wsd": ["--optimizer", "muon", "--schedule", "wsd", "--decay-fraction", "0.3"],
     "adamw-ema": ["--ema", "0.8"],  # the moving average is restored too, or the curve after resume would differ
+    "qwen3-block": "--optimizer muon --rotary --rms-norm --qk-norm --mlp swiglu --untied-head".split(),
 }
 
 
@@ -200,6 +201,8 @@ def test_a_damaged_checkpoint_is_refused_in_one_line(tmp_path, play_file, damage
         (["--resume"], "nothing to resume"),
         (["--block-size", "4000"], "too short"),
         (["--out", "README.md"], "is a file: give a folder"),
+        (["--arch", "mlp", "--rotary"], "switches are for --arch gpt"),
+        (["--rotary", "--n-embd", "24", "--n-head", "8"], "--rotary needs an even head size"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(tmp_path, play_file, args, message, cli):

@@ -1,4 +1,5 @@
-"""Every model folder is also a transformers GPT-2 model: same tokens, same logits, same greedy text, no remote code."""
+"""Every GPT folder is also a transformers model (GPT-2, Llama or Qwen3 by its block): same tokens, same logits, same
+greedy text, no remote code."""
 
 import json
 from pathlib import Path
@@ -31,7 +32,57 @@ def bias_model(tmp_path_factory, play_file):
     return out
 
 
-FOLDERS = ["tiny_model", "names_model", "bias_model", "bpe_model"]
+def random_folder(root, play_file, name: str, **switches) -> Path:
+    """A model of random weights (std 0.2: far from the initialisation's near-uniform logits) with these switches."""
+    tokenizer = CharTokenizer.from_text(play_file.read_text())
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=48, n_layer=2, n_head=2, n_embd=32, **switches)
+    model = GPT(config)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, mean=1.0 if p.dim() == 1 else 0.0, std=0.2)  # norms' gains about one
+    save_folder(model, tokenizer, root / name)
+    return root / name
+
+
+MODERN = dict(rotary=True, rms_norm=True, mlp="swiglu")
+
+
+@pytest.fixture(scope="module")
+def llama_model(tmp_path_factory, play_file):
+    return random_folder(tmp_path_factory.mktemp("models"), play_file, "llama", **MODERN)
+
+
+@pytest.fixture(scope="module")
+def qwen3_model(tmp_path_factory, play_file):
+    return random_folder(
+        tmp_path_factory.mktemp("models"), play_file, "qwen3", qk_norm=True, tie_embeddings=False, **MODERN
+    )
+
+
+FOLDERS = ["tiny_model", "names_model", "bias_model", "bpe_model", "llama_model", "qwen3_model"]
+
+
+@pytest.mark.parametrize(
+    "which, architecture", [("llama_model", "LlamaForCausalLM"), ("qwen3_model", "Qwen3ForCausalLM")]
+)
+def test_the_modern_block_is_written_as_its_transformers_family(request, which, architecture):
+    folder = request.getfixturevalue(which)
+    assert json.loads((folder / "config.json").read_text())["architectures"] == [architecture]
+    assert f"`transformers`' {architecture.split('For')[0]}" in (folder / "README.md").read_text()
+
+
+def test_a_block_no_family_has_loads_here_alone(tmp_path, play_file):
+    folder = random_folder(tmp_path, play_file, "mix", rotary=True, mlp="relu2")
+    config = json.loads((folder / "config.json").read_text())
+    assert "model_type" not in config and config["mlp"] == "relu2" and config["rotary"] is True
+    lm = gpt.load(folder, device="cpu")
+    ids = torch.tensor([lm.tokenizer.encode("ROMEO:\nWhat, ho!")])
+    torch.manual_seed(0)
+    model = GPT(lm.model.config)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, mean=1.0 if p.dim() == 1 else 0.0, std=0.2)
+    assert torch.equal(lm.model(ids)[0], model.eval()(ids)[0])  # every weight back where it was
+    assert "only it loads it" in (folder / "README.md").read_text()
 
 
 def a_prompt(lm, greedy: bool = False) -> str:
@@ -52,7 +103,9 @@ def test_same_tokens_and_logits(request, which):
     folder = request.getfixturevalue(which)
     lm = gpt.load(folder, device="cpu")
     model, tokenizer = hf(folder)
-    assert type(model).__name__ == "GPT2LMHeadModel"
+    assert type(model).__name__ == {"llama_model": "LlamaForCausalLM", "qwen3_model": "Qwen3ForCausalLM"}.get(
+        which, "GPT2LMHeadModel"
+    )
     prompt = a_prompt(lm)
     ids = tokenizer(prompt, return_tensors="pt").input_ids
     assert ids[0].tolist() == lm.encode_prompt(prompt)

@@ -19,6 +19,9 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+MLPS = ("gelu", "swiglu", "relu2")
+
+
 @dataclass
 class GPTConfig:
     vocab_size: int = 65
@@ -30,13 +33,34 @@ class GPTConfig:
     bias: bool = False  # biases in Linear and LayerNorm layers; False is a bit better and faster
     # the head is the token embedding (GPT-2); microgpt's head is its own (gpt/models/microgpt.py)
     tie_embeddings: bool = True
+    # The modern block's switches, each on its own (an ablation) or together: rotary positions, RMS norm and a SwiGLU
+    # MLP are Llama's block, and with QK-norm Qwen3's (gpt/storage/layout.py writes such a folder for transformers).
+    rotary: bool = False  # positions as rotations of the queries and keys, not a learnt embedding added to the input
+    rms_norm: bool = False  # RMSNorm (a learnt gain, no mean, no bias) in place of LayerNorm
+    qk_norm: bool = False  # each head's queries and keys RMS-normed before attention: logits that cannot blow up
+    mlp: str = "gelu"  # gelu (GPT-2's), swiglu (gated: Llama's) or relu2 (squared ReLU: modded-nanogpt's)
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def mlp_hidden(self) -> int:
+        """The MLP's hidden width: 4 n_embd, or for the gated MLP (three matrices, not two) 8/3 of it in steps of 64,
+        so that either has about the same parameters."""
+        return 64 * math.ceil(8 * self.n_embd / 3 / 64) if self.mlp == "swiglu" else 4 * self.n_embd
 
     def num_params(self) -> int:
         """Parameters of a GPT with this config, without building it (a tied head counted once)."""
-        c, b = self.n_embd, 1 if self.bias else 0
-        block = 12 * c * c + 2 * c + (2 + 3 + 1 + 4 + 1) * c * b  # attention, MLP, two LayerNorms, their biases
+        c, h, b = self.n_embd, self.mlp_hidden, 1 if self.bias else 0
+        norm = c if self.rms_norm else c + b * c
+        matrices = 3 if self.mlp == "swiglu" else 2
+        mlp = matrices * c * h + b * ((matrices - 1) * h + c)
+        attention = 4 * c * c + b * 4 * c + (2 * self.head_size if self.qk_norm else 0)
+        block = attention + mlp + 2 * norm
         head = 0 if self.tie_embeddings else self.vocab_size * c
-        return self.vocab_size * c + head + self.block_size * c + self.n_layer * block + (1 + b) * c
+        positions = 0 if self.rotary else self.block_size * c
+        return self.vocab_size * c + head + positions + self.n_layer * block + norm
 
 
 class KVCache:
@@ -124,6 +148,30 @@ def cache_plan(pos: torch.Tensor, T: int, device) -> tuple[CachePlan, torch.Tens
     return CachePlan((rows, positions), positions, length), mask
 
 
+ROPE_THETA = 10000.0  # the rotations' base wavelength (Llama's; transformers' default)
+RMS_EPS = 1e-6  # RMSNorm's epsilon (Qwen3's and transformers' default)
+
+
+def rotary_tables(config: GPTConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of each position's rotation angles, (block_size, head_size): transformers' own layout, the angles
+    repeated over the two halves of a head, so a folder needs no reordering of the query and key weights."""
+    d = config.head_size
+    inv_freq = 1.0 / (ROPE_THETA ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+    angles = torch.arange(config.block_size).float()[:, None] * inv_freq
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def rotated(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (..., head_size) rotated by its position's angles: each half's pair (x1, x2) becomes a 2-D rotation of it."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+def norm(config: GPTConfig, size: int) -> nn.Module:
+    return nn.RMSNorm(size, eps=RMS_EPS) if config.rms_norm else nn.LayerNorm(size, bias=config.bias)
+
+
 # Dropout and GELU are functions, not modules: decoding one token, a module call costs more than the op itself.
 
 
@@ -143,17 +191,30 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.n_head, self.dropout = config.n_head, config.dropout
+        if config.qk_norm:
+            self.q_norm = nn.RMSNorm(config.head_size, eps=RMS_EPS)
+            self.k_norm = nn.RMSNorm(config.head_size, eps=RMS_EPS)
 
-    def forward(self, x, k_cache=None, v_cache=None, at=None, mask=None, return_attention=False):
+    def positioned(self, q: torch.Tensor, k: torch.Tensor, rope) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries and keys (..., head_size) normed (QK-norm) and rotated to their positions (rope: cos, sin)."""
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = rotated(q, *rope), rotated(k, *rope)
+        return q, k
+
+    def forward(self, x, k_cache=None, v_cache=None, at=None, mask=None, return_attention=False, rope=None):
         """The attention's output, and the weights (return_attention) or a decode step's new keys and values.
 
         With a cache and a plan `at`, this step's keys and values are written into the cache and attended over with
-        it. With a cache and no plan, a decode step (decode below)."""
+        it. With a cache and no plan, a decode step (decode below). rope: the tokens' rotations (cos, sin), each
+        (T, head_size) or (B, 1, T, head_size)."""
         if k_cache is not None and at is None:
-            return self.decode(x, k_cache, v_cache, mask)
+            return self.decode(x, k_cache, v_cache, mask, rope)
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        q, k = self.positioned(q, k, rope)
         if k_cache is not None:  # write this step's keys/values `at` their places, attend over the cache in use
             if isinstance(at.where, slice):  # every row at the same place
                 k_cache[:, :, at.where], v_cache[:, :, at.where] = k, v
@@ -172,12 +233,13 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return F.dropout(self.c_proj(y), self.dropout, self.training), attention
 
-    def decode(self, x, k_cache, v_cache, visible):
+    def decode(self, x, k_cache, v_cache, visible, rope=None):
         """GPT.decode_step's attention: x is (B, C), one token per row, which attends over the cache (only read;
         visible (B, 1, S) says which positions each row sees), then itself. Its scores come in two parts, so the cache
         is never copied; returns the output and the token's keys and values (B, n_head, head_size)."""
         B, C = x.size()
         q, k, v = linear(self.c_attn, x).view(B, 3, self.n_head, C // self.n_head).unbind(1)
+        q, k = self.positioned(q, k, rope)
         q = q / math.sqrt(q.size(-1))
         cached = (k_cache @ q[..., None])[..., 0].masked_fill(~visible, float("-inf"))  # (B, H, S)
         p = torch.cat([cached, (q * k).sum(-1, keepdim=True)], dim=-1).softmax(dim=-1)
@@ -186,26 +248,35 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
+    """GELU (GPT-2), squared ReLU, or SwiGLU: c_fc holds the gate's rows, then the up projection's, in one product."""
+
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        hidden, self.kind = config.mlp_hidden, config.mlp
+        self.c_fc = nn.Linear(config.n_embd, hidden * (2 if self.kind == "swiglu" else 1), bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
 
     def forward(self, x):
-        return F.dropout(linear(self.c_proj, F.gelu(linear(self.c_fc, x))), self.dropout, self.training)
+        h = linear(self.c_fc, x)
+        if self.kind == "swiglu":
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        else:
+            h = F.relu(h).square() if self.kind == "relu2" else F.gelu(h)
+        return F.dropout(linear(self.c_proj, h), self.dropout, self.training)
 
 
 class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = norm(config, config.n_embd)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = norm(config, config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x, k_cache=None, v_cache=None, at=None, mask=None, return_attention=False):
-        a, attention = self.attn(self.ln_1(x), k_cache, v_cache, at, mask, return_attention)
+    def forward(self, x, k_cache=None, v_cache=None, at=None, mask=None, return_attention=False, rope=None):
+        a, attention = self.attn(self.ln_1(x), k_cache, v_cache, at, mask, return_attention, rope)
         x = x + a
         return x + self.mlp(self.ln_2(x)), attention
 
@@ -217,11 +288,15 @@ class GPT(nn.Module):
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
-                wpe=nn.Embedding(config.block_size, config.n_embd),
+                **({} if config.rotary else {"wpe": nn.Embedding(config.block_size, config.n_embd)}),
                 h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+                ln_f=norm(config, config.n_embd),
             )
         )
+        if config.rotary:  # tables, not weights: made again from the config, never saved
+            cos, sin = rotary_tables(config)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.transformer.wte.weight = self.lm_head.weight
@@ -274,22 +349,33 @@ class GPT(nn.Module):
             positions, sees = packed
             if int(positions.max()) >= self.config.block_size:
                 raise ValueError(f"a packed sequence is longer than the context ({self.config.block_size})")
-            pos, mask = self.transformer.wpe(positions), sees[:, None]
+            mask = sees[:, None]
         elif cache is None:
             if T > self.config.block_size:
                 raise ValueError(f"sequence of length {T} is longer than the context ({self.config.block_size})")
-            pos = self.transformer.wpe.weight[:T]
+            positions = slice(0, T)
         else:
             at, mask = cache_plan(cache.pos, T, idx.device)
-            wpe = self.transformer.wpe
-            pos = wpe(at.positions) if at.positions is not None else wpe.weight[at.where]
-        x = F.dropout(self.transformer.wte(idx) + pos, self.config.dropout, self.training)
+            positions = at.positions if at.positions is not None else at.where
+        x, rope = self.embedded(idx, positions)
+        x = F.dropout(x, self.config.dropout, self.training)
         for i, block in enumerate(self.transformer.h):
             kv = (cache.k[:, i], cache.v[:, i]) if cache is not None else (None, None)
-            x, _ = block(x, *kv, at, mask)
+            x, _ = block(x, *kv, at, mask, rope=rope)
         if cache is not None:
             cache.pos += T
         return self.transformer.ln_f(x)
+
+    def embedded(self, idx: torch.Tensor, positions: slice | torch.Tensor):
+        """The tokens' embeddings and their positions (a slice, or a tensor (B,) or (B, T)): GPT-2's learnt position
+        embedding added, or with rotary positions the rotations (cos, sin) that the attention applies."""
+        x = self.transformer.wte(idx)
+        if not self.config.rotary:
+            return x + self.transformer.wpe.weight[positions], None
+        cos, sin = self.rope_cos[positions], self.rope_sin[positions]
+        if isinstance(positions, torch.Tensor):  # each row its own positions: room for the heads after the rows
+            cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        return x, (cos, sin)
 
     def decode_step(self, idx: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor):
         """One new token per row after its cached ones: logits (B, vocab) and the token's keys and values
@@ -301,10 +387,10 @@ class GPT(nn.Module):
         index tensors or Python per op.
         """
         visible = (torch.arange(k.size(3), device=idx.device) < pos[:, None])[:, None]  # (B, 1, S)
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, C): one token a row
+        x, rope = self.embedded(idx, pos)  # (B, C): one token a row
         k_new, v_new = [], []
         for i, block in enumerate(self.transformer.h):
-            x, (kt, vt) = block(x, k[:, i], v[:, i], mask=visible)
+            x, (kt, vt) = block(x, k[:, i], v[:, i], mask=visible, rope=rope)
             k_new.append(kt)
             v_new.append(vt)
         logits = linear(self.lm_head, self.transformer.ln_f(x))
@@ -313,12 +399,10 @@ class GPT(nn.Module):
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> torch.Tensor:
         """Attention weights of every layer and head for one sequence: (n_layer, n_head, T, T)."""
-        T = idx.size(1)
-        positions = torch.arange(T, device=idx.device)[None]
-        x = self.transformer.wte(idx) + self.transformer.wpe(positions)
+        x, rope = self.embedded(idx, slice(0, idx.size(1)))
         maps = []
         for block in self.transformer.h:
-            x, attention = block(x, return_attention=True)
+            x, attention = block(x, return_attention=True, rope=rope)
             maps.append(attention[0])
         return torch.stack(maps)
 

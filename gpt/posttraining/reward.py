@@ -24,10 +24,7 @@ from gpt.posttraining.preferences import PairRows, describe_pairs, fitted, reply
 from gpt.storage.atomic import fresh_dir
 from gpt.storage.folder import (
     MB,
-    REWARD_ARCHITECTURE,
     config_json,
-    from_gpt2_tensors,
-    gpt2_tensors,
     is_reward_folder,
     parse_config,
     publish,
@@ -38,6 +35,7 @@ from gpt.storage.folder import (
 )
 from gpt.storage.folder_checks import ModelFileError, check_config, check_stored, check_values
 from gpt.storage.hub import resolve
+from gpt.storage.layout import REWARD_ARCHITECTURES, LayoutError, family, from_stored, stored_tensors
 from gpt.training.config import DTYPES
 from gpt.training.conversations import prompt_ids
 from gpt.training.loss_plot import write_loss_plot
@@ -89,10 +87,10 @@ def save_reward_folder(model: RewardModel, tokenizer: AnyTokenizer, out: Path, m
     """The reward model's folder, written aside and moved into place (the weights first), then its card."""
     out.mkdir(parents=True, exist_ok=True)
     tmp = fresh_dir(out / ".saving")
-    tensors = {k: v for k, v in gpt2_tensors(model.gpt).items() if k != "lm_head.weight"}
-    tensors["score.weight"] = model.score.weight
+    kind = family(model.config)
+    tensors = {**stored_tensors(model.gpt, kind), "score.weight": model.score.weight}  # the head is tied: not stored
     config = config_json(model.config, end_id=tokenizer.end_id)
-    config |= {"architectures": [REWARD_ARCHITECTURE], "num_labels": 1, "pad_token_id": pad_id(tokenizer)}
+    config |= {"architectures": [REWARD_ARCHITECTURES[kind]], "num_labels": 1, "pad_token_id": pad_id(tokenizer)}
     try:
         weights = {k: v.detach().to("cpu", dtype) for k, v in tensors.items()}
         save_tensors(weights, tmp / "model.safetensors", {"format": "pt"})
@@ -110,9 +108,10 @@ def load_reward_model(folder: str | Path, name: str | None = None) -> tuple[Rewa
     """A reward model folder's model (eval mode, float32, CPU) and tokenizer, checked as a language model's is."""
     folder, source = Path(folder), name or str(folder)
     if not is_reward_folder(folder):
-        raise ModelFileError(f"{source}: not a reward model (its config.json names no {REWARD_ARCHITECTURE})")
+        names = ", ".join(a for a in REWARD_ARCHITECTURES.values())
+        raise ModelFileError(f"{source}: not a reward model (its config.json names none of {names})")
     data = json.loads(read_capped(folder / "config.json", MB))
-    config, _ = parse_config({**data, "architectures": ["GPT2LMHeadModel"]}, source)  # its transformer's
+    config, kind = parse_config({k: v for k, v in data.items() if k != "architectures"}, source)  # its transformer's
     check_config(config, source)
     weights = folder / "model.safetensors"
     check_stored(config, weights, source)
@@ -120,7 +119,10 @@ def load_reward_model(folder: str | Path, name: str | None = None) -> tuple[Rewa
     check_values(tensors, source)
     model = RewardModel(config)
     score = tensors.pop("score.weight", None)
-    state = {f"gpt.{k}": v for k, v in from_gpt2_tensors(tensors, model.config, source).items()}
+    try:
+        state = {f"gpt.{k}": v for k, v in from_stored(tensors, model.config, kind, source).items()}
+    except LayoutError as e:
+        raise ModelFileError(str(e)) from None
     try:
         model.load_state_dict({**state, "score.weight": score}, strict=True)
     except (RuntimeError, TypeError) as e:

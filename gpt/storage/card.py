@@ -9,12 +9,14 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from gpt.models.model import GPTConfig
 from gpt.models.tokenizer import AnyTokenizer, turn
 from gpt.models.window import ModelConfig, WindowConfig
 from gpt.storage.card_stages import assistant_measured, chat_measured, dpo_tuned, pair_section, reward_usage, rl_figures
+from gpt.storage.layout import REWARD_ARCHITECTURES, family
 from gpt.training.config import RECIPE
 
-HUB_TAGS = ["gpt2", "text-generation", "from-scratch"]  # the Hub tags of every GPT's card, beside its tokenizer's
+HUB_TAGS = ["text-generation", "from-scratch"]  # the Hub tags of every GPT's card, beside its tokenizer's and family's
 LADDER = {
     "bigram": "A bigram model (makemore, lecture 2): a table of next-character logits read by the previous character",
     "mlp": "An MLP language model with BatchNorm (Bengio et al. 2003; makemore, lectures 3-4): the last {w} characters "
@@ -59,7 +61,10 @@ def metadata(config: ModelConfig, tokenizer: AnyTokenizer, run: dict, name: str)
         if value is not None
     ]
     window = isinstance(config, WindowConfig)
-    tags = ["text-generation", "from-scratch", "makemore", config.arch] if window else HUB_TAGS
+    kind = None if window else family(config)
+    tags = (
+        ["text-generation", "from-scratch", "makemore", config.arch] if window else [*filter(None, [kind]), *HUB_TAGS]
+    )
     level = ["character-level"] if tokenizer.kind == "character" else ["byte-level-bpe"]
     base = run.get("base_model") or {}
     if base:
@@ -67,7 +72,7 @@ def metadata(config: ModelConfig, tokenizer: AnyTokenizer, run: dict, name: str)
     return ModelCardData(
         base_model=base["name"].split("@")[0] if base.get("on_hub") else None,
         license="mit",
-        library_name=None if window else "transformers",
+        library_name="transformers" if kind else None,
         pipeline_tag="text-classification" if is_reward_model(run) else "text-generation",
         tags=level + tags + (["document-mode"] if tokenizer.documents else []),
         datasets=[dataset] if dataset else None,
@@ -233,9 +238,39 @@ def example_prompt(run: dict, documents: bool) -> str:
     return (text.get("openings") or ["\n"])[0]
 
 
-def usage(name: str, tokenizer: AnyTokenizer, window: bool, prompt: str, run: dict) -> list[str]:
-    """How to load and prompt the model, with the library and with transformers (which needs a non-empty prompt: a
-    document model's gets the start of an item)."""
+FAMILY_NAMES = {"gpt2": "GPT-2", "llama": "Llama", "qwen3": "Qwen3"}
+MLP_NAMES = {"gelu": "a GELU MLP", "swiglu": "a SwiGLU MLP", "relu2": "a squared-ReLU MLP"}
+
+
+def architecture(config: GPTConfig) -> str:
+    """The block in words, and what loads the folder (gpt/storage/layout.py)."""
+    head = "tied embeddings" if config.tie_embeddings else "its own output head"
+    kind = family(config)
+    if kind == "gpt2":
+        return (
+            f"GPT-2's architecture (pre-norm blocks, causal self-attention, exact GELU, {head}), stored so that both "
+            "that library and `transformers` load it."
+        )
+    parts = [
+        "rotary positions" if config.rotary else "learnt positions",
+        "RMS norm" if config.rms_norm else "layer norm",
+        *(["QK-norm"] if config.qk_norm else []),
+        MLP_NAMES[config.mlp],
+        head,
+    ]
+    if kind:
+        return (
+            f"a modern pre-norm block ({', '.join(parts)}), stored as `transformers`' {FAMILY_NAMES[kind]} so that "
+            "that library, `transformers`, vLLM and llama.cpp load it."
+        )
+    return (
+        f"a pre-norm block of its own mix ({', '.join(parts)}), stored in that library's own layout: only it loads it."
+    )
+
+
+def usage(name: str, tokenizer: AnyTokenizer, kind: str | None, prompt: str, run: dict) -> list[str]:
+    """How to load and prompt the model, with the library and, for a transformers family (kind), with transformers
+    (which needs a non-empty prompt: a document model's gets the start of an item)."""
     hf_prompt = prompt or (run.get("text", {}).get("openings") or ["em"])[0]
     tokenizer_kind = "character" if unit(tokenizer) == "character" else "byte-level BPE"
     library = [
@@ -252,11 +287,11 @@ def usage(name: str, tokenizer: AnyTokenizer, window: bool, prompt: str, run: di
         "",
         f"or from the command line: `python -m gpt.sample {name} --stream`.",
     ]
-    if window:
+    if kind is None:
         return library + ["", "This architecture is not one `transformers` has: the folder is for the `gpt` library."]
     return library + [
         "",
-        f"With transformers (it is a GPT-2 model with a {tokenizer_kind} tokenizer; no remote code):",
+        f"With transformers (it is a {FAMILY_NAMES[kind]} model with a {tokenizer_kind} tokenizer; no remote code):",
         "",
         "```python",
         "from transformers import pipeline",
@@ -323,15 +358,14 @@ def model_card(config: ModelConfig, tokenizer: AnyTokenizer, metrics: dict, repo
     else:
         intro = (
             f"A {'character-level' if unit(tokenizer) == 'character' else 'byte-level BPE'} GPT "
-            f"({size(config.num_params())} parameters, {kind}) {origin(run)} "
-            "with the `gpt` library: GPT-2's architecture (pre-norm blocks, causal self-attention, exact GELU, "
-            f"{'tied embeddings' if config.tie_embeddings else 'its own output head'}), stored so that both that "
-            "library and `transformers` load it."
+            f"({size(config.num_params())} parameters, {kind}) {origin(run)} with the `gpt` library: "
+            f"{architecture(config)}"
         )
         if is_reward_model(run):
             intro += (
                 " It writes nothing: it reads a conversation and gives the last reply one score, higher for what the "
-                "pairs preferred (`transformers`: `GPT2ForSequenceClassification`, the score at the last token)."
+                f"pairs preferred (`transformers`: `{REWARD_ARCHITECTURES[family(config)]}`, the score at the last "
+                "token)."
             )
     lines = [
         f"# {run.get('name', 'GPT')}",
@@ -390,10 +424,13 @@ def model_card(config: ModelConfig, tokenizer: AnyTokenizer, metrics: dict, repo
     prompt = example_prompt(run, tokenizer.documents)
     folder = repo_id or "path/to/this/folder"
     if is_reward_model(run):
-        lines += ["", *reward_usage(folder)]
+        lines += ["", *reward_usage(folder, family(config))]
     elif chat_tuned(run):
         lines += ["", *chat_usage(folder, tokenizer, run.get("text", {}).get("openings"), config.block_size)]
     else:
-        lines += ["", *usage(folder, tokenizer, isinstance(config, WindowConfig), prompt, run)]
+        lines += [
+            "",
+            *usage(folder, tokenizer, None if isinstance(config, WindowConfig) else family(config), prompt, run),
+        ]
     data = metadata(config, tokenizer, run, name)
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"))

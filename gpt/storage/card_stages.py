@@ -3,6 +3,8 @@ model, and the benchmarks of a chat model and of the names assistant. Formatting
 
 from pathlib import Path
 
+from gpt.storage.layout import REWARD_ARCHITECTURES
+
 
 def dpo_tuned(run: dict) -> bool:
     return bool(run.get("settings", {}).get("dpo"))
@@ -72,18 +74,31 @@ def pair_section(run: dict) -> list[str]:
     return lines
 
 
-def reward_usage(folder: str) -> list[str]:
+def reward_usage(folder: str, kind: str | None) -> list[str]:
+    """How to score a reply with the reward model: in transformers when its block is a transformers family (kind),
+    else in this library; then as the reward of reinforcement learning."""
+    if kind is None:
+        scoring = [
+            "from gpt.posttraining.reward import load_reward_model, scores  # this library alone loads this block",
+            f'model, tokenizer = load_reward_model("{folder}")',
+            'ids = tokenizer.encode("<|user|>Good morrow.\\n<|end|><|assistant|>Good morrow to you.\\n<|end|>")',
+            "print(scores(model, [ids], pad=0)[0].item())  # higher is better",
+        ]
+    else:
+        name = REWARD_ARCHITECTURES[kind]
+        scoring = [
+            f"from transformers import AutoTokenizer, {name}",
+            f'model = {name}.from_pretrained("{folder}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{folder}")',
+            'ids = tokenizer("<|user|>Good morrow.\\n<|end|><|assistant|>Good morrow to you.\\n<|end|>", '
+            'return_tensors="pt").input_ids',
+            "print(model(ids).logits[0, 0].item())  # higher is better",
+        ]
     return [
         "## Use",
         "",
         "```python",
-        "from gpt.posttraining.reward import load_reward_model  # this library; or in transformers:",
-        "from transformers import AutoTokenizer, GPT2ForSequenceClassification",
-        f'model = GPT2ForSequenceClassification.from_pretrained("{folder}")',
-        f'tokenizer = AutoTokenizer.from_pretrained("{folder}")',
-        'ids = tokenizer("<|user|>Good morrow.\\n<|end|><|assistant|>Good morrow to you.\\n<|end|>", '
-        'return_tensors="pt").input_ids',
-        "print(model(ids).logits[0, 0].item())  # higher is better",
+        *scoring,
         "```",
         "",
         f"As the reward of reinforcement learning: `python -m gpt.train --init-from CHAT --rl {folder} --prompts "

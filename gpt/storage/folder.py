@@ -1,12 +1,9 @@
-"""The model folder on disk: its files, read and written (the checks: gpt/storage/folder_checks.py; writes:
-gpt/storage/atomic.py).
+"""The model folder on disk: its files, read and written (the checks: gpt/storage/folder_checks.py; a GPT's layout:
+gpt/storage/layout.py; writes: gpt/storage/atomic.py).
 
-A folder is what `transformers` reads as a GPT-2 model, so the same files serve this library, transformers, the Hub
-and any engine that runs GPT-2:
-- config.json: GPT2Config's fields (model_type gpt2, n_positions = our block_size, exact GELU, the head tied unless
-  tie_word_embeddings is false) plus our `bias` flag;
-- model.safetensors: GPT2LMHeadModel's layout: the attention and MLP weights transposed (GPT-2's Conv1D is the
-  transpose of nn.Linear), zero biases where a model has none (GPT-2 always has them), a tied head stored once;
+A GPT's folder is what `transformers` reads as one of its own architectures (GPT-2, Llama or Qwen3, by the block), so
+the same files serve this library, transformers, the Hub and the engines that run them:
+- config.json and model.safetensors: that architecture's (gpt/storage/layout.py);
 - tokenizer.json + tokenizer_config.json (gpt/models/tokenizer.py), README.md (the card, gpt/storage/card.py),
   metrics.json, loss.png.
 The fixed-window rungs of the makemore ladder (gpt/models/window.py) are for this library only: config.json has
@@ -39,15 +36,21 @@ from gpt.models.window import ARCHS, Model, ModelConfig, WindowConfig
 from gpt.storage.atomic import file_mode, fresh_dir, save_tensors, write_atomic
 from gpt.storage.card import model_card
 from gpt.storage.folder_checks import ModelFileError, ModelLimits, check_config, check_stored, check_values
+from gpt.storage.layout import (
+    HF_BUFFERS,
+    REWARD_ARCHITECTURES,
+    LayoutError,
+    family,
+    from_stored,
+    gpt_config_json,
+    parse_gpt_config,
+    stored_tensors,
+)
 
 REQUIRED_FILES = ["config.json", "model.safetensors", "tokenizer.json"]
 MODEL_FILES = [*REQUIRED_FILES, "tokenizer_config.json", "README.md", "metrics.json", "loss.png"]
 FOLDER_FILES = [*MODEL_FILES, "generation_config.json"]  # every file a folder may hold (the last: where one ends)
-CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")  # stored transposed
-BIASES = ("ln_1.bias", "ln_2.bias", "attn.c_attn.bias", "attn.c_proj.bias", "mlp.c_fc.bias", "mlp.c_proj.bias")
-HF_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers older transformers versions saved
 WINDOW_TYPE = "gpt-window"
-REWARD_ARCHITECTURE = "GPT2ForSequenceClassification"  # a GPT with a one-score head (gpt/posttraining/reward.py)
 WINDOW_CLASSES = {"bigram": Bigram, "mlp": MLP, "wavenet": WaveNet}
 
 
@@ -62,8 +65,8 @@ def build_model(config: ModelConfig) -> Model:
 def config_json(
     config: ModelConfig, boundary_id: int | None = None, dtype: str = "float32", end_id: int | None = None
 ) -> dict:
-    """config.json for transformers' GPT2LMHeadModel (dtype: what transformers should compute in), or a window
-    model's. end_id (default: the boundary): where generation ends, a chat model's end of turn."""
+    """config.json for transformers (a GPT: gpt/storage/layout.py; dtype: what transformers should compute in), or a
+    window model's. end_id (default: the boundary): where generation ends, a chat model's end of turn."""
     end_id = boundary_id if end_id is None else end_id
     if isinstance(config, WindowConfig):
         return {
@@ -78,30 +81,12 @@ def config_json(
             "eos_token_id": boundary_id,
             "dtype": dtype,
         }
-    return {
-        "architectures": ["GPT2LMHeadModel"],
-        "model_type": "gpt2",
-        "vocab_size": config.vocab_size,
-        "n_positions": config.block_size,
-        "n_embd": config.n_embd,
-        "n_layer": config.n_layer,
-        "n_head": config.n_head,
-        "activation_function": "gelu",
-        "resid_pdrop": config.dropout,
-        "embd_pdrop": config.dropout,
-        "attn_pdrop": 0.0,  # the attention weights get no dropout (gpt/models/model.py)
-        "layer_norm_epsilon": 1e-5,
-        "tie_word_embeddings": config.tie_embeddings,
-        "bos_token_id": boundary_id,
-        "eos_token_id": end_id,
-        "dtype": dtype,
-        "bias": config.bias,
-    }
+    return gpt_config_json(config, boundary_id, end_id, dtype)
 
 
-def parse_config(data, source: str) -> tuple[ModelConfig, bool]:
-    """The config in config.json's content, and whether the folder is in the GPT-2 layout (else the first one, or a
-    window model's)."""
+def parse_config(data, source: str) -> tuple[ModelConfig, str | None]:
+    """The config in config.json's content, and the folder's layout: a transformers family (gpt2, llama, qwen3),
+    the window models' (gpt-window), or None for this library's own GPT layout (the first format's too)."""
     if not isinstance(data, dict):
         raise ModelFileError(f"{source}: config.json must be a JSON object")
     if data.get("model_type") == WINDOW_TYPE:
@@ -113,87 +98,30 @@ def parse_config(data, source: str) -> tuple[ModelConfig, bool]:
             raise ModelFileError(
                 f"{source}: config.json's arch must be one of {', '.join(ARCHS)}, got {fields['arch']!r}"
             )
-        return WindowConfig(**fields), False
-    if data.get("architectures") == [REWARD_ARCHITECTURE]:
+        return WindowConfig(**fields), WINDOW_TYPE
+    if is_reward_config(data):
         raise ModelFileError(
             f"{source}: a reward model, which scores replies and writes no text: use it as a reward "
             "(python -m gpt.train --rl FOLDER) or load it with gpt.posttraining.reward.load_reward_model"
         )
-    if data.get("model_type") == "gpt2":
-        if data.get("activation_function", "gelu_new") != "gelu" or data.get("n_inner") not in (
-            None,
-            4 * data.get("n_embd", 0),
-        ):
-            raise ModelFileError(
-                f"{source}: config.json describes a GPT-2 variant this library does not run "
-                "(it needs activation_function 'gelu' and n_inner 4 * n_embd)"
-            )
-        fields = {
-            "vocab_size": data.get("vocab_size"),
-            "block_size": data.get("n_positions"),
-            "n_layer": data.get("n_layer"),
-            "n_head": data.get("n_head"),
-            "n_embd": data.get("n_embd"),
-            "dropout": data.get("resid_pdrop", 0.0),
-            "bias": data.get("bias", True),
-            "tie_embeddings": data.get("tie_word_embeddings", True),
-        }
-        gpt2 = True
-    elif "model_type" in data:
-        raise ModelFileError(
-            f"{source}: config.json is a {data['model_type']!r} model; this library runs gpt2 and {WINDOW_TYPE} ones"
-        )
-    else:
-        fields = {k: data[k] for k in GPTConfig.__dataclass_fields__ if k in data}
-        fields.setdefault("tie_embeddings", True)  # the first format had no untied models
-        gpt2 = False
-    missing = [k for k, v in fields.items() if v is None] or [
-        k for k in GPTConfig.__dataclass_fields__ if k not in fields
-    ]
-    if missing:
-        raise ModelFileError(f"{source}: config.json lacks {', '.join(missing)}")
-    return GPTConfig(**fields), gpt2
+    try:
+        return parse_gpt_config(data, source)
+    except LayoutError as e:
+        raise ModelFileError(str(e)) from None
 
 
 # model.safetensors
 
 
-def gpt2_tensors(model: GPT) -> dict[str, torch.Tensor]:
-    """The model's tensors in GPT2LMHeadModel's layout (works on the meta device too, for shapes alone)."""
-    tensors = {}
-    for name, value in model.state_dict().items():
-        if name == "lm_head.weight" and model.config.tie_embeddings:
-            continue  # it is transformer.wte.weight
-        tensors[name] = value.t() if name.endswith(CONV1D) else value
-    c, like = model.config, model.transformer.wte.weight
-    sizes = {"attn.c_attn.bias": 3 * c.n_embd, "mlp.c_fc.bias": 4 * c.n_embd}
-    for i in range(c.n_layer):
-        for name in BIASES:
-            tensors.setdefault(f"transformer.h.{i}.{name}", like.new_zeros(sizes.get(name, c.n_embd)))
-    tensors.setdefault("transformer.ln_f.bias", like.new_zeros(c.n_embd))
-    return {k: v.contiguous() for k, v in tensors.items()}
+def stored(model: Model, layout: str | None) -> dict[str, torch.Tensor]:
+    """The model's tensors as a folder of this layout stores them."""
+    return model.state_dict() if isinstance(model.config, WindowConfig) else stored_tensors(model, layout)
 
 
-def from_gpt2_tensors(tensors: dict[str, torch.Tensor], config: GPTConfig, source: str) -> dict[str, torch.Tensor]:
-    """GPT2LMHeadModel's tensors as this model's state dict."""
-    state = {}
-    for name, value in tensors.items():
-        if name.endswith(HF_BUFFERS) or (name == "lm_head.weight" and config.tie_embeddings):
-            continue
-        if name.endswith(".bias") and not config.bias:
-            if value.any():
-                raise ModelFileError(f"{source}: {name} is not zero but config.json says bias is false")
-            continue
-        state[name] = value.t() if name.endswith(CONV1D) else value
-    if config.tie_embeddings:
-        state["lm_head.weight"] = state.get("transformer.wte.weight")
-    return state
-
-
-def check_weights(model: Model, weights: Path, gpt2: bool) -> None:
+def check_weights(model: Model, weights: Path, layout: str | None) -> None:
     """The safetensors header names exactly the tensors the model (built from config.json) needs, with their shapes
     (nothing is loaded)."""
-    expected = {k: list(v.shape) for k, v in (gpt2_tensors(model) if gpt2 else model.state_dict()).items()}
+    expected = {k: list(v.shape) for k, v in stored(model, layout).items()}
     try:
         with safe_open(str(weights), "pt") as f:
             found = {k: f.get_slice(k).get_shape() for k in f.keys()}
@@ -201,7 +129,7 @@ def check_weights(model: Model, weights: Path, gpt2: bool) -> None:
     except (SafetensorError, OSError) as e:
         raise ModelFileError(f"{weights}: model.safetensors is unreadable or truncated ({e})") from None
     found.update({alias: found[kept] for alias, kept in aliases.items() if kept in found and alias in expected})
-    tied = gpt2 and model.config.tie_embeddings
+    tied = getattr(model.config, "tie_embeddings", False)
     ignored = [k for k in found if k.endswith(HF_BUFFERS) or (tied and k == "lm_head.weight")]
     missing = sorted(expected.keys() - found.keys())
     extra = sorted(found.keys() - expected.keys() - set(ignored))
@@ -228,10 +156,14 @@ def is_reward_folder(folder: str | Path) -> bool:
         data = json.loads(read_capped(Path(folder) / "config.json", MB))
     except (OSError, ValueError, TooLargeError):
         return False
-    return isinstance(data, dict) and data.get("architectures") == [REWARD_ARCHITECTURE]
+    return is_reward_config(data)
 
 
-def read_config(folder: Path, name: str | None = None) -> tuple[ModelConfig, bool]:
+def is_reward_config(data) -> bool:
+    return isinstance(data, dict) and data.get("architectures") in [[a] for a in REWARD_ARCHITECTURES.values()]
+
+
+def read_config(folder: Path, name: str | None = None) -> tuple[ModelConfig, str | None]:
     source = name or str(folder)
     try:
         data = json.loads(read_capped(folder / "config.json", MB))
@@ -248,26 +180,23 @@ def load_model(folder: str | Path, limits: ModelLimits | None = None, name: str 
     """The model in a folder (eval mode, float32 on the CPU), checked file by file before it is built."""
     folder = Path(folder)
     source = name or str(folder)
-    config, gpt2 = read_config(folder, source)
+    config, layout = read_config(folder, source)
     check_config(config, source, limits or ModelLimits())
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise ModelFileError(f"{source}: model.safetensors is missing")
     check_stored(config, weights, source)
     model = build_model(config)  # within the limits just checked, and no larger than the weights
-    check_weights(model, weights, gpt2)
+    check_weights(model, weights, layout)
     try:
         tensors = load_file(str(weights))
     except (SafetensorError, OSError) as e:
         raise ModelFileError(f"{source}: model.safetensors is unreadable or truncated ({e})") from None
     check_values(tensors, source)
-    if gpt2:
-        state = from_gpt2_tensors(tensors, config, source)
-    elif isinstance(config, WindowConfig):
-        state = tensors
-    else:
-        state = {**tensors, "lm_head.weight": tensors.get("lm_head.weight", tensors.get("transformer.wte.weight"))}
-        state.setdefault("transformer.wte.weight", state["lm_head.weight"])
+    try:
+        state = tensors if isinstance(config, WindowConfig) else from_stored(tensors, config, layout, source)
+    except LayoutError as e:
+        raise ModelFileError(str(e)) from None
     model.load_state_dict(state, strict=True)
     return model.eval()
 
@@ -292,9 +221,9 @@ def write_weights(
     dtype: torch.dtype = torch.float32,
     end_id: int | None = None,
 ) -> None:
-    """model.safetensors, config.json and, when generation has an end token, generation_config.json (a GPT in the
-    GPT-2 layout; weights in `dtype`, counters kept whole)."""
-    state = gpt2_tensors(model) if isinstance(model, GPT) else model.state_dict()
+    """model.safetensors, config.json and, when generation has an end token, generation_config.json (a GPT in its
+    family's layout; weights in `dtype`, counters kept whole)."""
+    state = stored_tensors(model, family(model.config)) if isinstance(model, GPT) else model.state_dict()
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
     save_tensors(tensors, folder / "model.safetensors", {"format": "pt"})
     config = config_json(model.config, boundary_id, end_id=end_id)
@@ -363,9 +292,9 @@ def upgrade(folder: str | Path) -> bool:
     """Rewrite a folder of the first format in the transformers-readable one; False if it already is."""
     folder = Path(folder)
     model, tokenizer = read_folder(folder)
-    config, gpt2 = read_config(folder)
+    config, layout = read_config(folder)
     tokenizer_data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-    if (gpt2 or isinstance(config, WindowConfig)) and tokenizer_data.get("type") != "char":
+    if (layout or isinstance(config, WindowConfig) or not family(config)) and tokenizer_data.get("type") != "char":
         return False
     dtype = next(iter(load_file(str(folder / "model.safetensors")).values())).dtype
     save_folder(model, tokenizer, folder, dtype=dtype)

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from gpt.models.model import MLPS
 from gpt.models.window import ModelConfig, WindowConfig
 
 
@@ -57,9 +58,12 @@ def check_config(config: ModelConfig, source: str, limits: ModelLimits = ModelLi
         return
     if isinstance(config.dropout, bool) or not isinstance(config.dropout, (int, float)) or not 0 <= config.dropout < 1:
         raise ModelFileError(f"{source}: config.json's dropout must be a number in [0, 1), got {config.dropout!r}")
-    for key, value in (("bias", config.bias), ("tie_word_embeddings", config.tie_embeddings)):
+    switches = ("bias", "tie_embeddings", "rotary", "rms_norm", "qk_norm")
+    for key, value in ((k.replace("tie_embeddings", "tie_word_embeddings"), getattr(config, k)) for k in switches):
         if not isinstance(value, bool):
             raise ModelFileError(f"{source}: config.json's {key} must be true or false, got {value!r}")
+    if config.mlp not in MLPS:
+        raise ModelFileError(f"{source}: config.json's mlp must be one of {', '.join(MLPS)}, got {config.mlp!r}")
     bounds = [
         ("vocab_size", limits.max_vocab_size),
         ("block_size", limits.max_block_size),
@@ -72,6 +76,8 @@ def check_config(config: ModelConfig, source: str, limits: ModelLimits = ModelLi
         raise ModelFileError(
             f"{source}: config.json's n_embd {config.n_embd} is not divisible by n_head {config.n_head}"
         )
+    if config.rotary and config.head_size % 2:
+        raise ModelFileError(f"{source}: rotary positions need an even head size, got {config.head_size}")
     check_size(config, source, limits)
 
 

@@ -34,6 +34,7 @@ from huggingface_hub.errors import (
 import gpt
 from gpt.storage.card import model_card
 from gpt.storage.folder import FOLDER_FILES, read_config, read_folder, read_metrics
+from gpt.storage.layout import family
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
@@ -116,7 +117,8 @@ def push(
     if not folder.is_dir():
         raise HubError(f"{folder}: no such model folder")
     model, tokenizer = read_folder(folder)  # a folder that does not load is not pushed
-    if not read_config(folder)[1]:
+    config, layout = read_config(folder)
+    if layout is None and family(config):  # a GPT of a transformers family, stored in this library's first format
         raise HubError(f"{folder} is in the first folder format: run `python -m gpt.folder upgrade {folder}` first")
     api = hub_api()
     repo_url = api.create_repo(repo_id, private=private, exist_ok=True)

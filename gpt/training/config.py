@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 import gpt
-from gpt.models.model import GPTConfig
+from gpt.models.model import MLPS, GPTConfig
 from gpt.models.window import ARCHS, ModelConfig, WindowConfig, row_length
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -71,6 +71,24 @@ class TrainConfig:
     )
     dropout: float = setting(0.0, "dropout probability while training", recipe=True)
     bias: bool = setting(False, "use biases in Linear and LayerNorm layers", architecture=True)
+    rotary: bool = setting(
+        False, "gpt: rotary positions (Llama's) instead of a learnt position embedding", architecture=True, recipe=True
+    )
+    rms_norm: bool = setting(False, "gpt: RMSNorm instead of LayerNorm", architecture=True, recipe=True)
+    qk_norm: bool = setting(
+        False, "gpt: RMS-norm each head's queries and keys (Qwen3's QK-norm)", architecture=True, recipe=True
+    )
+    mlp: str = setting(
+        "gelu",
+        "gpt: the MLP: gelu (GPT-2's), swiglu (gated, Llama's) or relu2 (squared ReLU). With --rotary, --rms-norm "
+        "and swiglu the folder is a Llama (with --qk-norm a Qwen3) for transformers, vLLM and llama.cpp",
+        list(MLPS),
+        architecture=True,
+        recipe=True,
+    )
+    untied_head: bool = setting(
+        False, "gpt: an output head of its own instead of the token embedding", architecture=True, recipe=True
+    )
     batch_size: int = setting(32, "sequences per step (per process under torchrun)", recipe=True)
     max_steps: int = setting(2000, "optimizer steps in total", recipe=True)
     lr: float = setting(1e-3, "peak learning rate (AdamW)", recipe=True)
@@ -223,6 +241,10 @@ class TrainConfig:
             raise ValueError("--time-budget is in minutes: more than 0, at most a week (10080)")
         if self.arch == "gpt" and self.n_embd % self.n_head:
             raise ValueError(f"--n-embd {self.n_embd} must be divisible by --n-head {self.n_head}")
+        if self.arch == "gpt" and self.rotary and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"--rotary needs an even head size: --n-embd / --n-head is {self.n_embd // self.n_head}")
+        if self.mlp not in MLPS:
+            raise ValueError(f"--mlp is one of {', '.join(MLPS)}")
         if not 0 <= self.dropout < 1:
             raise ValueError("--dropout must be in [0, 1)")
         if not 0 <= self.ema < 1:
@@ -236,14 +258,21 @@ class TrainConfig:
         if self.arch not in ("gpt", *ARCHS):
             raise ValueError(f"--arch is one of gpt, {', '.join(ARCHS)}")
         if self.arch != "gpt":
-            if self.dropout or self.bias:
-                raise ValueError(f"--dropout and --bias are for --arch gpt; {self.arch} has neither")
+            if self.dropout or self.bias or self.model_switches():
+                raise ValueError(
+                    f"--dropout, --bias and the block's switches are for --arch gpt; {self.arch} has none of them"
+                )
             if self.n_hidden < 1:
                 raise ValueError("--n-hidden must be at least 1")
             if self.arch == "wavenet" and self.block_size & (self.block_size - 1):
                 raise ValueError(f"--block-size {self.block_size}: wavenet needs a power of two (it fuses pairs)")
             if self.arch == "bigram":  # a table of pairs: one character of context, whatever was asked
                 object.__setattr__(self, "block_size", 1)
+
+    def model_switches(self) -> list[str]:
+        """The block's switches this run turns from GPT-2's, as flags."""
+        on = [f"--{k.replace('_', '-')}" for k in ("rotary", "rms_norm", "qk_norm", "untied_head") if getattr(self, k)]
+        return on + ([f"--mlp {self.mlp}"] if self.mlp != "gelu" else [])
 
     @property
     def model(self) -> ModelConfig:
@@ -257,6 +286,11 @@ class TrainConfig:
             n_embd=self.n_embd,
             dropout=self.dropout,
             bias=self.bias,
+            tie_embeddings=not self.untied_head,
+            rotary=self.rotary,
+            rms_norm=self.rms_norm,
+            qk_norm=self.qk_norm,
+            mlp=self.mlp,
         )
 
     @property

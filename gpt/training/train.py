@@ -59,8 +59,10 @@ def base_shape(folder: Path) -> dict:
     config, _ = read_config(folder)
     tokenizer = load_tokenizer(folder)
     window = isinstance(config, WindowConfig)
-    names = ("block_size", "n_embd", "n_hidden") if window else ("block_size", "n_embd", "n_layer", "n_head", "bias")
-    shape = {k: getattr(config, k) for k in names}
+    blocks = ("block_size", "n_embd", "n_layer", "n_head", "bias", "rotary", "rms_norm", "qk_norm", "mlp")
+    shape = {k: getattr(config, k) for k in (("block_size", "n_embd", "n_hidden") if window else blocks)}
+    if not window:
+        shape["untied_head"] = not config.tie_embeddings
     shape.update(arch=config.arch if window else "gpt", docs=tokenizer.documents)
     if tokenizer.kind == "character":
         return {**shape, "tokenizer": "char"}
