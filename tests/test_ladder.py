@@ -140,7 +140,7 @@ def test_bad_ladder_settings_are_one_line_errors(cli, names_file, tmp_path):
     r = cli(
         "-m", "gpt.train", "--data", str(names_file), "--out", str(tmp_path / "m"), "--arch", "mlp", "--dropout", "0.1"
     )
-    assert r.returncode == 1 and "--dropout and --bias are for --arch gpt" in r.stderr
+    assert r.returncode == 1 and "--dropout, --bias and the block's switches are for --arch gpt" in r.stderr
 
 
 def test_the_api_and_the_sampling_cli_serve_a_rung(trained, serving, cli):
