@@ -279,15 +279,18 @@ def test_engine_compiles_every_graph_before_it_serves_and_one_row_runs_its_own_g
     from torch._dynamo.utils import counters
 
     tok = CharTokenizer(list("abcdefghij\n"))  # a shape of its own: no graph compiled by another test fits it
-    lm = LM(GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8)).eval(), tok, compile=True)
+    qwen3 = dict(rotary=True, rms_norm=True, qk_norm=True, mlp="swiglu")  # the modern block compiles as GPT-2's does
+    config = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8, **qwen3)
+    lm = LM(GPT(config).eval(), tok, compile=True)
     engine = Engine(lm, max_batch=3)
     engine.close()
     assert len(engine.batch) == 0
     graphs = counters["stats"]["unique_graphs"]
-    batch = DecodeBatch(lm.model, 3, lm.compiled)
-    for _ in range(3):  # one row, then two, then three: no new graph
-        batch.add([[1, 2, 3, 4]], [SamplingParams(temperature=0)])
-        batch.step()
+    batch, eager = DecodeBatch(lm.model, 3, lm.compiled), DecodeBatch(lm.model, 3)
+    for _ in range(3):  # one row, then two, then three: no new graph, and the uncompiled step's tokens
+        for b in (batch, eager):
+            b.add([[1, 2, 3, 4]], [SamplingParams(temperature=0)])
+        assert torch.equal(batch.step()[0], eager.step()[0])
     assert counters["stats"]["unique_graphs"] == graphs
     ran = []  # which graph each step runs: one row, after several rows, runs the one-row graph (twice as fast)
     for kind in ("one_row", "rows"):
