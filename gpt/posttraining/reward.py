@@ -35,7 +35,7 @@ from gpt.storage.folder import (
 )
 from gpt.storage.folder_checks import ModelFileError, check_config, check_stored, check_values
 from gpt.storage.hub import resolve
-from gpt.storage.layout import REWARD_ARCHITECTURES, LayoutError, family, from_stored, stored_tensors
+from gpt.storage.layout import REWARD_ARCHITECTURES, family, from_stored, stored_tensors
 from gpt.training.config import DTYPES
 from gpt.training.conversations import prompt_ids
 from gpt.training.loss_plot import write_loss_plot
@@ -108,7 +108,7 @@ def load_reward_model(folder: str | Path, name: str | None = None) -> tuple[Rewa
     """A reward model folder's model (eval mode, float32, CPU) and tokenizer, checked as a language model's is."""
     folder, source = Path(folder), name or str(folder)
     if not is_reward_folder(folder):
-        names = ", ".join(a for a in REWARD_ARCHITECTURES.values())
+        names = ", ".join(REWARD_ARCHITECTURES.values())
         raise ModelFileError(f"{source}: not a reward model (its config.json names none of {names})")
     data = json.loads(read_capped(folder / "config.json", MB))
     config, kind = parse_config({k: v for k, v in data.items() if k != "architectures"}, source)  # its transformer's
@@ -119,10 +119,7 @@ def load_reward_model(folder: str | Path, name: str | None = None) -> tuple[Rewa
     check_values(tensors, source)
     model = RewardModel(config)
     score = tensors.pop("score.weight", None)
-    try:
-        state = {f"gpt.{k}": v for k, v in from_stored(tensors, model.config, kind, source).items()}
-    except LayoutError as e:
-        raise ModelFileError(str(e)) from None
+    state = {f"gpt.{k}": v for k, v in from_stored(tensors, model.config, kind, source).items()}
     try:
         model.load_state_dict({**state, "score.weight": score}, strict=True)
     except (RuntimeError, TypeError) as e:

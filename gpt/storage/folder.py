@@ -39,7 +39,6 @@ from gpt.storage.folder_checks import ModelFileError, ModelLimits, check_config,
 from gpt.storage.layout import (
     HF_BUFFERS,
     REWARD_ARCHITECTURES,
-    LayoutError,
     family,
     from_stored,
     gpt_config_json,
@@ -104,10 +103,7 @@ def parse_config(data, source: str) -> tuple[ModelConfig, str | None]:
             f"{source}: a reward model, which scores replies and writes no text: use it as a reward "
             "(python -m gpt.train --rl FOLDER) or load it with gpt.posttraining.reward.load_reward_model"
         )
-    try:
-        return parse_gpt_config(data, source)
-    except LayoutError as e:
-        raise ModelFileError(str(e)) from None
+    return parse_gpt_config(data, source)
 
 
 # model.safetensors
@@ -193,10 +189,7 @@ def load_model(folder: str | Path, limits: ModelLimits | None = None, name: str 
     except (SafetensorError, OSError) as e:
         raise ModelFileError(f"{source}: model.safetensors is unreadable or truncated ({e})") from None
     check_values(tensors, source)
-    try:
-        state = tensors if isinstance(config, WindowConfig) else from_stored(tensors, config, layout, source)
-    except LayoutError as e:
-        raise ModelFileError(str(e)) from None
+    state = tensors if isinstance(config, WindowConfig) else from_stored(tensors, config, layout, source)
     model.load_state_dict(state, strict=True)
     return model.eval()
 

@@ -16,11 +16,7 @@ from dataclasses import asdict
 import torch
 
 from gpt.models.model import GPT, RMS_EPS, ROPE_THETA, GPTConfig
-
-
-class LayoutError(ValueError):
-    """config.json describes a model this library does not run (gpt/storage/folder.py makes it a ModelFileError)."""
-
+from gpt.storage.folder_checks import ModelFileError
 
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 REWARD_ARCHITECTURES = {  # a GPT with a one-score head (gpt/posttraining/reward.py), by family; None: this library's
@@ -115,7 +111,7 @@ def parse_gpt_config(data: dict, source: str) -> tuple[GPTConfig, str | None]:
             None,
             4 * data.get("n_embd", 0),
         ):
-            raise LayoutError(
+            raise ModelFileError(
                 f"{source}: config.json describes a GPT-2 variant this library does not run "
                 "(it needs activation_function 'gelu' and n_inner 4 * n_embd)"
             )
@@ -146,7 +142,7 @@ def parse_gpt_config(data: dict, source: str) -> tuple[GPTConfig, str | None]:
             "mlp": "swiglu",
         }
     elif kind is not None:
-        raise LayoutError(f"{source}: config.json is a {kind!r} model; this library runs gpt2, llama and qwen3 ones")
+        raise ModelFileError(f"{source}: config.json is a {kind!r} model; this library runs gpt2, llama and qwen3 ones")
     else:  # this library's own fields; the switches came later, so a first-format folder has none
         fields = {k: data[k] for k in GPTConfig.__dataclass_fields__ if k in data}
         fields = {"tie_embeddings": True, **GPT2_SWITCHES} | fields
@@ -154,7 +150,7 @@ def parse_gpt_config(data: dict, source: str) -> tuple[GPTConfig, str | None]:
         k for k in GPTConfig.__dataclass_fields__ if k not in fields
     ]
     if missing:
-        raise LayoutError(f"{source}: config.json lacks {', '.join(missing)}")
+        raise ModelFileError(f"{source}: config.json lacks {', '.join(missing)}")
     config = GPTConfig(**fields)
     if kind in ("llama", "qwen3"):
         check_variant(data, config, source)
@@ -183,7 +179,7 @@ def check_variant(data: dict, config: GPTConfig, source: str) -> None:
     }
     wrong = [f"{k} {found!r} (needs {need!r})" for k, (need, found) in wanted.items() if found != need]
     if wrong:
-        raise LayoutError(
+        raise ModelFileError(
             f"{source}: config.json describes a {data['model_type']} variant this library does not run: {wrong[0]}"
         )
 
@@ -220,7 +216,7 @@ def from_stored(tensors: dict[str, torch.Tensor], config: GPTConfig, kind: str |
                 continue
             if name.endswith(".bias") and not config.bias:
                 if value.any():
-                    raise LayoutError(f"{source}: {name} is not zero but config.json says bias is false")
+                    raise ModelFileError(f"{source}: {name} is not zero but config.json says bias is false")
                 continue
             state[name] = value.t() if name.endswith(CONV1D) else value
     elif kind in ("llama", "qwen3"):
@@ -231,7 +227,7 @@ def from_stored(tensors: dict[str, torch.Tensor], config: GPTConfig, kind: str |
             if name == "lm_head.weight" and config.tie_embeddings:
                 continue
             if any(part not in tensors for part in parts):
-                raise LayoutError(f"{source}: model.safetensors lacks {parts[0]}")
+                raise ModelFileError(f"{source}: model.safetensors lacks {parts[0]}")
             state[name] = torch.cat([tensors[part] for part in parts])
     else:  # this library's own layout; a tied head may be stored under either name
         state = {**tensors, "lm_head.weight": tensors.get("lm_head.weight", tensors.get("transformer.wte.weight"))}
