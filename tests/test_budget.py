@@ -77,6 +77,10 @@ def test_a_re_plan_moves_the_end_and_keeps_the_rate_where_it_is():
         rates = [learning_rate(s, moved) for s in range(step, end + 1)]
         assert rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(c.min_lr), (step, end)
     assert reaimed(c, n // 2, n // 2).max_steps == n // 2  # no time left: it ends at the step it reached
+    extended = reaimed(c, n, n + 40)  # decayed at its end with time left: the steps gained stay at the lowest rate
+    assert extended.max_steps == n + 40 and {learning_rate(s, extended) for s in range(n, n + 41)} == {c.min_lr}
+    again = reaimed(extended, n + 20, n + 60)
+    assert again.max_steps == n + 60 and learning_rate(n + 59, again) == c.min_lr
     warming = reaimed(c, c.warmup_steps // 2, c.warmup_steps)  # slowed in the warmup: it ends decayed all the same
     assert learning_rate(c.warmup_steps // 2, warming) == learning_rate(c.warmup_steps // 2, c) < c.lr
     assert learning_rate(c.warmup_steps, warming) == pytest.approx(c.min_lr)

@@ -125,7 +125,8 @@ def plan(
 
 def reaimed(c: TrainConfig, step: int, end: int) -> TrainConfig:
     """c ending at step `end` instead, with the rate at `step` unchanged: a flat phase (or a warmup) with room stretches
-    or shrinks; otherwise the decay runs from the rate at `step` to the lowest at `end`, so the run ends decayed."""
+    or shrinks; otherwise the decay runs from the rate at `step` to the lowest at `end`, so the run ends decayed (a run
+    already at its lowest rate stays there, never back to the peak)."""
     end = max(end, step)
     if c.schedule != "wsd":
         return replace(c, max_steps=end)
@@ -133,7 +134,9 @@ def reaimed(c: TrainConfig, step: int, end: int) -> TrainConfig:
     if end == step or flat and end - max(1, round(c.decay_fraction * end)) >= max(step, min(c.warmup_steps, end)):
         return replace(c, max_steps=end)
     done = (c.lr - learning_rate(step, c)) / (c.lr - c.min_lr) if c.lr > c.min_lr else 0.0
-    start = min(step, max(0, round((step - done * end) / (1 - done)))) if done < 1 else step
+    if done >= 1:  # decayed already and time is left: the steps it gains stay at the lowest rate
+        return replace(c, max_steps=end, lr_decay_steps=c.lr_decay_steps or c.max_steps)
+    start = min(step, max(0, round((step - done * end) / (1 - done))))
     return replace(c, max_steps=end, decay_fraction=(end - start) / end)
 
 
