@@ -1,7 +1,8 @@
 """The speedrun: validation loss at equal wall time on this CPU, GPT-2's block against the modern one, each switch
 ablated, over several seeds.
 
-python bench/speedrun.py [--data PATH] [--minutes 30] [--seeds 3] [--variants gpt2 modern ...] [--flags "..."]
+python bench/speedrun.py [--data PATH] [--minutes 30] [--seeds 3] [--first-seed 1337] [--variants gpt2 modern ...]
+                         [--flags "..."] [--log speedrun.jsonl]
 Each cell is a whole `python -m gpt.train --time-budget M --seed S` process with the variant's switches: the trainer
 plans the shape, batch and steps for the budget on this machine, timing that very block, so every variant gets the
 same wall time (`--flags "--n-layer 4 --n-embd 128 ..."` fixes a shape for all of them instead). The figure is the
@@ -79,7 +80,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the text to train on (default: Tiny Shakespeare)")
     p.add_argument("--minutes", type=float, default=30.0, help="each run's --time-budget")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per variant (1337, 1338, ...)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per variant (--first-seed, the next, ...)")
+    p.add_argument("--first-seed", type=int, default=1337, help="the first seed (a later sweep adds seeds to a cell)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--flags", default="", help="more gpt.train flags for every cell (a fixed shape, say)")
     p.add_argument("--log", type=Path, default=Path("speedrun.jsonl"), help="where each finished cell is appended")
@@ -92,7 +94,7 @@ def main() -> None:
         f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, device cpu; data {args.data.name}"
     )
     print(f"budget {args.minutes:g} min a run, {args.seeds} seeds, flags: {args.flags or '(none)'}", flush=True)
-    jobs = [(v, 1337 + i) for v in args.variants for i in range(args.seeds)]
+    jobs = [(v, args.first_seed + i) for v in args.variants for i in range(args.seeds)]
     results: dict[str, list[dict]] = {v: [] for v in args.variants}
     bar = tqdm(jobs, desc="speedrun", unit="run")
     for variant, seed in bar:
