@@ -178,7 +178,10 @@ class Run:
             self.restore()
         self.trained = model
         if c.compile:
-            self.trained = torch.compile(self.trained)
+            from torch._functorch import config as functorch_config
+
+            functorch_config.enable_autograd_cache = False  # torch.compile's on-disk caches are pickles: off
+            self.trained = torch.compile(self.trained, options={"fx_graph_cache": False})
         if world > 1:
             self.trained = DistributedDataParallel(
                 self.trained, device_ids=[device.index] if device.type == "cuda" else None
