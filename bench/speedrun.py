@@ -32,12 +32,12 @@ MODERN = ["--rotary", "--rms-norm", "--qk-norm", "--mlp", "swiglu"]  # Qwen3's b
 VARIANTS = {  # the modern block, then each switch taken back to GPT-2's (or another MLP, or an untied head)
     "gpt2": [],
     "modern": MODERN,
-    "-rotary": [f for f in MODERN if f != "--rotary"],
-    "-rms-norm": [f for f in MODERN if f != "--rms-norm"],
-    "-qk-norm": [f for f in MODERN if f != "--qk-norm"],
+    "no-rotary": [f for f in MODERN if f != "--rotary"],
+    "layernorm": [f for f in MODERN if f != "--rms-norm"],
+    "no-qk-norm": [f for f in MODERN if f != "--qk-norm"],
     "mlp-gelu": [*MODERN[:-1], "gelu"],
     "mlp-relu2": [*MODERN[:-1], "relu2"],
-    "+untied-head": [*MODERN, "--untied-head"],
+    "untied-head": [*MODERN, "--untied-head"],
 }
 
 

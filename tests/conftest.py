@@ -318,6 +318,40 @@ def cli():
     return _cli
 
 
+def _refused(*args: str) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` run in this process as __main__, from the repository root: the exit code, stdout and
+    stderr the command gives. For refusals that come before any work: a test of one skips a Python start-up (torch's
+    import, ~4 CPU-seconds). Each command's refusal from a real process is tested too (cli)."""
+    import contextlib
+    import io
+    import runpy
+
+    import torch
+
+    assert args[0] == "-m", args
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    argv, threads = sys.argv, torch.get_num_threads()
+    sys.argv = [args[1], *args[2:]]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), contextlib.chdir(ROOT):
+            try:
+                runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+            except SystemExit as e:  # as Python ends: a message goes to stderr with code 1
+                code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+                if isinstance(e.code, str):
+                    print(e.code, file=sys.stderr)
+    finally:
+        sys.argv = argv
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="session")
+def refused():
+    """refused(*args) -> CompletedProcess of `python ARGS` (-m MODULE ...) run in this process: for refusals."""
+    return _refused
+
+
 @pytest.fixture(scope="session")
 def tiny_args() -> list[str]:
     """Flags for a model small enough to train in seconds."""

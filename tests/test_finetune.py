@@ -34,12 +34,12 @@ def test_a_fine_tune_starts_from_the_base_keeps_its_shape_and_names_it(tmp_path,
     assert f"python -m gpt.hub push {tiny_model.name} --repo you/{tiny_model.name}" in card  # how to name the base
 
 
-def test_characters_the_base_does_not_know_and_a_new_shape_are_one_line_errors(tmp_path, tiny_model, cli):
+def test_characters_the_base_does_not_know_and_a_new_shape_are_one_line_errors(tmp_path, tiny_model, refused):
     text = tmp_path / "accents.txt"
     text.write_text(make_play(300, seed=7) + "Café crème, señor.\n")
-    r = fine_tune(cli, tiny_model, text, tmp_path / "x")
+    r = fine_tune(refused, tiny_model, text, tmp_path / "x")
     assert r.returncode != 0 and "'é'" in r.stderr and "'ñ'" in r.stderr and "Traceback" not in r.stderr
-    r = fine_tune(cli, tiny_model, text, tmp_path / "y", "--n-layer", "3")
+    r = fine_tune(refused, tiny_model, text, tmp_path / "y", "--n-layer", "3")
     assert r.returncode != 0 and "a fine-tune keeps its shape" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 

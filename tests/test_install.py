@@ -53,6 +53,7 @@ def test_pip_install_gives_the_package_and_its_commands(env_python, tmp_path, so
     )
     assert r.returncode == 0 and r.stdout.strip(), r.stderr
     commands = ("gpt-train", "gpt-sample", "gpt-eval", "gpt-hub", "gpt-folder")
+    commands = commands if source == "git" else commands[:1]  # a commit's install runs each; a folder's, the first
     running = {  # all at once: each spends its time importing torch
         c: subprocess.Popen(
             [str(env_python.parent / c), "--help"],

@@ -124,8 +124,8 @@ def test_parameter_counts_match_the_lectures(arch, settings):
     assert config.num_params() == {"bigram": 729, "mlp": 12097, "wavenet": 76579}[arch]
 
 
-def test_bad_ladder_settings_are_one_line_errors(cli, names_file, tmp_path):
-    r = cli(
+def test_bad_ladder_settings_are_one_line_errors(refused, names_file, tmp_path):
+    r = refused(
         "-m",
         "gpt.train",
         "--data",
@@ -137,7 +137,7 @@ def test_bad_ladder_settings_are_one_line_errors(cli, names_file, tmp_path):
     assert (
         r.returncode == 1 and r.stderr.strip() == "error: --block-size 6: wavenet needs a power of two (it fuses pairs)"
     )
-    r = cli(
+    r = refused(
         "-m", "gpt.train", "--data", str(names_file), "--out", str(tmp_path / "m"), "--arch", "mlp", "--dropout", "0.1"
     )
     assert r.returncode == 1 and "--dropout, --bias and the block's switches are for --arch gpt" in r.stderr

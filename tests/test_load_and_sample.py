@@ -59,8 +59,8 @@ def test_sample_cli_compiled_writes_what_it_writes_uncompiled(tiny_model, sample
         (["--prompt", "ROMEO#"], "'#'"),
     ],
 )
-def test_sample_cli_bad_input(tiny_model, args, message, sample):
-    r = sample(str(tiny_model), *args)
+def test_sample_cli_bad_input(tiny_model, args, message, refused):
+    r = refused("-m", "gpt.sample", str(tiny_model), *args)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr
 

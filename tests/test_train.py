@@ -205,10 +205,10 @@ def test_a_damaged_checkpoint_is_refused_in_one_line(tmp_path, play_file, damage
         (["--rotary", "--n-embd", "24", "--n-head", "8"], "--rotary needs an even head size"),
     ],
 )
-def test_bad_input_is_one_line_and_nonzero(tmp_path, play_file, args, message, cli):
+def test_bad_input_is_one_line_and_nonzero(tmp_path, play_file, args, message, refused):
     if "--data" not in args and "--resume" not in args and args:
         args = ["--data", str(play_file), *args]
-    r = cli("-m", "gpt.train", "--out", str(tmp_path / "x"), *args)
+    r = refused("-m", "gpt.train", "--out", str(tmp_path / "x"), *args)
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr
