@@ -181,7 +181,8 @@ class Run:
             from torch._functorch import config as functorch_config
 
             functorch_config.enable_autograd_cache = False  # torch.compile's on-disk caches are pickles: off
-            self.trained = torch.compile(self.trained, options={"fx_graph_cache": False})
+            # one static graph per shape (training's, evaluation's): dynamic shapes' kernels are slower on a CPU
+            self.trained = torch.compile(self.trained, dynamic=False, options={"fx_graph_cache": False})
         if world > 1:
             self.trained = DistributedDataParallel(
                 self.trained, device_ids=[device.index] if device.type == "cuda" else None
