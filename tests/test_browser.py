@@ -54,7 +54,7 @@ def chat_box(page):
     return page.get_by_placeholder("Say something…").or_(page.get_by_placeholder("the start of an item…")).first
 
 
-def refused(page, text: str, field=None):
+def shown_refusal(page, text: str, field=None):
     """Enter on a field (the chat box unless given) until the validator's message holding `text` shows: its locator.
 
     Gradio's page now and then drops a validator's answer: beside three busy loops, 2 of ~100 fresh pages showed
@@ -126,7 +126,7 @@ def test_chat_reply_grows_in_the_page(page):
 def test_a_bad_message_stays_in_a_usable_box(page, message):
     box = chat_box(page)
     box.fill(message)
-    refused(page, "The message is empty" if not message.strip() else "vocabulary has no")
+    shown_refusal(page, "The message is empty" if not message.strip() else "vocabulary has no")
     assert box.input_value() == message and box.is_enabled() and no_error_overlay(page)
     assert page.get_by_text("Textbox", exact=True).count() == 0  # the message names the field, not its type
     assert page.locator('[data-testid="user"]').count() == 0
@@ -162,7 +162,7 @@ def test_a_document_model_gets_its_own_examples_and_prompt(page, names_file):
     page.get_by_role("button", name=first, exact=True).click()  # an example for this model, from its text: sent
     assert wait_for_reply(page).startswith(first)
     chat_box(page).fill("Em")
-    refused(page, "only lowercase")
+    shown_refusal(page, "only lowercase")
     assert chat_box(page).input_value() == "Em" and no_error_overlay(page)
     page.get_by_role("tab", name="Playground").click()
     assert page.get_by_label("start of an item (blank: a fresh one)").input_value() == ""
@@ -273,7 +273,7 @@ def test_a_long_error_message_wraps_inside_the_screen(browser, app_url, size):
     page = open_app(browser, app_url, size)
     chat_box(page).fill("Hi {there}")
     try:
-        message = refused(page, "vocabulary has no")
+        message = shown_refusal(page, "vocabulary has no")
     finally:
         page.screenshot(path=str(ARTIFACTS / f"chat-error-{size}.png"), full_page=True)
     box = message.bounding_box()
@@ -392,7 +392,7 @@ def test_a_bad_ladder_seed_is_a_message_at_the_field_and_the_table_stays(browser
     page.locator("#ladder-chart img").wait_for(timeout=60_000)
     seed = page.get_by_label("seed (blank = random)").last
     seed.fill("abc")
-    refused(page, "The seed must be a whole number", seed)
+    shown_refusal(page, "The seed must be a whole number", seed)
     assert page.get_by_role("cell", name="names-mlp").count() == 1 and page.locator("#ladder-chart img").count() == 1
     assert no_error_overlay(page)
     page.screenshot(path=str(ARTIFACTS / f"ladder-bad-seed-{size}.png"), full_page=True)
