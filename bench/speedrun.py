@@ -2,10 +2,11 @@
 ablated, over several seeds.
 
 python bench/speedrun.py [--data PATH] [--minutes 30] [--seeds 3] [--first-seed 1337] [--variants gpt2 modern ...]
-                         [--flags "..."] [--log speedrun.jsonl]
+                         [--flags="..."] [--log speedrun.jsonl]
 Each cell is a whole `python -m gpt.train --time-budget M --seed S` process with the variant's switches: the trainer
 plans the shape, batch and steps for the budget on this machine, timing that very block, so every variant gets the
-same wall time (`--flags "--n-layer 4 --n-embd 128 ..."` fixes a shape for all of them instead). The figure is the
+same wall time (`--flags="--n-layer 4 --n-embd 128 ..."` fixes a shape for all of them instead; from 10 minutes
+the trainer compiles a block it pays to compile, and `--flags=--no-compile` keeps them all eager). The figure is the
 run's exact validation loss (nats per character on Tiny Shakespeare's last 10%). A row gives the mean over the seeds,
 the spread (lowest to highest), the planned shape and the wall time, and its difference from the first variant's
 mean. Every finished cell is appended to --log as a JSON line, so a long sweep keeps what it has measured.
@@ -58,7 +59,9 @@ def cell(data: Path, minutes: float, variant: str, seed: int, flags: list[str]) 
         "seed": seed,
         "minutes": minutes,
         "wall_s": round(wall, 1),
-        "shape": f"{s['n_layer']}x{s['n_embd']} ctx {s['block_size']} b{s['batch_size']} {s['max_steps']} steps",
+        "shape": f"{s['n_layer']}x{s['n_embd']} ctx {s['block_size']} b{s['batch_size']}"
+        + " compiled" * bool(s.get("compile")),
+        "steps": s["max_steps"],
         "parameters": run["parameters"],
         "val_loss": run["exact_val_loss"],
     }
@@ -70,9 +73,10 @@ def row(variant: str, cells: list[dict], base: float | None) -> str:
     against = "" if base is None else f"{mean - base:+.4f}"
     shapes = sorted({c["shape"] for c in cells})
     walls = statistics.mean(c["wall_s"] for c in cells)
+    steps = ", ".join(f"{c['steps']:,}" for c in cells)
     return (
         f"| {variant} | {mean:.4f} | {min(losses):.4f}-{max(losses):.4f} | {against} | {len(losses)} | "
-        f"{'; '.join(shapes)} | {walls:.0f} s |"
+        f"{'; '.join(shapes)} | {steps} | {walls:.0f} s |"
     )
 
 
@@ -83,7 +87,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3, help="seeds per variant (--first-seed, the next, ...)")
     p.add_argument("--first-seed", type=int, default=1337, help="the first seed (a later sweep adds seeds to a cell)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--flags", default="", help="more gpt.train flags for every cell (a fixed shape, say)")
+    p.add_argument(
+        "--flags", default="", help='more gpt.train flags for every cell, as one argument: --flags="--no-compile"'
+    )
     p.add_argument("--log", type=Path, default=Path("speedrun.jsonl"), help="where each finished cell is appended")
     args = p.parse_args()
     if not args.data.is_file():
@@ -103,10 +109,12 @@ def main() -> None:
         results[variant].append(c)
         with args.log.open("a") as f:
             f.write(json.dumps({**c, "cpu": cpu_name(), "flags": args.flags}) + "\n")
-        tqdm.write(f"{variant} seed {seed}: {c['val_loss']:.4f} ({c['shape']}, {c['wall_s']:.0f} s)")
+        tqdm.write(
+            f"{variant} seed {seed}: {c['val_loss']:.4f} ({c['shape']}, {c['steps']:,} steps, {c['wall_s']:.0f} s)"
+        )
     base = statistics.mean(c["val_loss"] for c in results[args.variants[0]])
-    print(f"\n| variant | val loss (mean) | spread | vs {args.variants[0]} | seeds | shape planned | wall |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"\n| variant | val loss (mean) | spread | vs {args.variants[0]} | seeds | shape planned | steps | wall |")
+    print("|---|---|---|---|---|---|---|---|")
     for variant in args.variants:
         print(row(variant, results[variant], None if variant == args.variants[0] else base))
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from gpt.training.budget import Pacer, body_params, plan, reaimed
-from gpt.training.config import TrainConfig
+from gpt.training.config import TrainConfig, build_parser
 from gpt.training.optim import learning_rate
+from gpt.training.train import given_settings
 
 
 def step_seconds(c: TrainConfig) -> float:
@@ -46,6 +47,20 @@ def test_what_the_user_chose_is_kept():
     assert c.n_layer == 3 and c.batch_size == 8
     with pytest.raises(ValueError, match="drop --max-steps"):
         planned(10, max_steps=100)
+
+
+def test_a_budget_that_repays_compiling_compiles_a_block_with_something_to_fuse():
+    modern = dict(rotary=True, rms_norm=True, qk_norm=True, mlp="swiglu")
+    assert planned(30, **modern).compile and planned(30, mlp="relu2").compile
+    assert not planned(30).compile  # GPT-2's block: as fast eagerly on a CPU
+    assert not planned(5, **modern).compile  # compiling would eat what it saves
+    assert not planned(30, compile=False, **modern).compile  # the user's choice is kept
+    args = build_parser().parse_args(["--out", "m", "--no-compile"])
+    assert args.compile is False and "compile" in given_settings(args)
+    c = TrainConfig(data="text.txt", time_budget=30)
+    assert plan(c, set(), 1800, 1_000_000, 100_000, step_seconds, cuda=True).compile  # any block on CUDA
+    sft = TrainConfig(data="chats.jsonl", time_budget=30, sft=True, init_from="base", **modern)
+    assert not plan(sft, {"init_from", "sft"}, 1800, 1_000_000, 100_000, step_seconds, cuda=True).compile
 
 
 def test_a_fine_tune_on_a_budget_keeps_its_shape_and_rates():

@@ -4,9 +4,10 @@ The shapes form a ladder from a 1-minute model to the flagship and beyond. Each 
 steps of a throwaway copy), smallest first, and the largest rung is kept that (a) takes at least MIN_STEPS steps and
 MIN_TOKENS_PER_PARAM tokens per parameter in the time left, and (b) is not far larger than the text (at most
 MAX_PARAMS_PER_TOKEN parameters per training token). Steps fill the time left after the evaluations and the final
-scoring; the schedule is warmup-stable-decay. While it trains, the run re-plans from its measured pace whenever its
-projected end strays from the deadline (Run.fit_to_budget): the steps left move (`reaimed`, a decay under way finishes
-over them), and a shape that can no longer train for enough steps gives way to a smaller one planned afresh.
+scoring; the schedule is warmup-stable-decay, and a budget that repays compiling compiles the model (compiles()).
+While it trains, the run re-plans from its measured pace whenever its projected end strays from the deadline
+(Run.fit_to_budget): the steps left move (`reaimed`, a decay under way finishes over them), and a shape that can no
+longer train for enough steps gives way to a smaller one planned afresh.
 """
 
 import math
@@ -28,6 +29,7 @@ FORWARD_SHARE = 0.35  # a forward pass's share of a training step's time
 REPLAN_TOLERANCE = 0.05  # of the time left: a projected end further than this from the deadline re-plans the steps
 DECAY_FLOOR = 10  # steps a run out of time still takes to bring its rate down (a re-plan comes every 10 steps)
 PACE_WINDOW = 0.1  # of the budget: the recent time whose pace a re-plan trusts (steady, yet quick to see a slowdown)
+COMPILE_SECONDS = 600  # compiling takes about a minute of a 2-core CPU (training's graph, then evaluation's)
 SHAPES = [  # learning rates as measured for the rungs that are presets (shakespeare-char-cpu, shakespeare-char)
     dict(n_layer=2, n_head=2, n_embd=64, block_size=64, batch_size=16, lr=0.006, muon_lr=0.02),
     dict(n_layer=2, n_head=4, n_embd=128, block_size=64, batch_size=16, lr=0.006, muon_lr=0.02),
@@ -65,6 +67,26 @@ def as_trained(rung: TrainConfig, fixed: set[str]) -> TrainConfig:
     return replace(rung, **{k: v for k, v in chosen.items() if k not in fixed})
 
 
+def compiles(c: TrainConfig, seconds: float, cuda: bool) -> bool:
+    """Whether a budgeted run compiles its model: with COMPILE_SECONDS or more left, a fresh GPT trained on text, on
+    CUDA any block, on a CPU a block with something to fuse (RMS norms, rotation, SwiGLU: eagerly each is several
+    passes over memory, which make the modern step 13-16% slower than GPT-2's; compiled it costs what GPT-2's does).
+    Conversations and post-training change shapes from batch to batch, and a static graph compiles again at each."""
+    on_text = c.arch == "gpt" and not (c.init_from or c.sft or c.rl or c.dpo or c.reward_model)
+    fusable = c.rms_norm or c.rotary or c.qk_norm or c.mlp != "gelu"
+    return on_text and seconds >= COMPILE_SECONDS and (cuda or fusable and has_cpp_compiler())
+
+
+def has_cpp_compiler() -> bool:
+    """Whether inductor finds the C++ compiler it builds CPU kernels with (a machine without one trains eagerly)."""
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    try:
+        return bool(get_cpp_compiler())
+    except Exception:
+        return False
+
+
 def finish_seconds(c: TrainConfig, step_s: float, val_tokens: int) -> float:
     """What the run does after its last step: score the whole validation split (at the pace of its steps), then
     sample 300 tokens and write the plot and card (about as long on a busy machine, where the run is on one thread)."""
@@ -80,9 +102,11 @@ def plan(
     val_tokens: int,
     step_seconds: Callable[[TrainConfig], float],
     below: int | None = None,
+    cuda: bool = False,
 ) -> TrainConfig:
-    """The run to make in `seconds`: `step_seconds` times one optimizer step of a candidate on this machine; `below`
-    leaves out shapes of that many body parameters or more (a re-plan for a machine that slowed down)."""
+    """The run to make in `seconds`: `step_seconds` times one optimizer step of a candidate on this machine (eagerly:
+    a compiled run's steps are faster, and its pace re-plans them once it has compiled); `below` leaves out shapes of
+    that many body parameters or more (a re-plan for a machine that slowed down)."""
     if "max_steps" in fixed:
         raise ValueError("--time-budget sets the number of steps: drop --max-steps (or drop --time-budget)")
     room = max(2, val_tokens - 1)
@@ -116,6 +140,7 @@ def plan(
         eval_interval=interval,
         eval_steps=min(50, max(4, round(eval_steps))),
         lr_decay_steps=None,
+        compile=compiles(rung, seconds, cuda),
     )
     if rung.arch != "gpt" or rung.init_from:  # a makemore rung or a fine-tune keeps its own rates and optimizer
         kept = ("max_steps", "warmup_steps", "schedule", "eval_interval", "eval_steps", "lr_decay_steps")

@@ -116,7 +116,11 @@ class TrainConfig:
     device: str = setting("auto", "auto picks cuda, then mps, then cpu", ["auto", "cpu", "cuda", "mps"])
     dtype: str = setting("auto", "autocast precision; auto is bfloat16 on CUDA, else float32", ["auto", *DTYPES])
     save_dtype: str = setting("float32", "precision of the saved weights (loading always gives float32)", list(DTYPES))
-    compile: bool = setting(False, "torch.compile the model: faster steps on CUDA, and for the modern block on a CPU")
+    compile: bool = setting(
+        False,
+        "torch.compile the model: faster steps on CUDA, and for the modern block on a CPU (a --time-budget of 10 "
+        "minutes or more compiles where it pays unless --no-compile)",
+    )
     seed: int = setting(1337, "random seed (same seed and settings give the same run)")
     threads: int | None = setting(
         None, "CPU threads for torch (default: one per core); another busy job on the same cores slows both a lot"
@@ -320,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
         flag, meta = f"--{f.name.replace('_', '-')}", f.metadata
         shown = "" if f.default is None else f" (default: {f.default})"
         if f.type is bool:
-            p.add_argument(flag, action="store_true", default=None, help=meta["help"])
+            # --no-FLAG too: to take back a preset's switch, or keep a time budget from compiling (--no-compile)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=meta["help"])
             continue
         kind = f.type
         if isinstance(kind, types.UnionType):

@@ -159,7 +159,7 @@ class Run:
             self.pacer.pick_threads(self.time_step, rungs[0])
             left = 60 * c.time_budget - self.wall_time()
             tokens = (self.train_data.tokens, self.val_data.tokens)
-            self.c = c = plan(c, given, left, *tokens, self.time_step, below)
+            self.c = c = plan(c, given, left, *tokens, self.time_step, below, device.type == "cuda")
             _, self.train_data, self.val_data = read_data(c, self.tokenizer, self.text)
             torch.manual_seed(c.seed + rank)  # the probes drew from it; a planned run repeats as an explicit one
         if base:  # the base model's own config (a head of its own, say), with this run's dropout and new tokens
@@ -249,6 +249,7 @@ class Run:
             f"{self.model.num_params():,} parameters; steps {self.start:,} to {c.max_steps:,} of {c.batch_size} x "
             f"{self.train_data.row_length} tokens on {self.record['device_name']}"
             + (f"; sized for --time-budget {c.time_budget:g} min" if c.time_budget else "")
+            + ("; compiled (the first steps wait for it)" if c.compile else "")
             + (self.replay_note() if c.replay else "")
         )
 
