@@ -29,7 +29,7 @@ FORWARD_SHARE = 0.35  # a forward pass's share of a training step's time
 REPLAN_TOLERANCE = 0.05  # of the time left: a projected end further than this from the deadline re-plans the steps
 DECAY_FLOOR = 10  # steps a run out of time still takes to bring its rate down (a re-plan comes every 10 steps)
 PACE_WINDOW = 0.1  # of the budget: the recent time whose pace a re-plan trusts (steady, yet quick to see a slowdown)
-COMPILE_SECONDS = 600  # compiling takes about a minute of a 2-core CPU (training's graph, then evaluation's)
+COMPILE_SECONDS = 600  # time left from which a faster step repays compiling training's graph and evaluation's
 SHAPES = [  # learning rates as measured for the rungs that are presets (shakespeare-char-cpu, shakespeare-char)
     dict(n_layer=2, n_head=2, n_embd=64, block_size=64, batch_size=16, lr=0.006, muon_lr=0.02),
     dict(n_layer=2, n_head=4, n_embd=128, block_size=64, batch_size=16, lr=0.006, muon_lr=0.02),
@@ -70,7 +70,7 @@ def as_trained(rung: TrainConfig, fixed: set[str]) -> TrainConfig:
 def compiles(c: TrainConfig, seconds: float, cuda: bool) -> bool:
     """Whether a budgeted run compiles its model: with COMPILE_SECONDS or more left, a fresh GPT trained on text, on
     CUDA any block, on a CPU a block with something to fuse (RMS norms, rotation, SwiGLU: eagerly each is several
-    passes over memory, which make the modern step 13-16% slower than GPT-2's; compiled it costs what GPT-2's does).
+    passes over memory; GPT-2's LayerNorm and GELU have fused kernels already, and compiled it gains nothing there).
     Conversations and post-training change shapes from batch to batch, and a static graph compiles again at each."""
     on_text = c.arch == "gpt" and not (c.init_from or c.sft or c.rl or c.dpo or c.reward_model)
     fusable = c.rms_norm or c.rotary or c.qk_norm or c.mlp != "gelu"
